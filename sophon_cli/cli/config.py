@@ -1,0 +1,107 @@
+"""`sophon config`: show and change settings. The API key is read from stdin or a hidden prompt only."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from sophon_cli.cli.context import get_ctx
+
+app = typer.Typer(no_args_is_help=True)
+
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option("--profile", metavar="NAME", help="Config profile to change [default: the active one]."),
+]
+
+
+def _target_profile(ctx: typer.Context, profile: str | None) -> str:
+    import os
+
+    from sophon_cli.settings import DEFAULT_PROFILE
+
+    return profile or get_ctx(ctx).options.profile or os.environ.get("SOPHON_PROFILE") or DEFAULT_PROFILE
+
+
+@app.command("show")
+def show(ctx: typer.Context) -> None:
+    """Show the effective settings and where each comes from (the API key is redacted)."""
+    from sophon_cli.settings import config_path, redact
+
+    ac = get_ctx(ctx)
+    s = ac.settings
+    key = s.api_key.get_secret_value() if s.api_key is not None else None
+    data = {
+        "profile": s.profile,
+        "base_url": s.base_url,
+        "api_key": redact(key),
+        "timeout": s.timeout,
+        "config_file": str(config_path()),
+        "state_file": str(ac.state_path),
+    }
+    if ac.out.json:
+        ac.out.emit(data)
+    else:
+        ac.out.kv(list(data.items()))
+
+
+@app.command("set")
+def set_value(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="Setting name: base_url or timeout.")],
+    value: Annotated[str, typer.Argument(help="New value; an empty string removes the setting.")],
+    profile: ProfileOpt = None,
+) -> None:
+    """Set a value in the config file for a profile."""
+    from sophon_cli.client.errors import InputError
+    from sophon_cli.settings import SETTABLE_KEYS, update_config
+
+    name = key.strip().lower().replace("-", "_")
+    if name in ("api_key", "key"):
+        raise InputError("the API key is not set from the command line", hint="run `sophon config set-key`")
+    if name not in SETTABLE_KEYS:
+        raise InputError(f"unknown setting {key!r}", hint=f"use one of: {', '.join(sorted(SETTABLE_KEYS))}")
+    parsed: object = None
+    if value != "":
+        try:
+            parsed = SETTABLE_KEYS[name](value)
+        except ValueError as exc:
+            raise InputError(f"bad value for {name}: {value!r}", hint="give a number") from exc
+        if name == "base_url" and value.lower() != "local" and not value.startswith(("http://", "https://")):
+            raise InputError(
+                f"base_url must start with http:// or https:// (got {value!r})",
+                hint="or use 'local' for the local server",
+            )
+    target = _target_profile(ctx, profile)
+    path = update_config(target, {name: parsed})
+    get_ctx(ctx).out.notice(f"{'removed' if parsed is None else 'set'} {name} in profile {target!r} ({path})")
+
+
+@app.command("set-key")
+def set_key(ctx: typer.Context, profile: ProfileOpt = None) -> None:
+    """Store the API key for a profile (read from stdin, or a hidden prompt on a terminal)."""
+    from sophon_cli.client.errors import InputError
+    from sophon_cli.settings import update_config
+
+    if sys.stdin.isatty():
+        key = typer.prompt("API key", hide_input=True)
+    else:
+        key = sys.stdin.readline()
+    key = key.strip()
+    if not key:
+        raise InputError("no API key given", hint='pipe it in: `printf %s "$KEY" | sophon config set-key`')
+    if any(c.isspace() for c in key) or not key.isprintable():
+        raise InputError("the API key contains spaces or control characters", hint="check what you pasted")
+    target = _target_profile(ctx, profile)
+    path = update_config(target, {"api_key": key})
+    get_ctx(ctx).out.notice(f"stored the API key for profile {target!r} in {path} (mode 0600)")
+
+
+@app.command("path")
+def path_cmd(ctx: typer.Context) -> None:
+    """Print the config file's path."""
+    from sophon_cli.settings import config_path
+
+    get_ctx(ctx).out.print(str(config_path()))

@@ -1,0 +1,102 @@
+"""Per-invocation state shared by all commands: global options, the Output, settings, the client.
+
+Expensive things (settings, the HTTP client, the local server) are built on first use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sophon_cli.cli.output import Output
+
+
+@dataclass
+class GlobalOptions:
+    base_url: str | None = None
+    profile: str | None = None
+    json: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    no_progress: bool = False
+    local: bool = False
+
+
+@dataclass
+class AppContext:
+    options: GlobalOptions = field(default_factory=GlobalOptions)
+    out: Output = field(default_factory=Output)
+    _settings: Any = None
+    _client: Any = None
+    _resolved: tuple[str, str | None] | None = None
+
+    @property
+    def settings(self):
+        if self._settings is None:
+            from sophon_cli.settings import LOCAL, load_settings
+
+            self._settings = load_settings(
+                base_url=LOCAL if self.options.local else self.options.base_url,
+                profile=self.options.profile,
+            )
+        return self._settings
+
+    @property
+    def is_local(self) -> bool:
+        return self.settings.is_local
+
+    def endpoint(self, *, need_key: bool = True) -> tuple[str, str | None]:
+        """The (base_url, api_key) to talk to; starts the local server for ``--local``."""
+        if self._resolved is None:
+            s = self.settings
+            if s.is_local:
+                from sophon_cli.local import ensure_local_server
+
+                url, key = ensure_local_server()
+                self.out.debug(f"using the local server at {url}")
+                self._resolved = (url, key)
+            else:
+                key = s.api_key.get_secret_value() if s.api_key is not None else None
+                self._resolved = (s.base_url.rstrip("/"), key)
+        url, key = self._resolved
+        if need_key and not key:
+            from sophon_cli.client.errors import ConfigError
+
+            raise ConfigError(
+                "no API key is set",
+                hint="set SOPHON_API_KEY, run `sophon config set-key`, or use --local for the local server",
+            )
+        return url, key
+
+    def client(self, *, need_key: bool = True):
+        if self._client is None:
+            from sophon_cli.client.http import SophonClient
+
+            url, key = self.endpoint(need_key=need_key)
+            self._client = SophonClient(url, key, timeout=self.settings.timeout)
+        return self._client
+
+    @property
+    def state_path(self) -> Path:
+        from sophon_cli.settings import state_dir
+
+        return state_dir() / "state.json"
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+
+
+def get_ctx(ctx: Any) -> AppContext:
+    """The AppContext of a typer/click context (created on demand for direct calls)."""
+    root = ctx.find_root() if ctx is not None else None
+    if root is not None and isinstance(root.obj, AppContext):
+        return root.obj
+    app_ctx = AppContext()
+    if root is not None:
+        root.obj = app_ctx
+    return app_ctx
