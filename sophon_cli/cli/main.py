@@ -110,6 +110,21 @@ app.command("server", help="Run the local SOPHON-compatible server (real HEVC en
 app.add_typer(config.app, name="config", help="Show and change settings (config profiles, API key).")
 app.add_typer(cache.app, name="cache", help="Inspect and prune the local resume cache.")
 
+
+@app.command("completions")
+def completions_command(
+    shell: Annotated[str, typer.Argument(help="bash, zsh or fish.", metavar="SHELL")],
+) -> None:
+    """Print the static completion script for a shell (the same files as in completions/)."""
+    from sophon_cli.cli.completions import render_all
+    from sophon_cli.client.errors import InputError
+
+    names = {"bash": "sophon.bash", "zsh": "_sophon", "fish": "sophon.fish"}
+    if shell not in names:
+        raise InputError(f"unknown shell {shell!r}", hint="use bash, zsh or fish")
+    typer.echo(render_all()[names[shell]], nl=False)
+
+
 # Flags that may also be written after the command; moved in front of it before parsing.
 _HOISTABLE = {"--json", "--quiet", "-q", "--verbose", "-v", "--no-progress", "--local"}
 
@@ -127,7 +142,7 @@ def hoist_global_flags(args: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import click
+    from typer._click import exceptions as click_exc  # typer vendors click; its minor version is pinned
 
     from sophon_cli.cli.errors import report
 
@@ -136,10 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = command.main(args=args, prog_name="sophon", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.stderr.write("interrupted\n")
         code = 130
-    except click.ClickException as exc:
+    except click_exc.ClickException as exc:
         exc.show()
         code = exc.exit_code
     except KeyboardInterrupt:

@@ -1,0 +1,52 @@
+"""Start-up stays light: the entry module loads none of the heavy libraries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ["httpx", "pydantic", "pydantic_settings", "rich", "starlette", "uvicorn", "av", "imageio_ffmpeg"]
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = f"import sys, json\n{code}\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_importing_entry_module_loads_no_heavy_library():
+    assert _loaded_after("import sophon_cli.cli.main") == []
+
+
+def test_importing_package_loads_no_heavy_library():
+    assert _loaded_after("import sophon_cli") == []
+
+
+def _run_main(*argvs: list[str]) -> str:
+    return (
+        "from sophon_cli.cli.main import main\n"
+        "import contextlib, io\n"
+        f"for argv in {list(argvs)!r}:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "        except SystemExit as e:\n"
+        "            assert e.code == 0, (argv, e.code)\n"
+    )
+
+
+def test_root_help_and_version_load_no_heavy_library():
+    assert _loaded_after(_run_main(["--help"], ["--version"])) == []
+
+
+def test_subcommand_help_loads_no_http_or_rendering_library():
+    # typer >= 0.22 validates parameters with pydantic, so parsing any subcommand loads pydantic
+    # (typer's own dependency); httpx, rich and the server stack must still stay out.
+    loaded = _loaded_after(_run_main(["job", "--help"], ["encode", "--help"], ["upload", "--help"]))
+    assert [m for m in loaded if m not in ("pydantic",)] == []
+
+
+def test_lazy_public_surface_still_works():
+    code = "import sophon_cli\nassert sophon_cli.SophonError.__name__ == 'SophonError'"
+    assert "httpx" not in _loaded_after(code)
