@@ -1,8 +1,8 @@
 """The SOPHON client library. Usable from Python without typer or rich.
 
-    from sophon_cli.client import SophonClient
-    with SophonClient(base_url, api_key) as c:
-        job = c.jobs.get("job_...")
+from sophon_cli.client import SophonClient
+with SophonClient(base_url, api_key) as c:
+    job = c.jobs.get("job_...")
 """
 
 from __future__ import annotations

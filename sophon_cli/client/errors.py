@@ -7,6 +7,7 @@
     ├── IntegrityError               a hash or size did not match what the server said    -> exit 1
     ├── JobFailedError               a waited-for job ended failed or canceled (.job)    -> exit 5
     ├── WaitTimeoutError             gave up waiting (.job_ids)                          -> exit 6
+    ├── SignatureError               a webhook delivery did not verify (.reason)          -> exit 1
     └── APIError                     the server answered with an error envelope
         │                            (.status, .code, .message, .retryable, .request_id)
         ├── BadRequestError          400, 422                                            -> exit 1
@@ -74,6 +75,15 @@ class WaitTimeoutError(SophonError):
     def __init__(self, message: str, *, job_ids: list[str] | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.job_ids = job_ids or []
+
+
+class SignatureError(SophonError):
+    """A webhook delivery failed verification. ``reason`` is a stable machine-readable string
+    (one of ``sophon_cli.client.webhooks.REASONS``)."""
+
+    def __init__(self, message: str, *, reason: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
 
 
 class APIError(SophonError):

@@ -1,0 +1,389 @@
+"""Output downloads: the 302 by hand, the signed URL without auth, resumable and verified.
+
+1. ``GET /v1/jobs/{id}/output`` on the authenticated client *without* following redirects; the
+   Location (possibly relative) is resolved against the base URL. A job that is not completed
+   surfaces the server's 409 ``output_not_ready`` as ConflictError.
+2. The signed URL is fetched by a separate httpx client that never carries the API key (the token
+   in the URL is the credential, and the URL may point at another host).
+3. Bytes stream into ``<target>.part``; a leftover ``.part`` is resumed with ``Range: bytes=N-``
+   (206 appends, 200 restarts from zero). Dropped connections resume the same way, with backoff.
+4. Size (Content-Length / Content-Range / job.output.bytes) and sha256 (job.output.sha256) are
+   verified, the file is fsynced and ``os.replace``d into place: the target path never holds a
+   partial or unverified file.
+
+``final_artifact == "original"`` jobs are not downloaded: the source was already the best file.
+Progress: ``on_progress(done_bytes, total_bytes_or_None)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from sophon_cli.client.errors import InputError, IntegrityError, ServerError, SophonError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import httpx
+
+    from sophon_cli.client.http import SophonClient
+    from sophon_cli.client.models import DownloadResult, Job
+
+ProgressCallback = Callable[[int, "int | None"], None]
+STREAM_BLOCK = 1024 * 1024
+MAX_NAME_BYTES = 255
+_REDIRECTS = (301, 302, 303, 307, 308)
+_UNSAFE_CHARS = re.compile(r'[<>:"|?*]')
+_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
+
+
+# -- pure helpers --------------------------------------------------------------------------------
+
+
+def _clean_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        return ""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    # drop control, format (e.g. bidi overrides), surrogate and unassigned characters
+    name = "".join(ch for ch in name if not unicodedata.category(ch).startswith("C"))
+    name = _UNSAFE_CHARS.sub("_", name)
+    name = name.strip().strip(".").strip()
+    if not name:
+        return ""
+    stem, dot, ext = name.partition(".")
+    if stem.upper() in _RESERVED:
+        name = "_" + name
+    encoded = name.encode("utf-8")
+    if len(encoded) > MAX_NAME_BYTES:
+        root, ext = os.path.splitext(name)
+        if len(ext.encode("utf-8")) > 16:
+            root, ext = name, ""
+        budget = MAX_NAME_BYTES - len(ext.encode("utf-8"))
+        root = root.encode("utf-8")[:budget].decode("utf-8", errors="ignore").rstrip(" .")
+        name = (root + ext) if root else ""
+    return name
+
+
+def safe_filename(name: str | None, fallback: str) -> str:
+    """A file name that is safe to create inside a chosen directory.
+
+    Keeps only the last path component, removes NUL/control/format characters and characters
+    Windows forbids, strips leading/trailing dots and spaces (so ``.``/``..``/hidden names
+    cannot come out), avoids reserved device names and limits the result to 255 UTF-8 bytes.
+    Falls back to (the cleaned) ``fallback`` and finally to ``"download"``.
+    """
+    return _clean_name(name) or _clean_name(fallback) or "download"
+
+
+def filename_from_content_disposition(header: str | None) -> str | None:
+    """The (unsanitised) file name of a Content-Disposition header, or None."""
+    if not header:
+        return None
+    from email.message import Message
+
+    msg = Message()
+    try:
+        msg["content-disposition"] = header
+        name = msg.get_filename()
+    except Exception:
+        return None
+    return name if isinstance(name, str) and name else None
+
+
+def parse_content_range(value: str | None) -> tuple[int, int | None] | None:
+    """``bytes START-END/TOTAL`` -> (START, TOTAL or None)."""
+    if not value:
+        return None
+    m = re.match(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", value)
+    if not m:
+        return None
+    total = None if m.group(3) == "*" else int(m.group(3))
+    return int(m.group(1)), total
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - not supported on every platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(STREAM_BLOCK)
+            if not block:
+                return h.hexdigest()
+            h.update(block)
+
+
+class _Restart(Exception):
+    """Throw the .part away and fetch from zero."""
+
+
+class _RefreshURL(Exception):
+    """The signed URL was refused (expired token?): ask the API for a fresh one."""
+
+
+# -- the resource --------------------------------------------------------------------------------
+
+
+class Downloads:
+    def __init__(self, client: SophonClient) -> None:
+        self._c = client
+
+    def output_url(self, job_id: str) -> str:
+        """The absolute signed download URL of a completed job's output. It contains a credential:
+        never print or log it."""
+        import httpx
+
+        response = self._c.request("GET", f"/v1/jobs/{quote(str(job_id), safe='')}/output", expect=_REDIRECTS)
+        location = response.headers.get("location")
+        if not location:
+            raise ServerError(
+                response.status_code,
+                "invalid_response",
+                "the server's output redirect had no Location header",
+                request_id=response.headers.get("x-request-id"),
+                hint="try again later; quote the request id if it persists",
+            )
+        return str(httpx.URL(self._c.base_url + "/").join(location))
+
+    def download(
+        self,
+        job_id: str,
+        target: str | os.PathLike[str],
+        *,
+        force: bool = False,
+        on_progress: ProgressCallback | None = None,
+        job: Job | None = None,
+    ) -> DownloadResult:
+        """Download a completed job's output to ``target`` (a file path, or a directory: an
+        existing one or a path ending in ``/``) and return a DownloadResult."""
+        from sophon_cli.client.models import DownloadResult
+
+        target_text = os.fspath(target)
+        dir_mode = target_text.endswith(("/", os.sep)) or Path(target_text).is_dir()
+        final: Path | None = None
+        if dir_mode:
+            directory = Path(target_text)
+        else:
+            final = Path(target_text)
+            directory = final.parent
+            if final.exists() and not force:
+                raise InputError(f"{final} already exists", hint="use --force to overwrite it")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(
+                f"cannot create directory {directory} ({exc.strerror or exc})",
+                hint="choose another output location",
+            ) from None
+
+        if job is None:
+            job = self._c.jobs.get(job_id)
+        if job.final_artifact == "original":
+            return DownloadResult(final_artifact="original", skipped=True, bytes=job.output.bytes)
+
+        url = self.output_url(job_id)  # 409 output_not_ready surfaces here
+        if job.status != "completed" or not job.output.sha256:
+            job = self._c.jobs.get(job_id)
+            if job.final_artifact == "original":
+                return DownloadResult(final_artifact="original", skipped=True, bytes=job.output.bytes)
+
+        fallback = f"{job_id}.{job.output.container or 'mp4'}"
+        if final is not None:
+            part = final.with_name(final.name + ".part")
+        else:
+            part = directory / (safe_filename(fallback, "download") + ".part")
+        expected_sha = (job.output.sha256 or "").lower() or None
+        expected_bytes = job.output.bytes
+
+        resumed_from = part.stat().st_size if part.exists() else 0
+        restarted_for_integrity = False
+        while True:
+            final, total, url = self._fetch_to_part(
+                url, job_id, part, final, directory, fallback, force, expected_bytes, on_progress
+            )
+            size = part.stat().st_size
+            want = expected_bytes if expected_bytes is not None else total
+            actual_sha = _file_sha256(part)
+            problem = None
+            if want is not None and size != want:
+                problem = f"size {size} bytes differs from the expected {want}"
+            elif expected_sha and actual_sha != expected_sha:
+                problem = f"sha256 {actual_sha} differs from the job's {expected_sha}"
+            if problem is None:
+                break
+            part.unlink(missing_ok=True)
+            if resumed_from and not restarted_for_integrity:
+                # the leftover .part may have come from elsewhere: one clean retry from zero
+                restarted_for_integrity = True
+                resumed_from = 0
+                continue
+            raise IntegrityError(
+                f"download of job {job_id} is corrupt: {problem}",
+                hint="run the download again; if it keeps failing, report the job id",
+            )
+
+        assert final is not None
+        with open(part, "rb+") as fh:
+            os.fsync(fh.fileno())
+        if final.exists() and not force:
+            raise InputError(f"{final} already exists", hint="use --force to overwrite it")
+        os.replace(part, final)
+        _fsync_dir(final.parent)
+        return DownloadResult(
+            path=str(final),
+            bytes=size,
+            sha256=actual_sha,
+            final_artifact=job.final_artifact,
+            skipped=False,
+            resumed_from=resumed_from,
+        )
+
+    # -- streaming with resume ---------------------------------------------------------------
+
+    def _fetch_to_part(
+        self,
+        url: str,
+        job_id: str,
+        part: Path,
+        final: Path | None,
+        directory: Path,
+        fallback: str,
+        force: bool,
+        expected_bytes: int | None,
+        on_progress: ProgressCallback | None,
+    ) -> tuple[Path, int | None, str]:
+        import httpx
+
+        from sophon_cli.client.http import error_from_response, retry_delay
+
+        c = self._c
+        anon = c.anon_client()
+        failures = 0
+        refreshed = False
+        deadline = c.clock() + c.retry_budget
+        while True:
+            offset = part.stat().st_size if part.exists() else 0
+            if expected_bytes is not None and offset > expected_bytes:
+                part.unlink()
+                offset = 0
+            headers = {"Range": f"bytes={offset}-"} if offset else {}
+            retry_after = None
+            try:
+                with anon.stream("GET", url, headers=headers) as resp:
+                    status = resp.status_code
+                    if status == 416 and offset:
+                        if expected_bytes is not None and offset == expected_bytes:
+                            final = final or self._choose_final(resp, directory, fallback, force)
+                            return final, expected_bytes, url
+                        raise _Restart()
+                    if status in (401, 403, 404, 410) and not refreshed:
+                        raise _RefreshURL()
+                    if status >= 400:
+                        resp.read()
+                        err = error_from_response(resp, secrets=c.secrets)
+                        if not (status == 408 or status == 429 or status >= 500):
+                            raise err
+                        retry_after = err.retry_after
+                        raise _Retryable(err)
+                    total: int | None = None
+                    if status == 206:
+                        rng = parse_content_range(resp.headers.get("content-range"))
+                        if rng is None or rng[0] != offset:
+                            raise _Restart()
+                        total = rng[1]
+                        mode = "ab"
+                    else:
+                        offset = 0
+                        length = resp.headers.get("content-length")
+                        total = int(length) if length and length.isdigit() else None
+                        mode = "wb"
+                    if final is None:
+                        final = self._choose_final(resp, directory, fallback, force)
+                    self._write_stream(resp, part, mode, offset, total or expected_bytes, on_progress)
+                size = part.stat().st_size
+                if total is not None and size < total:
+                    raise _Retryable(None)  # closed early without an error: resume
+                return final, total, url
+            except _Restart:
+                part.unlink(missing_ok=True)
+                failures += 1
+            except _RefreshURL:
+                refreshed = True
+                url = self.output_url(job_id)
+                continue
+            except _Retryable as exc:
+                failures += 1
+                if failures > c.max_retries:
+                    if exc.error is not None:
+                        raise exc.error from None
+                    raise c.transport_error(
+                        ConnectionError("the download kept stopping early"), failures
+                    ) from None
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > c.max_retries:
+                    raise c.transport_error(exc, failures) from None
+            except OSError as exc:
+                raise InputError(
+                    f"cannot write {part} ({exc.strerror or exc})",
+                    hint="free some disk space or choose another output location",
+                ) from None
+            if failures > c.max_retries:
+                raise SophonError(
+                    f"download of job {job_id} kept restarting", hint="run the download again later"
+                )
+            delay = retry_delay(failures - 1, retry_after, rng=c.rng)
+            if c.clock() + delay > deadline:
+                raise c.transport_error(ConnectionError("download retry budget exhausted"), failures)
+            c.sleep(delay)
+
+    def _choose_final(self, resp: httpx.Response, directory: Path, fallback: str, force: bool) -> Path:
+        name = safe_filename(
+            filename_from_content_disposition(resp.headers.get("content-disposition")), fallback
+        )
+        final = directory / name
+        if final.exists() and not force:
+            raise InputError(f"{final} already exists", hint="use --force to overwrite it")
+        return final
+
+    @staticmethod
+    def _write_stream(
+        resp: httpx.Response,
+        part: Path,
+        mode: str,
+        offset: int,
+        total: int | None,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        done = offset
+        if on_progress is not None:
+            on_progress(done, total)
+        with open(part, mode) as fh:
+            for block in resp.iter_bytes(STREAM_BLOCK):
+                fh.write(block)
+                done += len(block)
+                if on_progress is not None:
+                    on_progress(done, total)
+            fh.flush()
+
+
+class _Retryable(Exception):
+    def __init__(self, error: Exception | None) -> None:
+        super().__init__()
+        self.error = error

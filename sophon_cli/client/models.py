@@ -1,0 +1,243 @@
+"""Pydantic models of the API's schemas, deliberately lenient.
+
+* unknown fields are kept (``extra="allow"``) so a newer server never breaks parsing;
+* enum-like fields (status, profile, phase, container, state) are plain ``str``;
+* everything the client does not strictly need is optional with a ``None`` default.
+
+Result models of the library's own operations (UploadResult, DownloadResult) live here too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+# -- uploads -------------------------------------------------------------------------------------
+
+
+class UploadSession(_Model):
+    """``CreateUploadResponse``."""
+
+    id: str
+    chunk_size: int
+    total_chunks: int
+    expires_at: str | None = None
+
+
+class UploadStatus(_Model):
+    """``UploadStatusResponse``."""
+
+    id: str
+    status: str
+    file_name: str | None = None
+    total_chunks: int | None = None
+    received_chunks: list[int] = Field(default_factory=list)
+    expires_at: str | None = None
+    source_width: int | None = None
+    source_height: int | None = None
+    source_duration_seconds: float | None = None
+
+
+class UploadPart(_Model):
+    """``UploadPartResponse``."""
+
+    part_number: int
+    received: bool = True
+
+
+class CompletedUpload(_Model):
+    """``CompleteUploadResponse``."""
+
+    id: str
+    status: str = "completed"
+    sha256: str | None = None
+    bytes: int | None = None
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+
+class JobSourceInfo(_Model):
+    name: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    duration_seconds: float | None = None
+    resolution: str | None = None
+    frame_rate: str | None = None
+
+
+class JobProgress(_Model):
+    stage: str | None = None
+    phase: str | None = None
+    percent: float | None = None
+    phase_percent: float | None = None
+    fps: float | None = None
+    eta_seconds: float | None = None
+    frames_done: int | None = None
+    frames_total: int | None = None
+
+
+class JobOutputInfo(_Model):
+    state: str | None = None
+    container: str | None = None
+    audio: bool | None = None
+    target_height: int | None = None
+    width: int | None = None
+    height: int | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    retention_expires_at: str | None = None
+
+
+class Job(_Model):
+    """``JobResponse`` plus ``final_artifact`` / ``saved_percent`` (documented beyond the schema)."""
+
+    id: str
+    status: str
+    status_reason: str | None = None
+    attempt: int | None = None
+    retryable: bool | None = None
+    profile: str | None = None
+    effective_profile_id: str | None = None
+    source: JobSourceInfo = Field(default_factory=JobSourceInfo)
+    progress: JobProgress = Field(default_factory=JobProgress)
+    output: JobOutputInfo = Field(default_factory=JobOutputInfo)
+    metadata: Any = None
+    created_at: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    error: str | None = None
+    final_artifact: str | None = None
+    saved_percent: float | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class JobList(_Model):
+    """``ListJobsResponse``."""
+
+    jobs: list[Job] = Field(default_factory=list)
+    next_cursor: str | None = None
+    has_more: bool | None = None
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+
+class Webhook(_Model):
+    """``WebhookResponse``: ``secret`` is only ever returned here, at creation."""
+
+    id: str
+    url: str
+    secret: str | None = Field(default=None, repr=False)
+    active: bool | None = None
+    created_at: str | None = None
+    name: str | None = None
+
+
+class WebhookItem(_Model):
+    """``WebhookListItem``."""
+
+    id: str
+    url: str
+    active: bool | None = None
+    created_at: str | None = None
+    name: str | None = None
+
+
+class WebhookList(_Model):
+    webhooks: list[WebhookItem] = Field(default_factory=list)
+
+
+class WebhookEvent(_Model):
+    """``WebhookDeliveryPayload`` (parse only after verify_signature succeeded)."""
+
+    event_id: str
+    type: str | None = None
+    timestamp: str | None = None
+    job_id: str | None = None
+    status: str | None = None
+    metadata: Any = None
+
+
+# -- health / errors -----------------------------------------------------------------------------
+
+
+class Ready(_Model):
+    ready: bool
+    checks_failed: list[str] = Field(default_factory=list)
+
+
+class ErrorBody(_Model):
+    code: str | None = None
+    message: str | None = None
+    retryable: bool | None = None
+    request_id: str | None = None
+
+
+# -- results of the library's own operations ----------------------------------------------------
+
+
+class UploadResult(_Model):
+    """What ``uploads.upload_file`` did. ``resumed`` is True when the server already had some parts
+    (or the whole upload) from an earlier run."""
+
+    file: str
+    upload_id: str
+    sha256: str
+    bytes: int
+    parts_total: int
+    parts_sent: int
+    resumed: bool = False
+
+
+class DownloadResult(_Model):
+    """What ``downloads.download`` did. ``skipped`` is True (and ``path`` None) when the job's
+    ``final_artifact`` is ``"original"``: the source was already the best file, nothing to fetch."""
+
+    path: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    final_artifact: str | None = None
+    skipped: bool = False
+    resumed_from: int = 0
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_model(model: type[M], response_or_data: Any) -> M:
+    """Validate a response body (an httpx.Response or decoded JSON) into ``model``; a body that does
+    not fit becomes a ServerError naming the model (never a pydantic traceback)."""
+    from sophon_cli.client.errors import ServerError
+
+    data = response_or_data
+    status = 200
+    request_id = None
+    if hasattr(response_or_data, "status_code"):
+        from sophon_cli.client.http import decode_json
+
+        status = response_or_data.status_code
+        request_id = response_or_data.headers.get("x-request-id")
+        data = decode_json(response_or_data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()[:3])
+        raise ServerError(
+            status,
+            "invalid_response",
+            f"the server's response did not match the expected {model.__name__} shape ({fields})",
+            request_id=request_id,
+            hint="check SOPHON_BASE_URL points at a compatible SOPHON API server",
+        ) from None
