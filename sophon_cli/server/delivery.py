@@ -1,0 +1,195 @@
+"""Webhook deliveries: persisted in SQLite, sent by a background thread with the stdlib.
+
+Each terminal transition of a job inserts one ``deliveries`` row per active webhook the job listed
+(in the same transaction as the transition). The sender signs every attempt with the webhook's
+secret: ``X-Turbo-Signature-256: sha256=<hex HMAC-SHA256(secret, "{timestamp}.{raw_body}")>``,
+``X-Turbo-Timestamp`` (RFC 3339) and ``X-Turbo-Event-Id``. An attempt times out after 10 s; up to
+3 attempts with the configured delays between them; a 2xx ends it. Rows are leased while being
+sent, so a restart (or a second process on the data dir) resumes pending deliveries: at-least-once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import sqlite3
+import threading
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .store import Store
+from .util import dumps, iso, new_id, now
+
+log = logging.getLogger("sophon.server.delivery")
+
+MAX_ATTEMPTS = 3
+TIMEOUT = 10.0
+EVENT_TYPES = {"completed": "job.completed", "failed": "job.failed", "canceled": "job.canceled"}
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def enqueue_events(db: sqlite3.Connection, job: dict[str, Any]) -> int:
+    """Queue the terminal event of ``job`` for each active webhook it listed (inside a tx)."""
+    ids = job.get("webhook_ids") or []
+    if not ids or job["status"] not in EVENT_TYPES:
+        return 0
+    t = now()
+    n = 0
+    for wid in ids:
+        hook = db.execute("SELECT id, active FROM webhooks WHERE id=?", (wid,)).fetchone()
+        if hook is None or not hook["active"]:
+            continue
+        event_id = new_id("evt")
+        payload = {
+            "event_id": event_id,
+            "type": EVENT_TYPES[job["status"]],
+            "timestamp": iso(t),
+            "job_id": job["id"],
+            "status": job["status"],
+            "metadata": job.get("metadata") or {},
+        }
+        db.execute(
+            "INSERT INTO deliveries (event_id, webhook_id, job_id, body, next_attempt_at, state,"
+            " created_at) VALUES (?,?,?,?,?,'pending',?)",
+            (event_id, wid, job["id"], dumps(payload).encode(), t, t),
+        )
+        n += 1
+    return n
+
+
+class DeliveryWorker:
+    def __init__(self, store: Store, retry_delays: tuple[float, ...], metrics) -> None:
+        self.store = store
+        self.retry_delays = tuple(retry_delays) or (10.0, 60.0)
+        self.metrics = metrics
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sophon-webhook")
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sophon-delivery", daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _delay(self, attempts_done: int) -> float:
+        idx = min(attempts_done - 1, len(self.retry_delays) - 1)
+        return self.retry_delays[idx]
+
+    def _claim(self) -> list[dict[str, Any]]:
+        t = now()
+        claimed = []
+        with self.store.tx() as db:
+            # leases that lapsed (a crashed sender) become pending again
+            db.execute(
+                "UPDATE deliveries SET state='pending' WHERE state='sending' AND lease_until < ?", (t,)
+            )
+            rows = db.execute(
+                "SELECT d.*, w.url, w.secret FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id"
+                " WHERE d.state='pending' AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at LIMIT 16",
+                (t,),
+            ).fetchall()
+            for r in rows:
+                db.execute(
+                    "UPDATE deliveries SET state='sending', lease_until=? WHERE id=?",
+                    (t + TIMEOUT + 20, r["id"]),
+                )
+                claimed.append(dict(r))
+        return claimed
+
+    def _next_due(self) -> float | None:
+        row = (
+            self.store.conn()
+            .execute("SELECT MIN(next_attempt_at) FROM deliveries WHERE state='pending'")
+            .fetchone()
+        )
+        return row[0] if row and row[0] is not None else None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for d in self._claim():
+                    self._pool.submit(self._send, d)
+                due = self._next_due()
+                wait = 1.0 if due is None else max(0.01, min(1.0, due - now()))
+            except Exception:  # keep the thread alive through transient DB errors
+                log.exception("webhook delivery loop error")
+                wait = 1.0
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _send(self, d: dict[str, Any]) -> None:
+        body: bytes = d["body"]
+        ts = iso(now()) or ""
+        req = urllib.request.Request(
+            d["url"],
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": "sophon-local-server",
+                "X-Turbo-Signature-256": sign(d["secret"], ts, body),
+                "X-Turbo-Timestamp": ts,
+                "X-Turbo-Event-Id": d["event_id"],
+            },
+        )
+        error = None
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+                code = resp.status
+                resp.read(65536)
+            if not 200 <= code < 300:
+                error = f"HTTP {code}"
+        except urllib.error.HTTPError as exc:
+            error = f"HTTP {exc.code}"
+        except Exception as exc:  # timeouts, refused connections, TLS errors...
+            error = type(exc).__name__
+        attempts = d["attempts"] + 1
+        try:
+            if error is None:
+                self.store.conn().execute(
+                    "UPDATE deliveries SET state='delivered', attempts=?, last_error=NULL WHERE id=?",
+                    (attempts, d["id"]),
+                )
+                self.metrics.inc("sophon_webhook_deliveries_total", outcome="delivered")
+            elif attempts >= MAX_ATTEMPTS:
+                self.store.conn().execute(
+                    "UPDATE deliveries SET state='dropped', attempts=?, last_error=? WHERE id=?",
+                    (attempts, error, d["id"]),
+                )
+                self.metrics.inc("sophon_webhook_deliveries_total", outcome="dropped")
+                log.warning(
+                    "webhook %s: event %s dropped after %d attempts (%s)",
+                    d["webhook_id"],
+                    d["event_id"],
+                    attempts,
+                    error,
+                )
+            else:
+                self.store.conn().execute(
+                    "UPDATE deliveries SET state='pending', attempts=?, last_error=?, next_attempt_at=?"
+                    " WHERE id=?",
+                    (attempts, error, now() + self._delay(attempts), d["id"]),
+                )
+                self.metrics.inc("sophon_webhook_deliveries_total", outcome="retry")
+        finally:
+            self._wake.set()

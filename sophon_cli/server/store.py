@@ -1,0 +1,283 @@
+"""SQLite state of the local server (stdlib ``sqlite3`` in WAL mode).
+
+One connection per thread; every multi-statement change runs in ``BEGIN IMMEDIATE`` so several
+server processes may share one data dir: a job is claimed with a conditional UPDATE
+(``WHERE status='queued'``) and owned through a lease (``lease_owner``/``lease_until``) that the
+worker renews while it runs. Jobs whose lease lapsed, or whose owner process is gone, are
+re-queued by :meth:`Store.requeue_stale`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .util import ACTIVE, TERMINAL, now
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    id TEXT PRIMARY KEY,
+    file_name TEXT NOT NULL,
+    file_size INTEGER NOT NULL,
+    mime_type TEXT NOT NULL,
+    chunk_size INTEGER NOT NULL,
+    total_chunks INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    sha256 TEXT,
+    probe TEXT,
+    path TEXT
+);
+CREATE TABLE IF NOT EXISTS upload_parts (
+    upload_id TEXT NOT NULL,
+    part_number INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (upload_id, part_number)
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    upload_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    effective_profile_id TEXT,
+    options TEXT NOT NULL,
+    webhook_ids TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    source TEXT NOT NULL,
+    progress TEXT NOT NULL,
+    output TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    completed_at REAL,
+    error TEXT,
+    status_reason TEXT,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    final_artifact TEXT,
+    saved_percent REAL,
+    output_path TEXT,
+    lease_owner TEXT,
+    lease_until REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    route TEXT NOT NULL,
+    body_hash TEXT NOT NULL,
+    status INTEGER,
+    body BLOB,
+    content_type TEXT,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    name TEXT,
+    secret TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    lease_until REAL,
+    last_error TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
+"""
+
+JSON_COLUMNS = ("options", "webhook_ids", "metadata", "source", "progress", "output", "probe")
+
+
+def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    out = dict(row)
+    for col in JSON_COLUMNS:
+        if col in out and isinstance(out[col], str):
+            out[col] = json.loads(out[col])
+    return out
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        conn = self.conn()
+        conn.executescript(SCHEMA)
+        try:
+            os.chmod(self.path, 0o600)
+        except OSError:
+            pass
+
+    # -- connections -------------------------------------------------------------------------
+    def conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            c.row_factory = sqlite3.Row
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=NORMAL")
+            c.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = c
+            with self._lock:
+                self._all.append(c)
+        return c
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        c = self.conn()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        else:
+            c.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            try:
+                c.close()
+            except Exception:
+                pass
+        self._local = threading.local()
+
+    def ping(self) -> bool:
+        try:
+            self.conn().execute("SELECT 1").fetchone()
+            return True
+        except sqlite3.Error:
+            return False
+
+    def one(self, sql: str, args: tuple = ()) -> dict[str, Any] | None:
+        return _row(self.conn().execute(sql, args).fetchone())
+
+    def all(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
+        return [_row(r) for r in self.conn().execute(sql, args).fetchall()]  # type: ignore[misc]
+
+    # -- idempotency ---------------------------------------------------------------------------
+    def idem_begin(self, key: str, route: str, body_hash: str, ttl: float = 86400.0):
+        """Reserve ``key`` for (route, body). Returns ("new", None), ("replay", row),
+        ("route", row) for a key seen on another route, ("body", row) for another body, or
+        ("pending", row) while the first request is still being processed."""
+        t = now()
+        with self.tx() as db:
+            db.execute("DELETE FROM idempotency WHERE created_at < ?", (t - ttl,))
+            row = _row(db.execute("SELECT * FROM idempotency WHERE key = ?", (key,)).fetchone())
+            if row is None:
+                db.execute(
+                    "INSERT INTO idempotency (key, route, body_hash, created_at) VALUES (?,?,?,?)",
+                    (key, route, body_hash, t),
+                )
+                return "new", None
+        if row["route"] != route:
+            return "route", row
+        if row["body_hash"] != body_hash:
+            return "body", row
+        if row["status"] is None:
+            return "pending", row
+        return "replay", row
+
+    def idem_finish(self, key: str, status: int, body: bytes, content_type: str) -> None:
+        self.conn().execute(
+            "UPDATE idempotency SET status=?, body=?, content_type=? WHERE key=?",
+            (status, body, content_type, key),
+        )
+
+    def idem_abort(self, key: str) -> None:
+        self.conn().execute("DELETE FROM idempotency WHERE key=? AND status IS NULL", (key,))
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM jobs WHERE id=?", (job_id,))
+
+    def claim_job(self, owner: str, lease: float) -> dict[str, Any] | None:
+        t = now()
+        with self.tx() as db:
+            row = db.execute("SELECT id FROM jobs WHERE status='queued' ORDER BY seq LIMIT 1").fetchone()
+            if row is None:
+                return None
+            cur = db.execute(
+                "UPDATE jobs SET status='probing', lease_owner=?, lease_until=?, attempt=attempt+1,"
+                " started_at=COALESCE(started_at, ?) WHERE id=? AND status='queued'",
+                (owner, t + lease, t, row["id"]),
+            )
+            if cur.rowcount != 1:
+                return None
+            return _row(db.execute("SELECT * FROM jobs WHERE id=?", (row["id"],)).fetchone())
+
+    def update_owned_job(self, job_id: str, owner: str, lease: float, **fields: Any) -> bool:
+        """Update a job this worker owns; False if it was canceled or taken away meanwhile."""
+        sets = ["lease_until=?"]
+        args: list[Any] = [now() + lease]
+        for k, v in fields.items():
+            sets.append(f"{k}=?")
+            args.append(json.dumps(v) if k in JSON_COLUMNS else v)
+        placeholders = ",".join("?" * len(TERMINAL))
+        args += [job_id, owner, *TERMINAL]
+        cur = self.conn().execute(
+            f"UPDATE jobs SET {', '.join(sets)} WHERE id=? AND lease_owner=?"
+            f" AND status NOT IN ({placeholders})",
+            tuple(args),
+        )
+        return cur.rowcount == 1
+
+    def release_job(self, job_id: str, owner: str) -> None:
+        """Give an owned, still active job back to the queue (clean shutdown)."""
+        placeholders = ",".join("?" * len(ACTIVE))
+        self.conn().execute(
+            "UPDATE jobs SET status='queued', lease_owner=NULL, lease_until=NULL,"
+            " progress=json_set(progress, '$.phase', 'queued', '$.stage', 'queued')"
+            f" WHERE id=? AND lease_owner=? AND status IN ({placeholders})",
+            (job_id, owner, *ACTIVE),
+        )
+
+    def requeue_stale(self, is_dead) -> int:
+        """Re-queue active jobs whose lease lapsed or whose owner ``is_dead(owner)``."""
+        placeholders = ",".join("?" * len(ACTIVE))
+        t = now()
+        n = 0
+        with self.tx() as db:
+            rows = db.execute(
+                f"SELECT id, lease_owner, lease_until FROM jobs WHERE status IN ({placeholders})",
+                ACTIVE,
+            ).fetchall()
+            for r in rows:
+                if (r["lease_until"] or 0) < t or is_dead(r["lease_owner"] or ""):
+                    db.execute(
+                        "UPDATE jobs SET status='queued', lease_owner=NULL, lease_until=NULL,"
+                        " progress=json_set(progress, '$.phase', 'queued', '$.stage', 'queued')"
+                        " WHERE id=?",
+                        (r["id"],),
+                    )
+                    n += 1
+        return n
+
+    def count_active_jobs(self) -> int:
+        placeholders = ",".join("?" * (len(ACTIVE) + 1))
+        row = (
+            self.conn()
+            .execute(f"SELECT COUNT(*) FROM jobs WHERE status IN ({placeholders})", ("queued", *ACTIVE))
+            .fetchone()
+        )
+        return int(row[0])
