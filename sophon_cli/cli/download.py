@@ -1,10 +1,55 @@
-"""`sophon download` (placeholder until the command lands)."""
+"""`sophon download JOB_ID [-o FILE|DIR] [--force]`: fetch a finished job's output, verified.
+
+The library streams into ``<target>.part`` and renames only after the size and sha256 match, so the
+target never holds a partial file; it refuses to overwrite without ``force``. A ``sophon-auto`` job
+that kept the original (``final_artifact: "original"``) has nothing to download: that is said, and
+the exit code is 0.
+"""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import typer
 
+from sophon_cli.cli.context import get_ctx
 
-def download_command(ctx: typer.Context) -> None:
-    typer.echo("error: `sophon download` is not yet available", err=True)
-    raise typer.Exit(1)
+
+def download_command(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(metavar="JOB_ID", help="A completed job's id.")],
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE|DIR",
+            help="Where to save it: a file, or a directory (existing, or ending in /) [default: .].",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Download a completed job's output (verified against its sha256)."""
+    app_ctx = get_ctx(ctx)
+    out = app_ctx.out
+    target = output or "."  # a str, so a trailing "/" (= a directory) survives
+    client = app_ctx.client()
+    with out.progress(transfer=True) as progress:
+        task = progress.add(job_id)
+
+        def on_progress(done: int, total: int | None = None, *_: Any) -> None:
+            progress.update(task, completed=done, total=total)
+
+        result = client.downloads.download(job_id, target, force=force, on_progress=on_progress)
+        if not result.skipped:
+            progress.done(task)
+    if out.json:
+        data = {"job_id": job_id, "downloaded": not result.skipped}
+        data.update(result.model_dump(mode="json"))
+        out.emit(data)
+    elif result.skipped:
+        out.notice(
+            f"job {job_id} kept the original: no smaller output was made, so there is nothing to download"
+        )
+    else:
+        out.print(str(result.path))

@@ -1,24 +1,54 @@
-"""`sophon uploads` (placeholder until the commands land)."""
+"""`sophon uploads get|cancel ID`: inspect or cancel an upload session."""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import typer
+
+from sophon_cli.cli.context import get_ctx
 
 app = typer.Typer(no_args_is_help=True)
 
+UploadIdArg = Annotated[str, typer.Argument(metavar="UPLOAD_ID", help="The upload id (upl_...).")]
 
-def _not_yet(name: str) -> None:
-    typer.echo(f"error: `sophon uploads {name}` is not yet available", err=True)
-    raise typer.Exit(1)
+
+def upload_rows(status: Any) -> list[tuple[str, Any]]:
+    received = status.received_chunks or []
+    rows: list[tuple[str, Any]] = [
+        ("id", status.id),
+        ("status", status.status),
+        ("file", status.file_name),
+        ("parts", f"{len(received)} of {status.total_chunks} received"),
+        ("expires", status.expires_at),
+    ]
+    width = getattr(status, "source_width", None)
+    height = getattr(status, "source_height", None)
+    if width and height:
+        rows.append(("resolution", f"{width}x{height}"))
+    duration = getattr(status, "source_duration_seconds", None)
+    if duration is not None:
+        rows.append(("duration", f"{duration:.2f} s"))
+    return rows
 
 
 @app.command("get")
-def get(upload_id: str) -> None:
-    """Show an upload session."""
-    _not_yet("get")
+def get(ctx: typer.Context, upload_id: UploadIdArg) -> None:
+    """Show an upload session: status, parts received, expiry."""
+    app_ctx = get_ctx(ctx)
+    status = app_ctx.client().uploads.get(upload_id)
+    if app_ctx.out.json:
+        app_ctx.out.emit(status)
+    else:
+        app_ctx.out.kv(upload_rows(status))
 
 
 @app.command("cancel")
-def cancel(upload_id: str) -> None:
-    """Cancel an upload session and delete its staged data."""
-    _not_yet("cancel")
+def cancel(ctx: typer.Context, upload_id: UploadIdArg) -> None:
+    """Cancel an upload session and delete its staged parts."""
+    app_ctx = get_ctx(ctx)
+    app_ctx.client().uploads.cancel(upload_id)
+    if app_ctx.out.json:
+        app_ctx.out.emit({"id": upload_id, "status": "canceled"})
+    else:
+        app_ctx.out.print(f"{upload_id}  canceled")
