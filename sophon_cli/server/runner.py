@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -142,6 +143,14 @@ class LocalServer:
         self.stop()
 
 
+class _Shutdown(Exception):
+    pass
+
+
+def _raise_shutdown(signum, frame) -> None:
+    raise _Shutdown()
+
+
 def serve(config: ServerConfig, *, announce: Callable[[str], None] | None = None) -> int:
     """Run the server in the foreground until SIGINT/SIGTERM (or ``config.idle_timeout``).
 
@@ -180,9 +189,20 @@ def serve(config: ServerConfig, *, announce: Callable[[str], None] | None = None
 
     watcher = threading.Thread(target=watch, name="sophon-server-watch", daemon=True)
     watcher.start()
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal with the
+    # previous handler; make that handler end run() with an exception we catch, so the cleanup
+    # below (server.json removal, workers giving their jobs back) always happens.
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _raise_shutdown)
     try:
         server.run()
+    except _Shutdown:
+        pass
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         stop.set()
         try:
             data = json.loads(state_path.read_text())
