@@ -1,10 +1,436 @@
-"""`sophon encode` (placeholder until the command lands; owned by the encode pipeline work)."""
+"""`sophon encode PATTERN...`: upload, encode and download many files; safe to re-run.
+
+Parse the options, expand the inputs, hand them to ``sophon_cli.pipeline.Pipeline`` and render what
+it reports: on a TTY an overall progress bar plus one line per active file (stderr), otherwise one
+plain line per state change (stderr); ``--json`` streams one NDJSON event per state change and a
+final summary object (stdout). The summary table goes to stdout.
+
+Exit codes: 0 when every file ended encoded or fell back as ``--fallback`` asked, 7 when some failed
+(6 when the only failures were ``--timeout``), 130 on Ctrl-C (state saved; a second Ctrl-C stops at
+once).
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
+from sophon_cli.cli.context import get_ctx
 
-def encode_command(ctx: typer.Context) -> None:
-    typer.echo("error: `sophon encode` is not yet available", err=True)
-    raise typer.Exit(1)
+_TERMINAL_EVENTS = ("done", "failed", "cached", "timed_out")
+
+
+def encode_command(
+    ctx: typer.Context,
+    patterns: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="PATTERN",
+            help='Files, directories (with --recursive) or globs; quote globs ("videos/**/*.mov") to let sophon expand them.',
+            show_default=False,
+        ),
+    ],
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir",
+            "-o",
+            metavar="DIR",
+            help="Write outputs here (keeping the layout below a directory or glob) [default: next to each source].",
+        ),
+    ] = None,
+    name_template: Annotated[
+        str,
+        typer.Option(
+            "--name-template",
+            metavar="TEMPLATE",
+            help="Output file name; fields {stem} {ext} {name} {suffix} {profile}.",
+        ),
+    ] = "{stem}.sophon.{ext}",
+    profile: Annotated[
+        str, typer.Option("--profile", metavar="PROFILE", help="Encoding profile (the server validates it).")
+    ] = "sophon-auto",
+    container: Annotated[
+        str | None, typer.Option("--container", metavar="mp4|mkv", help="Output container [default: mp4].")
+    ] = None,
+    audio: Annotated[
+        bool | None, typer.Option("--audio/--no-audio", help="Keep the source audio [server default: no].")
+    ] = None,
+    height: Annotated[
+        int | None, typer.Option("--height", metavar="N", help="Downscale to this height (144-4320).")
+    ] = None,
+    webhook: Annotated[
+        list[str] | None,
+        typer.Option("--webhook", metavar="WEBHOOK_ID", help="Notify this webhook (repeatable)."),
+    ] = None,
+    metadata: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metadata",
+            metavar="KEY=VALUE",
+            help="Attach metadata to every job; VALUE may be JSON (repeatable).",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-j", metavar="N", help="Files uploaded/downloaded at once.")
+    ] = 2,
+    part_concurrency: Annotated[
+        int, typer.Option("--part-concurrency", metavar="N", help="Parts uploaded at once within each file.")
+    ] = 4,
+    fallback: Annotated[
+        str,
+        typer.Option(
+            "--fallback",
+            metavar="copy|skip|fail",
+            help="When no smaller encode is made (job failed, original kept, output larger): copy the "
+            "original to the output path, write nothing, or count the file as failed.",
+        ),
+    ] = "copy",
+    force: Annotated[
+        bool, typer.Option("--force", help="Start fresh jobs even for files already done or in progress.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would happen to each file; send nothing.")
+    ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard", metavar="I/N", help="Take only shard I of N (stable by path; for CI matrices)."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            help="Give up waiting for a job after this long (rerun to resume).",
+        ),
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Descend into directory arguments.")
+    ] = False,
+    state_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-file",
+            metavar="FILE",
+            help="Resume cache to use (e.g. one kept by CI) [default: state.json in the state dir].",
+        ),
+    ] = None,
+) -> None:
+    """Encode files end to end: upload, encode, download. Re-running resumes and never duplicates work."""
+    from sophon_cli import pipeline as pl
+    from sophon_cli.cli.job import build_metadata, check_height, check_timeout
+    from sophon_cli.client.errors import InputError
+    from sophon_cli.exitcodes import ExitCode
+    from sophon_cli.state import StateStore
+
+    app_ctx = get_ctx(ctx)
+    out = app_ctx.out
+
+    if concurrency < 1 or part_concurrency < 1:
+        raise InputError("--concurrency and --part-concurrency must be at least 1", hint="e.g. -j 2")
+    meta = build_metadata(metadata, None) or {}
+    options = pl.EncodeOptions(
+        profile=profile,
+        container=container,
+        audio=audio,
+        height=check_height(height),
+        webhook_ids=tuple(webhook or ()),
+        metadata=tuple(meta.items()),
+        output_dir=output_dir,
+        name_template=name_template,
+        concurrency=concurrency,
+        part_concurrency=part_concurrency,
+        fallback=fallback,
+        force=force,
+        timeout=check_timeout(timeout),
+    )
+    shard_spec = pl.parse_shard(shard)
+
+    sources, ignored = pl.expand_inputs(patterns, recursive=recursive)
+    for name in ignored:
+        _report_ignored(out, name, "not a video file")
+    sources, excluded = pl.drop_own_outputs(sources, options)
+    if out.json:
+        for name, why in excluded:
+            out.emit({"event": "ignored", "file": name, "reason": why})
+    elif excluded:
+        out.notice(
+            f"left out {len(excluded)} file(s) that are outputs of other inputs (e.g. {excluded[0][0]})"
+        )
+    if shard_spec is not None:
+        total = len(sources)
+        sources = pl.select_shard(sources, *shard_spec)
+        out.debug(f"shard {shard_spec[0]}/{shard_spec[1]}: {len(sources)} of {total} files")
+    if not sources:
+        if shard_spec is not None:
+            out.notice(f"shard {shard_spec[0]}/{shard_spec[1]} has no files; nothing to do")
+            if out.json:
+                out.emit(_summary_obj([], interrupted=False, exit_code=0, dry_run=dry_run))
+            return
+        raise InputError("none of the inputs is a video file", hint="pass video files, directories or globs")
+
+    store = StateStore(state_file or app_ctx.state_path, on_warning=out.warn)
+    server_id = "local" if app_ctx.is_local else app_ctx.settings.base_url.rstrip("/")
+
+    if dry_run:
+        planner = pl.Pipeline(None, store, options, server_id=server_id)
+        plan = planner.plan(sources)
+        if out.json:
+            for p in plan:
+                out.emit(
+                    {
+                        "event": "plan",
+                        "file": p.file,
+                        "action": p.action,
+                        "output": p.output,
+                        "note": p.reason,
+                    }
+                )
+            out.emit(
+                {
+                    "event": "summary",
+                    "dry_run": True,
+                    "files": len(plan),
+                    "actions": _count(p.action for p in plan),
+                }
+            )
+        else:
+            out.table(
+                ["file", "action", "output", "note"],
+                [(p.file, p.action, _rel(p.output), p.reason or "") for p in plan],
+                title="dry run: nothing was sent",
+            )
+        return
+
+    client = app_ctx.client()
+    renderer = _Renderer(out, len(sources))
+    pipe = pl.Pipeline(
+        client, store, options, on_event=renderer.event, on_progress=renderer.progress, server_id=server_id
+    )
+    try:
+        with renderer:
+            report = pipe.run(sources)
+    except pl.HardInterrupt:
+        # Second Ctrl-C: stop at once. Every finished step is already in the cache.
+        try:
+            sys.stderr.write("interrupted; run the same command again to resume\n")
+            sys.stderr.flush()
+            sys.stdout.flush()
+        finally:
+            os._exit(int(ExitCode.INTERRUPTED))
+
+    results = report.results
+    if report.interrupted:
+        code = ExitCode.INTERRUPTED
+    elif report.failed:
+        code = ExitCode.TIMEOUT if all(r.timed_out for r in report.failed) else ExitCode.PARTIAL
+    else:
+        code = ExitCode.OK
+    if out.json:
+        out.emit(_summary_obj(results, interrupted=report.interrupted, exit_code=int(code)))
+    else:
+        _summary_table(out, results)
+        if report.interrupted:
+            out.notice("interrupted; run the same command again to resume")
+        elif report.failed:
+            out.notice(
+                f"{len(report.failed)} of {len(results)} files failed; fix the cause and run the same command again"
+            )
+    if code != ExitCode.OK:
+        raise typer.Exit(int(code))
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+
+def _report_ignored(out: Any, name: str, why: str) -> None:
+    if out.json:
+        out.emit({"event": "ignored", "file": name, "reason": why})
+    else:
+        out.warn(f"skipping {name}: {why}")
+
+
+def _count(values: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    return counts
+
+
+def _rel(path: str | None) -> str:
+    if not path:
+        return "-"
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return path
+
+
+def _summary_obj(
+    results: list[Any], *, interrupted: bool, exit_code: int, dry_run: bool = False
+) -> dict[str, Any]:
+    src = sum(r.source_bytes or 0 for r in results)
+    dst = sum(r.output_bytes or 0 for r in results if r.output_bytes is not None)
+    return {
+        "event": "summary",
+        "files": [r.to_dict() for r in results],
+        "counts": _count(r.result for r in results),
+        "source_bytes": src,
+        "output_bytes": dst,
+        "interrupted": interrupted,
+        "exit_code": exit_code,
+    }
+
+
+def _result_text(r: Any) -> str:
+    if r.result == "encoded":
+        return "encoded"
+    if r.result == "failed":
+        return f"failed: {r.reason}" if r.reason else "failed"
+    return f"{r.result} ({r.reason})" if r.reason else r.result
+
+
+def _summary_table(out: Any, results: list[Any]) -> None:
+    from sophon_cli.cli.output import human_bytes
+
+    rows = []
+    for r in results:
+        saved = "-" if r.saved_percent is None else f"{r.saved_percent:.1f}%"
+        prof = r.profile or "-"
+        if r.effective_profile and r.effective_profile != r.profile:
+            prof = f"{prof}/{r.effective_profile}"
+        rows.append(
+            (
+                r.file,
+                human_bytes(r.source_bytes),
+                human_bytes(r.output_bytes),
+                saved,
+                prof,
+                _result_text(r),
+            )
+        )
+    src = sum(r.source_bytes or 0 for r in results)
+    dst = sum(r.output_bytes or 0 for r in results if r.output_bytes is not None)
+    title = None
+    if results and out.is_tty:
+        saved_all = f", saved {100.0 * (src - dst) / src:.1f}%" if src and dst else ""
+        title = f"{len(results)} files, {human_bytes(src)} -> {human_bytes(dst)}{saved_all}"
+    out.table(["file", "source", "output", "saved", "profile", "result"], rows, title=title)
+
+
+class _Renderer:
+    """Turns pipeline events into NDJSON (--json), a live display (TTY) or plain lines."""
+
+    def __init__(self, out: Any, total: int) -> None:
+        self.out = out
+        self.total = total
+        self.live = out.progress_enabled and out.err_is_tty and not out.json
+        self.plain = not out.json and not out.quiet and not self.live
+        self._lock = threading.Lock()
+        self._bar: Any = None
+        self._overall: Any = None
+        self._tasks: dict[str, Any] = {}
+        self._states: dict[str, str] = {}
+        self._finished = 0
+
+    def __enter__(self) -> _Renderer:
+        if self.live:
+            from rich import progress as rp
+
+            self._bar = rp.Progress(
+                rp.TextColumn("{task.description}"),
+                rp.BarColumn(),
+                rp.TaskProgressColumn(),
+                rp.TimeElapsedColumn(),
+                console=self.out.err_console,
+                transient=False,
+            )
+            self._bar.__enter__()
+            self._overall = self._bar.add_task(f"{self.total} files", total=self.total)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            for task in list(self._tasks.values()):
+                self._bar.remove_task(task)
+            self._tasks.clear()
+            self._bar.__exit__(*exc)
+            self._bar = None
+
+    def event(self, ev: Any) -> None:
+        with self._lock:
+            if self.out.json:
+                data = ev.to_dict()
+                data["ts"] = round(time.time(), 3)
+                self.out.emit(data)
+            elif self.plain:
+                self.out.notice(_plain_line(ev))
+            if self._bar is not None:
+                self._states[ev.file] = ev.state
+                if ev.state in _TERMINAL_EVENTS:
+                    task = self._tasks.pop(ev.file, None)
+                    if task is not None:
+                        self._bar.remove_task(task)
+                    self._finished += 1
+                    self._bar.update(self._overall, completed=self._finished)
+                    if ev.state in ("failed", "timed_out"):
+                        self._bar.console.print(_plain_line(ev))
+                else:
+                    task = self._task(ev.file)
+                    self._bar.update(task, description=self._describe(ev.file, ev.state))
+
+    def progress(self, file: str, phase: str, done: float, total: float | None) -> None:
+        if self._bar is None:
+            return
+        with self._lock:
+            if file not in self._tasks and self._states.get(file) in _TERMINAL_EVENTS:
+                return
+            task = self._task(file)
+            self._bar.update(task, completed=done, total=total, description=self._describe(file, phase))
+
+    def _task(self, file: str) -> Any:
+        task = self._tasks.get(file)
+        if task is None:
+            task = self._bar.add_task(self._describe(file, "starting"), total=None)
+            self._tasks[file] = task
+        return task
+
+    @staticmethod
+    def _describe(file: str, state: str) -> str:
+        name = file if len(file) <= 40 else "…" + file[-39:]
+        return f"  {name}  {state.replace('_', ' ')}"
+
+
+def _plain_line(ev: Any) -> str:
+    d = ev.detail
+    state = ev.state
+    extra = ""
+    if state == "uploading" and d.get("upload_id"):
+        extra = f" ({d['upload_id']})"
+    elif state == "uploaded":
+        extra = " (resumed)" if d.get("resumed_upload") else ""
+    elif state in ("job_created", "job_done") and d.get("job_id"):
+        extra = f" ({d['job_id']} {d.get('job_status', '')})".rstrip()
+    elif state in ("job_created", "job_done") and d.get("job_status"):
+        extra = f" ({d['job_status']})"
+    elif state == "done":
+        extra = f": {d.get('result')}"
+        if d.get("reason"):
+            extra += f" ({d['reason']})"
+    elif state == "cached":
+        extra = f": already done ({d.get('result')})"
+    elif state == "failed":
+        extra = f": {d.get('reason')}"
+    elif state == "fallback":
+        extra = f": keeping the original ({d.get('reason')})"
+    elif state == "timed_out":
+        extra = f": still {d.get('job_status')}; run again to resume"
+    return f"{ev.file}: {state.replace('_', ' ')}{extra}"
