@@ -135,12 +135,24 @@ class Frame:
         core.in_flight += 1
         core.last_request = time.monotonic()
 
+        logged = [False]
+
+        def finish() -> None:
+            if not logged[0]:
+                logged[0] = True
+                ms = (time.perf_counter() - start) * 1000.0
+                self._log(scope, method, path, status_box[0], rid, ms)
+
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
                 headers.append((b"x-request-id", rid.encode()))
                 message = dict(message, headers=headers)
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # record the request before its last byte leaves, so a client that got the whole
+                # response always finds it in the request log
+                finish()
             await send(message)
 
         try:
@@ -148,8 +160,7 @@ class Frame:
         finally:
             core.in_flight -= 1
             core.last_request = time.monotonic()
-            ms = (time.perf_counter() - start) * 1000.0
-            self._log(scope, method, path, status_box[0], rid, ms)
+            finish()
 
     async def _handle(self, scope, receive, send, rid, method, path):
         async def respond(resp: Response) -> None:
