@@ -339,11 +339,8 @@ class SophonClient:
         self.timeout = timeout
         _install_log_filter(self._api_key)
 
-        limits = httpx.Limits(
-            max_connections=max(10, concurrency + 4),
-            max_keepalive_connections=max(10, concurrency + 4),
-            keepalive_expiry=30.0,
-        )
+        pool = max(32, 2 * concurrency)  # upload workers never wait for a free connection
+        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool, keepalive_expiry=30.0)
         self._timeout = httpx.Timeout(timeout, connect=min(connect_timeout, timeout))
         headers = {"User-Agent": user_agent or USER_AGENT, "Accept": "application/json"}
         auth_headers = dict(headers)

@@ -294,7 +294,13 @@ class Uploads:
                 resumed = resumed or bool(received)
                 if on_progress is not None:
                     on_progress(done, size)
-                parts_sent += self._send_parts(p, size, session, missing, concurrency, on_progress, done)
+                try:
+                    parts_sent += self._send_parts(p, size, session, missing, concurrency, on_progress, done)
+                except ConflictError:
+                    # someone else (another process or machine with the same intent) completed the
+                    # session meanwhile: the complete replay below returns their result
+                    if self._status_or_stale(session.id).status != "completed":
+                        raise
             try:
                 completed = self.complete(session.id, idempotency_key=route_key(base, "complete-upload"))
                 break

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 
+import httpx
 import pytest
 
-from sophon_cli.client.errors import InputError, NotFoundError
+from sophon_cli.client.errors import InputError, IntegrityError, NotFoundError
 from sophon_cli.client.idempotency import intent_key, route_key
 
 from .conftest import RequestLog
@@ -174,3 +176,73 @@ def test_upload_survives_dropped_connections_and_503s(make_server, make_client, 
     statuses = [e["status"] for e in log.entries()]
     assert 503 in statuses or any(e["status"] != 200 for e in log.entries("PUT"))  # faults did happen
     assert sleeps  # and the client backed off
+
+
+def test_checksum_mismatch_is_integrity_error_and_nothing_is_reused(
+    chunked_server, make_client, clip, tmp_path
+):
+    src = tmp_path / "mismatch.mp4"
+    src.write_bytes(clip.read_bytes())
+    client = make_client(chunked_server)
+    ids = []
+    with pytest.raises(IntegrityError) as info:
+        client.uploads.upload_file(src, sha256="0" * 64, on_created=ids.append)
+    assert "sha256" in str(info.value) and info.value.hint
+    assert client.uploads.get(ids[0]).status == "canceled"  # the session can't be picked up later
+    assert client.uploads.upload_file(src).upload_id != ids[0]
+
+
+class CountingTransport(httpx.HTTPTransport):
+    """A real transport that records how many part PUTs are in flight at once, and from which threads."""
+
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.threads = set()
+
+    def handle_request(self, request):
+        if request.method != "PUT":
+            return super().handle_request(request)
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.threads.add(threading.get_ident())
+        try:
+            response = super().handle_request(request)
+            response.read()
+            return response
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def test_parallelism_is_bounded_by_concurrency(chunked_server, make_client, medium_clip):
+    transport = CountingTransport()
+    client = make_client(chunked_server, transport=transport)
+    result = client.uploads.upload_file(medium_clip, concurrency=2, new=True)
+    assert result.parts_sent == result.parts_total >= 3
+    assert 1 <= transport.max_in_flight <= 2
+    assert len(transport.threads) == 2
+
+
+def test_two_uploaders_of_the_same_file_share_one_session(chunked_server, make_client, medium_clip, tmp_path):
+    src = tmp_path / "twins.mp4"
+    src.write_bytes(medium_clip.read_bytes())
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(make_client(chunked_server).uploads.upload_file(src, concurrency=2))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len({r.upload_id for r in results}) == 1 and len(results) == 2
+    assert {r.sha256 for r in results} == {_sha(src)}
