@@ -679,7 +679,7 @@ async def cancel_job(request: Request) -> Response:
         jid,
         "canceled",
         status_reason="canceled_by_user",
-        progress=dict(job["progress"], stage="canceled"),
+        progress=dict(job["progress"], phase="canceled", stage="canceled"),
     )
     if row is None:
         job = _job_or_404(core, jid)

@@ -17,7 +17,7 @@ KEYS_ENV = "SOPHON_SERVER_API_KEYS"
 @dataclass
 class ServerConfig:
     data_dir: Path
-    api_keys: list[str] = field(default_factory=list)
+    api_keys: list[str] = field(default_factory=list, repr=False)  # secrets: never in reprs
     host: str = "127.0.0.1"
     port: int = 0
     workers: int = 1

@@ -244,11 +244,14 @@ class WorkerPool:
         if not self.store.update_owned_job(job_id, self.owner, self.lease, **fields):
             raise _Stolen()
 
+    def _last_progress(self, job_id: str, job: dict[str, Any]) -> dict[str, Any]:
+        row = self.store.get_job(job_id)
+        return dict((row or job)["progress"])
+
     def _run(self, job: dict[str, Any]) -> None:
         jid = job["id"]
-        tmp: Path | None = None
         try:
-            tmp = self._process(job)
+            self._process(job)
         except _Stolen:
             if self._stop.is_set():
                 self.store.release_job(jid, self.owner)  # clean shutdown: back to the queue
@@ -261,7 +264,7 @@ class WorkerPool:
                 owner=self.owner,
                 error=str(exc),
                 status_reason="encode_failed",
-                progress=dict(job["progress"], stage="failed"),
+                progress=dict(self._last_progress(jid, job), phase="failed", stage="failed"),
             )
             if row is not None:
                 self.on_terminal()
@@ -271,7 +274,6 @@ class WorkerPool:
                     p.unlink()
                 except OSError:
                     pass
-            del tmp
 
     def _process(self, job: dict[str, Any]) -> None:
         jid = job["id"]
@@ -340,7 +342,7 @@ class WorkerPool:
             output = {
                 "state": "available",
                 "container": container,
-                "audio": bool(info.get("audio_codec")) and bool(opts.get("audio")),
+                "audio": bool(info.get("audio_codec")),  # the original keeps its audio
                 "target_height": opts.get("target_height"),
                 "width": info["width"],
                 "height": info["height"],

@@ -199,3 +199,24 @@ def test_request_log_counts_routes_and_redacts_tokens(make_server, clip):
         and dl["request_id"].startswith("req_")
     )
     assert all("idempotency_key_hash" in rec for rec in recs if rec["method"] == "POST")
+
+
+def test_upload_sessions_expire_after_24h(make_server):
+    import sqlite3
+
+    srv = make_server()
+    api = Api(srv)
+    try:
+        up = api.create_upload("old.mp4", 10)
+        assert api.put(f"/v1/uploads/{up['id']}/parts/0", content=b"0123456789").status_code == 200
+        staged = srv.data_dir / "uploads" / f"{up['id']}.part"
+        # simulate the passing of a day: the session's expiry moves into the past
+        db = sqlite3.connect(srv.data_dir / "sophon.db")
+        db.execute("UPDATE uploads SET expires_at = expires_at - 86401 WHERE id = ?", (up["id"],))
+        db.commit()
+        db.close()
+        got = api.get(f"/v1/uploads/{up['id']}").json()
+        assert got["status"] == "canceled" and got["received_chunks"] == [] and not staged.exists()
+        assert api.post(f"/v1/uploads/{up['id']}/complete", headers=api.ikey()).status_code == 409
+    finally:
+        api.close()

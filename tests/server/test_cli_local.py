@@ -164,3 +164,45 @@ def test_local_flag_of_the_cli(cli, tmp_path):
             os.kill(json.loads((home / "server" / "server.json").read_text())["pid"], signal.SIGTERM)
         except (OSError, ValueError):
             pass
+
+
+def test_crashed_server_jobs_are_picked_up_by_the_next_one(tmp_path, make_server, clip):
+    from .helpers import Api
+
+    data = tmp_path / "crash"
+    proc, url, _ = _start(["--data-dir", str(data)], env={"SOPHON_SERVER_API_KEYS": "test-key-0123456789"})
+    try:
+
+        class Remote:
+            api_keys = ["test-key-0123456789"]
+
+        Remote.url = url
+        api = Api(Remote)
+        uid = api.upload(clip)
+        job = api.create_job(uid, "sophon-espresso", metadata={"sophon_local_delay": 1.5})
+        api.wait(job["id"], statuses=("encoding",))
+        api.close()
+    finally:
+        proc.kill()  # SIGKILL: no clean shutdown, the job stays "encoding" with a dead owner
+        proc.communicate(timeout=20)
+    srv = make_server(data)
+    api = Api(srv)
+    try:
+        t = time.monotonic()
+        final = api.wait(job["id"], timeout=30)
+        assert final["status"] == "completed" and final["attempt"] == 2
+        assert time.monotonic() - t < 15  # re-queued at start-up, not after the 30 s lease
+    finally:
+        api.close()
+
+
+def test_server_exits_after_idle_timeout(tmp_path):
+    proc, url, _ = _start(["--data-dir", str(tmp_path / "idle"), "--idle-timeout", "1"])
+    try:
+        assert httpx.get(url + "/healthz").status_code == 200
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "idle" in err
+    assert not (tmp_path / "idle" / "server.json").exists()

@@ -136,3 +136,14 @@ def test_ffmpeg_command_per_profile(tmp_path):
     )
     joined = " ".join(cmd)
     assert "-preset fast" in joined and "-crf 28" in joined and "-an" in joined and "matroska" in joined
+
+
+def test_encode_progress_from_ffmpeg_keys():
+    from sophon_cli.server.worker import _encode_progress, progress_doc
+
+    p = _encode_progress({"frame": "30", "fps": "15.0", "out_time_us": "2000000"}, 60, 4.0)
+    assert (p["phase"], p["phase_percent"], p["frames_done"], p["frames_total"]) == ("encoding", 50.0, 30, 60)
+    assert p["eta_seconds"] == 2 and p["fps"] == 15.0 and 5 < p["percent"] < 90
+    p = _encode_progress({"out_time_us": "1000000"}, None, 4.0)  # no frame count: use time
+    assert p["phase_percent"] == 25.0 and p["eta_seconds"] is None
+    assert progress_doc("queued", None)["percent"] == 0 and progress_doc("completed", 100)["percent"] == 100
