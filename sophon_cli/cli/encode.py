@@ -238,12 +238,12 @@ def encode_command(
         out.emit(_summary_obj(results, interrupted=report.interrupted, exit_code=int(code)))
     else:
         _summary_table(out, results)
-        if report.interrupted:
-            out.notice("interrupted; run the same command again to resume")
-        elif report.failed:
-            out.notice(
-                f"{len(report.failed)} of {len(results)} files failed; fix the cause and run the same command again"
-            )
+    if report.interrupted:
+        out.notice("interrupted; run the same command again to resume")
+    elif report.failed:
+        out.notice(
+            f"{len(report.failed)} of {len(results)} files failed; fix the cause and run the same command again"
+        )
     if code != ExitCode.OK:
         raise typer.Exit(int(code))
 

@@ -1,0 +1,139 @@
+"""Resumption: SIGKILL at several points, Ctrl-C (once and twice), --timeout; never a duplicate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from tests.encode.conftest import Env, place
+
+
+def _run_until(proc, stop_at: str, count: int = 1, timeout: float = 60) -> list[dict]:
+    """Read NDJSON events until the ``count``-th event with state ``stop_at``; return them."""
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    events: list[dict] = []
+    try:
+        seen = 0
+        for line in proc.stdout:
+            event = json.loads(line)
+            events.append(event)
+            if event.get("state") == stop_at:
+                seen += 1
+                if seen == count:
+                    return events
+    finally:
+        timer.cancel()
+    raise AssertionError(f"the run ended before {count} {stop_at!r} events: {events}\n{proc.stderr.read()}")
+
+
+def _kill(proc) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+def _assert_one_job_per_file(world: Env, n: int, summary: dict) -> None:
+    assert summary["counts"] == {"encoded": n}, summary
+    jobs = world.jobs()
+    assert len(jobs) == n, [j.id for j in jobs]
+    assert {f["job_id"] for f in summary["files"]} == {j.id for j in jobs}
+    assert world.upload_count() == n
+    for f in summary["files"]:
+        assert os.path.getsize(f["output"]) == f["output_bytes"] > 0
+    leftovers = [p for p in (world.work / "out").iterdir() if p.name.endswith((".part", ".tmp"))]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize(
+    "kill_points",
+    [
+        [("uploading", 1)],  # upload session saved, parts still being sent
+        [("uploaded", 2), ("job_done", 1)],  # between upload and job; then before a download
+        [("job_created", 1), ("downloading", 1)],  # waiting on jobs; then mid-download
+    ],
+    ids=["mid-upload", "after-upload+before-download", "after-job+mid-download"],
+)
+def test_sigkill_then_rerun_finishes_with_one_job_per_file(world, clip_bank, kill_points):
+    place(clip_bank[:3], world.work / "v")
+    args = ("v/*.mp4", "-o", "out", "--json", "--concurrency", "2")
+    for state, count in kill_points:
+        proc = world.popen(*args)
+        _run_until(proc, state, count)
+        _kill(proc)
+    final = world.encode(*args)
+    assert final.returncode == 0, final.stderr
+    _assert_one_job_per_file(world, 3, final.summary())
+    # and once more: nothing new at all
+    seen = len(world.requests())
+    assert world.encode(*args).returncode == 0
+    assert [r for r in world.requests()[seen:] if r["method"] == "POST"] == []
+
+
+def test_ctrl_c_saves_state_and_exits_130_then_rerun_resumes(world, clip_bank):
+    place(clip_bank[:2], world.work / "v")
+    args = ("v/*.mp4", "-o", "out", "--json", "--metadata", "sophon_local_delay=1")
+    proc = world.popen(*args)
+    _run_until(proc, "job_created", 2)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=30) == 130
+    assert time.monotonic() - t0 < 5
+    assert "run the same command again to resume" in proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
+    summary = json.loads(rest.splitlines()[-1])
+    assert summary["interrupted"] is True and summary["exit_code"] == 130
+
+    state = world.encode("v/*.mp4", "-o", "out", "--dry-run", "--json", "--metadata", "sophon_local_delay=1")
+    assert {e["action"] for e in state.events() if e["event"] == "plan"} == {"reuse job"}
+
+    final = world.encode(*args)
+    assert final.returncode == 0, final.stderr
+    _assert_one_job_per_file(world, 2, final.summary())
+
+
+def test_second_ctrl_c_stops_at_once(make_server, tmp_path, clip_bank):
+    # Slow part uploads keep a worker busy after the first Ctrl-C.
+    slow = make_server(tmp_path / "slow", chunk_size=16384, faults="PUT /v1/uploads/*/parts/*=latency:1s")
+    world = Env(slow, tmp_path)
+    place(clip_bank[:1], world.work / "v")
+    args = ("v/*.mp4", "-o", "out", "--json", "--part-concurrency", "1")
+    proc = world.popen(*args)
+    _run_until(proc, "uploading", 1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert time.monotonic() - t0 < 0.8  # did not wait for the 1 s part in flight
+    proc.stdout.close()
+    proc.stderr.close()
+
+    entries = world.sophon("cache", "list", "--json")
+    assert entries.returncode == 0 and "warning" not in entries.stderr
+    assert [e["state"] for e in entries.events()] == ["uploading"]  # the cache is valid
+
+    final = world.encode("v/*.mp4", "-o", "out", "--json")
+    assert final.returncode == 0, final.stderr
+    _assert_one_job_per_file(world, 1, final.summary())
+
+
+def test_timeout_fails_with_exit_6_and_a_rerun_resumes_the_same_job(world, clip_bank):
+    place(clip_bank[:1], world.work / "v")
+    base = ("v/*.mp4", "-o", "out", "--json", "--metadata", "sophon_local_delay=1")
+    first = world.encode(*base, "--timeout", "0.3")
+    assert first.returncode == 6, first.stderr
+    row = first.summary()["files"][0]
+    assert row["result"] == "failed" and "run again to resume" in row["reason"]
+    final = world.encode(*base)
+    assert final.returncode == 0, final.stderr
+    assert final.summary()["files"][0]["job_id"] == row["job_id"]
+    _assert_one_job_per_file(world, 1, final.summary())
