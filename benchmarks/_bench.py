@@ -40,6 +40,7 @@ from typing import Any
 
 BIN_DIR = Path(sys.executable).parent
 MIB = 1024 * 1024
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,10 +102,24 @@ def timed(
     cwd: str | os.PathLike[str] | None = None,
     timeout: float = 3600.0,
 ) -> Run:
-    """Run ``cmd``; wall time from just before fork to the child's exit, rusage from ``wait4``."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """Run ``cmd``; wall time from just before fork to the child's exit, CPU from ``wait4``.
+
+    Peak RSS comes from ``/usr/bin/time`` (GNU time, ``%M``) when installed: a child forked from
+    this Python process would inherit its resident pages in ``ru_maxrss`` (Linux accounts the
+    pre-exec image), so the measured command is started by the small ``time`` process instead.
+    Without it, ``wait4``'s ``ru_maxrss`` is used (an over-estimate by up to this process's RSS).
+    """
+    gnu_time = GNU_TIME
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile("r") as tf,
+    ):
+        argv = list(cmd)
+        if gnu_time:
+            argv = [gnu_time, "-q", "-f", "%M", "-o", tf.name, *argv]
         start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
         deadline = start + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -119,9 +134,14 @@ def timed(
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
+        rss_kib = float(usage.ru_maxrss)  # KiB on Linux
+        if gnu_time:
+            text = tf.read().strip().splitlines()
+            if text and text[-1].strip().isdigit():
+                rss_kib = float(text[-1].strip())
         return Run(
             wall=wall,
-            rss_mib=usage.ru_maxrss / 1024.0,  # KiB on Linux
+            rss_mib=rss_kib / 1024.0,
             rc=proc.returncode,
             stdout=out.read().decode("utf-8", "replace"),
             stderr=err.read().decode("utf-8", "replace"),

@@ -1,0 +1,151 @@
+"""Download of a large job output: `sophon download` vs cp of the same file; peak RSS at two sizes.
+
+    python benchmarks/download.py [--size 1G] [--small 16M] [--quick] [--runs N]
+
+Benchmark-only setup (the server has no supported way to make a huge output without encoding a
+huge video): a tiny clip is encoded twice by a `sophon server` child process; then each finished
+job's output is swapped for a random file of the wanted size written into the server's
+``outputs/`` directory, and the job row's ``output_path`` and ``output.bytes``/``output.sha256``
+are patched in the server's SQLite store (``sophon.db``). The server reads the row on every
+request, so `sophon download` then fetches and verifies the big file through the real routes
+(GET /v1/jobs/{id}, GET /v1/jobs/{id}/output -> 302 -> GET /v1/downloads/{token}).
+
+Alternating runs of
+  (a) cli:        `sophon download JOB -o FILE --force` of the large output,
+  (b) cp:         `cp` of the same file from the server's outputs/ into the same target directory,
+  (c) cp+sha256:  cp plus a hashlib sha256 of it (what a verifying copy must at least do),
+  (d) cli small:  `sophon download` of the small output, to show the RSS does not grow with size.
+
+Last line: {"download_over_cp", "cli_peak_rss_mib", "rss_growth_mib", ...}.
+Goals: peak RSS flat and <= 64 MiB whatever the size.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _bench as b  # noqa: E402
+
+PROXY = r"""
+import hashlib, subprocess, sys
+subprocess.run(["cp", sys.argv[1], sys.argv[2]], check=True)
+h = hashlib.sha256()
+with open(sys.argv[2], "rb") as fh:
+    while True:
+        block = fh.read(1 << 20)
+        if not block:
+            break
+        h.update(block)
+print(h.hexdigest())
+"""
+
+
+def big_output(srv: b.BenchServer, upload_id: str, size: int) -> tuple[str, Path]:
+    """A completed job whose output is now a random ``size``-byte file (see the module doc)."""
+    job = srv.wait_job(srv.create_job(upload_id, "sophon-espresso")["id"])
+    if job["status"] != "completed" or job.get("final_artifact") != "encoded":
+        raise SystemExit(f"error: fixture job ended {job['status']} / {job.get('final_artifact')}")
+    path = srv.data_dir / "outputs" / f"{job['id']}.bench.mp4"
+    b.random_file(path, size)
+    digest = b.sha256_of(path)
+    db = srv.db()
+    row = db.execute("SELECT output FROM jobs WHERE id=?", (job["id"],)).fetchone()
+    output = json.loads(row["output"])
+    output.update(bytes=size, sha256=digest)
+    db.execute(
+        "UPDATE jobs SET output=?, output_path=? WHERE id=?", (json.dumps(output), str(path), job["id"])
+    )
+    db.close()
+    check = srv.ok("GET", f"/v1/jobs/{job['id']}")
+    assert check["output"]["bytes"] == size and check["output"]["sha256"] == digest
+    return job["id"], path
+
+
+def main() -> None:
+    p = b.base_parser(__doc__.splitlines()[0])
+    p.add_argument("--size", type=b.parse_size, default=None, help="large output (default 1G; --quick 256M)")
+    p.add_argument("--small", type=b.parse_size, default=16 * b.MIB, help="small output (default 16M)")
+    args = p.parse_args()
+    size = args.size or (256 * b.MIB if args.quick else 1 << 30)
+    runs = args.runs or (2 if args.quick else 5)
+
+    with b.Workdir(args, "download") as tmp:
+        clip = b.make_clip(tmp / "clip.mp4")
+        with b.BenchServer(tmp / "server") as srv:
+            upload_id = srv.upload(clip)
+            b.progress(f"preparing a {size / b.MIB:.0f} MiB and a {args.small / b.MIB:.0f} MiB output")
+            big_id, big_path = big_output(srv, upload_id, size)
+            small_id, _ = big_output(srv, upload_id, args.small)
+            env = srv.cli_env(tmp / "home")
+            target = tmp / "target"
+            target.mkdir()
+
+            def cli(job_id: str):
+                def run() -> b.Run:
+                    dst = target / "out.mp4"
+                    r = b.timed(
+                        [b.sophon(), "download", job_id, "-o", str(dst), "--force", "--no-progress"], env=env
+                    )
+                    r.check("sophon download")
+                    dst.unlink()
+                    return r
+
+                return run
+
+            def cp() -> b.Run:
+                dst = target / "cp.mp4"
+                r = b.timed(["cp", str(big_path), str(dst)]).check("cp")
+                dst.unlink()
+                return r
+
+            def proxy() -> b.Run:
+                dst = target / "proxy.mp4"
+                r = b.timed([sys.executable, "-c", PROXY, str(big_path), str(dst)]).check("cp + sha256")
+                dst.unlink()
+                return r
+
+            sides = [("cli", cli(big_id)), ("cp", cp), ("proxy", proxy), ("cli_small", cli(small_id))]
+            results = b.alternate(sides, runs)
+
+    med = {k: b.median(r.wall for r in v) for k, v in results.items()}
+    rss = {k: max(r.rss_mib for r in v) for k, v in results.items()}
+    cpu = {k: b.median(r.user + r.sys for r in v) for k, v in results.items()}
+    t = b.Table(
+        f"download, {runs} alternating runs per side (medians)",
+        ["side", "size MiB", "wall s", "MiB/s", "cpu s", "peak RSS MiB"],
+    )
+    rows = [
+        ("cli", "(a) sophon download", size),
+        ("cp", "(b) cp", size),
+        ("proxy", "(c) cp + sha256", size),
+        ("cli_small", "(d) sophon download (small)", args.small),
+    ]
+    for k, label, n in rows:
+        t.add(label, n / b.MIB, med[k], n / b.MIB / med[k], cpu[k], rss[k])
+    figures = {
+        "benchmark": "download",
+        "size_bytes": size,
+        "small_bytes": args.small,
+        "runs": runs,
+        "cli_s": round(med["cli"], 3),
+        "cp_s": round(med["cp"], 3),
+        "download_over_cp": b.ratio(med["cli"], med["cp"]),
+        "download_over_cp_sha256": b.ratio(med["cli"], med["proxy"]),
+        "cli_peak_rss_mib": round(rss["cli"], 1),
+        "cli_small_peak_rss_mib": round(rss["cli_small"], 1),
+        "rss_growth_mib": round(rss["cli"] - rss["cli_small"], 1),
+    }
+    notes = [
+        f"download_over_cp = {figures['download_over_cp']:.3f} (cp + sha256: {figures['download_over_cp_sha256']:.3f})",
+        b.goal_line("cli_peak_rss_mib", figures["cli_peak_rss_mib"], 64, unit=" MiB"),
+        f"rss growth from {args.small / b.MIB:.0f} MiB to {size / b.MIB:.0f} MiB: {figures['rss_growth_mib']:+.1f} MiB (goal: flat)",
+    ]
+    b.finish(figures, [t], notes)
+
+
+if __name__ == "__main__":
+    main()
