@@ -317,7 +317,8 @@ class Downloads:
                         final = self._choose_final(resp, directory, fallback, force)
                     self._write_stream(resp, part, mode, offset, total or expected_bytes, on_progress)
                 size = part.stat().st_size
-                if total is not None and size < total:
+                want = expected_bytes if expected_bytes is not None else total
+                if want is not None and size < want:
                     raise _Retryable(None)  # closed early without an error: resume
                 return final, total, url
             except _Restart:
@@ -375,7 +376,7 @@ class Downloads:
         if on_progress is not None:
             on_progress(done, total)
         with open(part, mode) as fh:
-            for block in resp.iter_bytes(STREAM_BLOCK):
+            for block in resp.iter_bytes():  # as received: a drop loses nothing already read
                 fh.write(block)
                 done += len(block)
                 if on_progress is not None:
