@@ -87,7 +87,11 @@ def main() -> None:
                 for _ in range(per_round):
                     counter[0] += 1
                     i = counter[0] % n  # an existing file moves on to its next state
-                    fields = {"state": "polling", "job_id": f"job_{counter[0]:016x}", "job_status": "encoding"}
+                    fields = {
+                        "state": "polling",
+                        "job_id": f"job_{counter[0]:016x}",
+                        "job_status": "encoding",
+                    }
                     t0 = time.perf_counter()
                     store.update(f"k{i:06d}", fields)
                     times.append(time.perf_counter() - t0)
@@ -112,7 +116,16 @@ def main() -> None:
         rec = max(record_bytes) / max(1, total_updates)
     table = b.Table(
         f"state update cost, {runs} alternating rounds x {per_round} updates per size",
-        ["entries", "median us", "p90 us", "max us", "compaction ms", "amortised us", "load ms", "snapshot KiB"],
+        [
+            "entries",
+            "median us",
+            "p90 us",
+            "max us",
+            "compaction ms",
+            "amortised us",
+            "load ms",
+            "snapshot KiB",
+        ],
     )
     med, amort = {}, {}
     for n in SIZES:

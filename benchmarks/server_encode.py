@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -101,7 +100,16 @@ def main() -> None:
         ["clip", "source", "profile", "job s", "ffmpeg s", "overhead ms", "queue ms", "job/ffmpeg"],
     )
     for r in rows:
-        t.add(r["clip"], r["info"], r["profile"], r["job_s"], r["ffmpeg_s"], r["overhead_s"] * 1e3, r["queue_s"] * 1e3, r["ratio"])
+        t.add(
+            r["clip"],
+            r["info"],
+            r["profile"],
+            r["job_s"],
+            r["ffmpeg_s"],
+            r["overhead_s"] * 1e3,
+            r["queue_s"] * 1e3,
+            r["ratio"],
+        )
     main_row = rows[0]
     figures = {
         "benchmark": "server_encode",
