@@ -14,6 +14,7 @@ job) instead of one ``get`` per job, and falls back to ``get`` for ids the pages
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -96,6 +97,8 @@ def parse_time(value: str | None) -> datetime | None:
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
+    # Python 3.10's fromisoformat takes only 3 or 6 fractional digits
+    text = re.sub(r"\.(\d+)", lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:

@@ -59,8 +59,8 @@ def parse_timestamp(value: str) -> float | None:
         return None
     if text[-1] in "Zz":
         text = text[:-1] + "+00:00"
-    # Python < 3.11 accepts at most 6 fractional digits
-    text = re.sub(r"\.(\d{6})\d+", r".\1", text)
+    # Python 3.10's fromisoformat takes only 3 or 6 fractional digits
+    text = re.sub(r"\.(\d+)", lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
     text = text[:10] + "T" + text[11:]
     try:
         dt = datetime.fromisoformat(text)
