@@ -119,14 +119,36 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(STREAM_BLOCK)
-            if not block:
-                return h.hexdigest()
-            h.update(block)
+class _PartHash:
+    """sha256 of the ``.part`` file kept up to date while writing, so verification needs no second
+    read of the whole file (only a leftover prefix is read once, when resuming)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hasher = hashlib.sha256()
+        self.length = 0
+
+    def sync(self, offset: int) -> None:
+        """Make the hash cover exactly the first ``offset`` bytes of the file."""
+        if self.length == offset:
+            return
+        self.hasher = hashlib.sha256()
+        self.length = 0
+        if offset:
+            with open(self.path, "rb") as fh:
+                while self.length < offset:
+                    block = fh.read(min(STREAM_BLOCK, offset - self.length))
+                    if not block:
+                        break
+                    self.hasher.update(block)
+                    self.length += len(block)
+
+    def update(self, block: bytes) -> None:
+        self.hasher.update(block)
+        self.length += len(block)
+
+    def hexdigest(self) -> str:
+        return self.hasher.hexdigest()
 
 
 class _Restart(Exception):
@@ -214,12 +236,14 @@ class Downloads:
         resumed_from = part.stat().st_size if part.exists() else 0
         restarted_for_integrity = False
         while True:
+            digest = _PartHash(part)
             final, total, url = self._fetch_to_part(
-                url, job_id, part, final, directory, fallback, force, expected_bytes, on_progress
+                url, job_id, part, final, directory, fallback, force, expected_bytes, on_progress, digest
             )
             size = part.stat().st_size
             want = expected_bytes if expected_bytes is not None else total
-            actual_sha = _file_sha256(part)
+            digest.sync(size)
+            actual_sha = digest.hexdigest()
             problem = None
             if want is not None and size != want:
                 problem = f"size {size} bytes differs from the expected {want}"
@@ -239,8 +263,6 @@ class Downloads:
             )
 
         assert final is not None
-        with open(part, "rb+") as fh:
-            os.fsync(fh.fileno())
         if final.exists() and not force:
             raise InputError(f"{final} already exists", hint="use --force to overwrite it")
         os.replace(part, final)
@@ -267,6 +289,7 @@ class Downloads:
         force: bool,
         expected_bytes: int | None,
         on_progress: ProgressCallback | None,
+        digest: _PartHash,
     ) -> tuple[Path, int | None, str]:
         import httpx
 
@@ -315,7 +338,8 @@ class Downloads:
                         mode = "wb"
                     if final is None:
                         final = self._choose_final(resp, directory, fallback, force)
-                    self._write_stream(resp, part, mode, offset, total or expected_bytes, on_progress)
+                    digest.sync(offset)
+                    self._write_stream(resp, part, mode, offset, total or expected_bytes, on_progress, digest)
                 size = part.stat().st_size
                 want = expected_bytes if expected_bytes is not None else total
                 if want is not None and size < want:
@@ -371,17 +395,22 @@ class Downloads:
         offset: int,
         total: int | None,
         on_progress: ProgressCallback | None,
+        digest: _PartHash,
     ) -> None:
         done = offset
         if on_progress is not None:
             on_progress(done, total)
         with open(part, mode) as fh:
-            for block in resp.iter_bytes():  # as received: a drop loses nothing already read
-                fh.write(block)
-                done += len(block)
-                if on_progress is not None:
-                    on_progress(done, total)
-            fh.flush()
+            try:
+                for block in resp.iter_bytes():  # as received: a drop loses nothing already read
+                    fh.write(block)
+                    digest.update(block)
+                    done += len(block)
+                    if on_progress is not None:
+                        on_progress(done, total)
+            finally:
+                fh.flush()
+                os.fsync(fh.fileno())
 
 
 class _Retryable(Exception):

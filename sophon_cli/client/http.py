@@ -473,12 +473,14 @@ class SophonClient:
         idempotency_key: str | None = None,
         expect: tuple[int, ...] | None = (200,),
         retry: bool = True,
+        timeout: float | None = None,
     ) -> httpx.Response:
         """Send one logical request with the retry policy; return the response.
 
         A status outside ``expect`` is retried when the policy says so, else raises the mapped
         APIError. ``expect=None`` returns whatever status arrives (only network errors are
-        retried). Network failures that outlast the retries raise TransportError.
+        retried). Network failures that outlast the retries raise TransportError. ``timeout``
+        overrides the client's read/write timeout for this call.
         """
         import httpx
 
@@ -491,6 +493,9 @@ class SophonClient:
             hdrs["Idempotency-Key"] = key
         if params:
             params = {k: v for k, v in params.items() if v is not None}
+        per_call = (
+            httpx.Timeout(timeout, connect=self._timeout.connect) if timeout is not None else self._timeout
+        )
         deadline = self.clock() + self.retry_budget
         max_attempts = 1 + (self.max_retries if retry else 0)
         attempt = 0
@@ -498,7 +503,13 @@ class SophonClient:
             attempt += 1
             try:
                 response = self._http.request(
-                    method, path, params=params or None, json=json, content=content, headers=hdrs
+                    method,
+                    path,
+                    params=params or None,
+                    json=json,
+                    content=content,
+                    headers=hdrs,
+                    timeout=per_call,
                 )
             except httpx.TransportError as exc:
                 # An invalid URL or unsupported protocol is a configuration problem: no retry.

@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
 ProgressCallback = Callable[[int, int], None]
 HASH_BLOCK = 1024 * 1024
 DEFAULT_MIME = "video/mp4"
+COMPLETE_TIMEOUT = 300.0
 _EXTRA_MIME = {
     ".mkv": "video/x-matroska",
     ".mov": "video/quicktime",
@@ -207,6 +208,8 @@ class Uploads:
             f"/v1/uploads/{_q(upload_id)}/complete",
             idempotency_key=idempotency_key,
             expect=(200, 201),
+            # the server hashes and probes the whole file before answering
+            timeout=max(self._c.timeout, COMPLETE_TIMEOUT),
         )
         return parse_model(CompletedUpload, response)
 
