@@ -119,9 +119,18 @@ def progress_text(job: Any) -> str:
     return f"{percent:.0f}%" if isinstance(percent, (int, float)) else ""
 
 
+def failure_reason(job: Any) -> str | None:
+    """'<error> (<status_reason>)', either alone, or None."""
+    error = _get(job, "error")
+    code = _get(job, "status_reason")
+    if error and code and code not in error:
+        return f"{error} ({code})"
+    return error or code or None
+
+
 def job_line(job: Any) -> str:
     status = str(_get(job, "status"))
-    reason = _get(job, "status_reason") or _get(job, "error")
+    reason = failure_reason(job)
     extra = ""
     if status == "completed" and _get(job, "final_artifact") == "original":
         extra = "  (kept the original: no smaller output was made)"
@@ -195,7 +204,7 @@ def failed_error(jobs: list[Any]):
     if not bad:
         return None
     first = bad[0]
-    reason = _get(first, "status_reason") or _get(first, "error") or "no reason given"
+    reason = failure_reason(first) or "no reason given"
     more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
     return JobFailedError(
         f"job {_get(first, 'id')} ended {_get(first, 'status')}: {reason}{more}",

@@ -18,13 +18,12 @@ from typing import Annotated, Any
 import typer
 
 from sophon_cli.cli.context import get_ctx
+from sophon_cli.client.webhooks import DEFAULT_TOLERANCE, SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 app = typer.Typer(no_args_is_help=True)
 
 SECRET_ENV = "SOPHON_WEBHOOK_SECRET"
 SECRETS_FILE = "webhook-secrets.toml"
-SIGNATURE_HEADER = "X-Turbo-Signature-256"
-TIMESTAMP_HEADER = "X-Turbo-Timestamp"
 DEFAULT_PORT = 8765
 MAX_BODY = 1024 * 1024
 
@@ -115,14 +114,10 @@ def create(
     if out.json:
         out.emit(hook)
     else:
-        out.kv(
-            [
-                ("id", hook.id),
-                ("url", hook.url),
-                ("name", getattr(hook, "name", None)),
-                ("secret", hook.secret),
-            ]
-        )
+        rows = [("id", hook.id), ("url", hook.url)]
+        if hook.name:
+            rows.append(("name", hook.name))
+        out.kv([*rows, ("secret", hook.secret)])
 
 
 @app.command("list")
@@ -140,11 +135,8 @@ def list_(ctx: typer.Context) -> None:
             data.pop("secret", None)
             out.emit(data)
         return
-    rows = [
-        (h.id, h.url, getattr(h, "name", None) or "", "yes" if h.active else "no", short_time(h.created_at))
-        for h in hooks
-    ]
-    out.table(["id", "url", "name", "active", "created"], rows)
+    rows = [(h.id, h.url, "yes" if h.active else "no", short_time(h.created_at), h.name or "") for h in hooks]
+    out.table(["id", "url", "active", "created", "name"], rows)
 
 
 @app.command("delete")
@@ -183,12 +175,11 @@ def verify(
     ] = "-",
     tolerance: Annotated[
         int, typer.Option("--tolerance", metavar="SECONDS", help="Reject timestamps older/newer than this.")
-    ] = 300,
+    ] = DEFAULT_TOLERANCE,
 ) -> None:
     """Check a delivery's signature: exit 0 when valid, 1 with the reason when not."""
-    from sophon_cli.client.webhooks import verify_signature
-
     from sophon_cli.client.errors import SignatureError
+    from sophon_cli.client.webhooks import verify_signature
 
     app_ctx = get_ctx(ctx)
     secrets = resolve_secrets(secret)
@@ -239,7 +230,7 @@ class Receiver:
         *,
         forward_to: str | None = None,
         max_events: int | None = None,
-        tolerance: int = 300,
+        tolerance: float = DEFAULT_TOLERANCE,
     ) -> None:
         self.out = out
         self.secrets = secrets
@@ -257,9 +248,8 @@ class Receiver:
         """Process one delivery; return (HTTP status, short reason)."""
         import json
 
-        from sophon_cli.client.webhooks import verify_signature
-
         from sophon_cli.client.errors import SignatureError
+        from sophon_cli.client.webhooks import verify_signature
 
         signature = headers.get(SIGNATURE_HEADER) or ""
         timestamp = headers.get(TIMESTAMP_HEADER) or ""
@@ -298,9 +288,13 @@ class Receiver:
         self.print_event(event)
         with self._lock:
             self.count += 1
+        return 200, "ok"
+
+    def check_done(self) -> None:
+        """Called after a response went out, so the last sender still gets its answer."""
+        with self._lock:
             if self.max_events is not None and self.count >= self.max_events:
                 self.finished.set()
-        return 200, "ok"
 
     def print_event(self, event: dict[str, Any]) -> None:
         with self._print_lock:
@@ -351,6 +345,7 @@ def make_http_server(receiver: Receiver, host: str, port: int):
             body = self.rfile.read(length)
             status, reason = receiver.handle(self.headers, body)
             self._answer(status, reason)
+            receiver.check_done()
 
         def do_GET(self) -> None:  # noqa: N802
             self._answer(405, "POST webhook deliveries here")
@@ -396,7 +391,7 @@ def listen(
     ] = None,
     tolerance: Annotated[
         int, typer.Option("--tolerance", metavar="SECONDS", help="Reject timestamps older/newer than this.")
-    ] = 300,
+    ] = DEFAULT_TOLERANCE,
 ) -> None:
     """Receive deliveries locally: verify, dedupe, print one line per new event (NDJSON with --json)."""
     from sophon_cli.client.errors import InputError
