@@ -37,6 +37,7 @@ from sophon_cli.client.errors import (
     AuthError,
     BadRequestError,
     ConflictError,
+    InputError,
     NotFoundError,
     RateLimitError,
     ServerError,
@@ -375,7 +376,7 @@ class SophonClient:
 
     def close(self) -> None:
         self._http.close()
-        if self._anon is not None and self._custom_transport is None:
+        if self._anon is not None:
             self._anon.close()
 
     @property
@@ -489,7 +490,10 @@ class SophonClient:
         if method == "POST":
             key = idempotency_key or new_idempotency_key()
             if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
-                raise ValueError("Idempotency-Key must be 1..128 characters")
+                raise InputError(
+                    f"an Idempotency-Key must be 1 to 128 characters (got {len(key)})",
+                    hint="pass a shorter key",
+                )
             hdrs["Idempotency-Key"] = key
         if params:
             params = {k: v for k, v in params.items() if v is not None}

@@ -258,3 +258,13 @@ def test_given_idempotency_key_is_sent():
     assert script.requests[0].headers["idempotency-key"] == "my-key:create-job"
     sent = json.loads(script.requests[0].content)
     assert sent == {"source": {"type": "upload", "upload_id": "upl_1"}, "profile": "sophon-auto"}
+
+
+def test_overlong_idempotency_key_is_input_error_before_any_request():
+    from sophon_cli.client.errors import InputError
+
+    script = Script(httpx.Response(201, json=job_body()))
+    client, _ = make_client(script)
+    with pytest.raises(InputError):
+        client.jobs.create("upl_1", idempotency_key="k" * 129)
+    assert script.requests == []
