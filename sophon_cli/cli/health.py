@@ -30,13 +30,16 @@ def check_auth(app_ctx: Any) -> tuple[str, Any]:
 
 def health_command(ctx: typer.Context) -> None:
     """Check that the server is alive, ready, and accepts your key."""
-    from sophon_cli.client.http import SophonClient
+    from sophon_cli.client.http import SophonClient, display_url
 
     app_ctx = get_ctx(ctx)
     out = app_ctx.out
-    url, key = app_ctx.endpoint(need_key=False)
+    base, _ = app_ctx.endpoint(need_key=False)
+    url = display_url(base)
     # liveness/readiness need no key; a short-lived client without retries answers fast
-    with SophonClient(url, None, timeout=app_ctx.settings.timeout, max_retries=2, retry_budget=10.0) as probe:
+    with SophonClient(
+        base, None, timeout=app_ctx.settings.timeout, max_retries=2, retry_budget=10.0
+    ) as probe:
         alive = probe.healthz()
         ready = probe.readyz() if alive else None
     is_ready = bool(ready is not None and ready.ready)

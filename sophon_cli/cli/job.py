@@ -313,6 +313,8 @@ def create(
         raise InputError(f"--container must be mp4 or mkv (got {container!r})", hint="e.g. --container mp4")
     check_height(height)
     check_timeout(timeout)
+    if timeout is not None and not wait:
+        raise InputError("--timeout only applies with --wait", hint="add --wait, or drop --timeout")
     file_text = _read_metadata_file(metadata_file) if metadata_file is not None else None
     meta = build_metadata(metadata, file_text, file_name=str(metadata_file or ""))
     if file is not None:

@@ -197,7 +197,9 @@ def verify(
     if app_ctx.out.json:
         app_ctx.out.emit({"valid": error is None, "reason": getattr(error, "reason", None)})
     if error is not None:
-        raise error
+        raise SignatureError(
+            f"invalid signature: {error.message} ({error.reason})", reason=error.reason, hint=error.hint
+        )
     if not app_ctx.out.json:
         app_ctx.out.print("valid")
 

@@ -137,6 +137,12 @@ CASES = [
         2,
         ("mp4 or mkv",),
     ),
+    Case(
+        "timeout-without-wait",
+        lambda e: ["job", "create", "--upload", e.upload_id, "--timeout", "5"],
+        2,
+        ("--wait",),
+    ),
     # output paths
     Case(
         "download-parent-is-a-file",

@@ -319,7 +319,7 @@ def test_webhooks_verify(cli, tmp_path):
         env={"SOPHON_WEBHOOK_SECRET": secret},
         input=body.decode() + " ",
     )
-    assert_one_line_error(tampered, 1, "does not match", secrets=(secret,))
+    assert_one_line_error(tampered, 1, "does not match", "signature_mismatch", secrets=(secret,))
 
     old = "2020-01-01T00:00:00Z"
     as_json = cli(
