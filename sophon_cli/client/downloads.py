@@ -319,7 +319,7 @@ class Downloads:
                         raise _RefreshURL()
                     if status >= 400:
                         resp.read()
-                        err = error_from_response(resp, secrets=c.secrets)
+                        err = error_from_response(resp, secrets=c._secret_values)
                         if not (status == 408 or status == 429 or status >= 500):
                             raise err
                         retry_after = err.retry_after

@@ -380,7 +380,7 @@ class SophonClient:
             self._anon.close()
 
     @property
-    def secrets(self) -> tuple[str, ...]:
+    def _secret_values(self) -> tuple[str, ...]:
         return (self._api_key,) if self._api_key else ()
 
     # -- resources (built on first use) ------------------------------------------------------
@@ -429,7 +429,7 @@ class SophonClient:
 
         response = self.request("GET", "/readyz", expect=None, retry=False)
         if response.status_code not in (200, 503):
-            raise error_from_response(response, secrets=self.secrets)
+            raise error_from_response(response, secrets=self._secret_values)
         return parse_model(Ready, response)
 
     # -- the one request path ----------------------------------------------------------------
@@ -451,7 +451,7 @@ class SophonClient:
 
     def transport_error(self, exc: BaseException, attempts: int) -> TransportError:
         kind = type(exc).__name__
-        detail = one_line(redact(str(exc), self.secrets), 120)
+        detail = one_line(redact(str(exc), self._secret_values), 120)
         reason = f"{kind}: {detail}" if detail else kind
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         err = TransportError(
@@ -528,7 +528,7 @@ class SophonClient:
             status = response.status_code
             if expect is None or status in expect:
                 return response
-            err = error_from_response(response, secrets=self.secrets)
+            err = error_from_response(response, secrets=self._secret_values)
             if (
                 should_retry_status(status, getattr(err, "envelope_retryable", None))
                 and attempt < max_attempts
