@@ -65,10 +65,14 @@ def build_metadata(
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise InputError(
-                f"--metadata expects KEY=VALUE (got {pair!r})", hint="e.g. --metadata customer=acme"
+                f"--metadata expects KEY=VALUE (got {_clip(pair)!r})", hint="e.g. --metadata customer=acme"
             )
         metadata[key.strip()] = parse_metadata_value(value)
     return validate_metadata(metadata)
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def check_height(height: int | None) -> int | None:
@@ -441,7 +445,7 @@ def cancel(ctx: typer.Context, job_id: JobIdArg) -> None:
 @app.command("wait")
 def wait(
     ctx: typer.Context,
-    job_ids: Annotated[list[str], typer.Argument(metavar="JOB_ID...", help="Jobs to wait for.")],
+    job_ids: Annotated[list[str], typer.Argument(metavar="JOB_ID", help="Jobs to wait for.")],
     timeout: TimeoutOpt = None,
 ) -> None:
     """Wait for jobs to finish with a progress bar; exit 5 if any failed or was canceled, 6 on timeout."""

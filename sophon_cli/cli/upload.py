@@ -82,7 +82,9 @@ def upload_files(app_ctx: Any, files: list[Path], *, concurrency: int, new: bool
 
 def upload_command(
     ctx: typer.Context,
-    files: Annotated[list[Path], typer.Argument(help="Video files to upload.", show_default=False)],
+    files: Annotated[
+        list[Path], typer.Argument(metavar="FILE", help="Video files to upload.", show_default=False)
+    ],
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", metavar="N", help="Parts sent in parallel per file (1-16).")
     ] = 4,
