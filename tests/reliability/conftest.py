@@ -218,9 +218,13 @@ class SlowProxy:
     """Forwards 127.0.0.1:<port> to ``target`` (host, port); server->client bytes are paced to
     ``rate`` bytes/s per connection."""
 
-    def __init__(self, target: tuple[str, int], rate: int) -> None:
+    def __init__(self, target: tuple[str, int], rate: int, record: bool = False) -> None:
         self.target = target
         self.rate = rate
+        self.record = record
+        self.sent = bytearray()  # client -> server bytes (when recording)
+        self.received = bytearray()  # server -> client bytes (when recording)
+        self._rec_lock = threading.Lock()
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self._stop = threading.Event()
@@ -246,6 +250,9 @@ class SlowProxy:
                 data = src.recv(16384 if paced else 65536)
                 if not data:
                     break
+                if self.record:
+                    with self._rec_lock:
+                        (self.received if paced else self.sent).extend(data)
                 dst.sendall(data)
                 if paced:
                     time.sleep(len(data) / self.rate)
@@ -278,8 +285,8 @@ class SlowProxy:
 def slow_proxy():
     made: list[SlowProxy] = []
 
-    def factory(server, rate: int) -> SlowProxy:
-        proxy = SlowProxy(("127.0.0.1", server.port), rate)
+    def factory(server, rate: int, record: bool = False) -> SlowProxy:
+        proxy = SlowProxy(("127.0.0.1", server.port), rate, record)
         made.append(proxy)
         return proxy
 

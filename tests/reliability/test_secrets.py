@@ -1,0 +1,117 @@
+"""Secrets: the API key and download tokens appear in no output or log at any verbosity, and the
+signed-URL request carries no Authorization header.
+
+Every command's stdout and stderr, the server's request log, and every file the CLI wrote under
+SOPHON_HOME are searched for the key, each download token, and each token's signature half.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_KEY, _make_clip
+
+from .conftest import run_cli
+from .stress import count
+
+ALL_VERBOSITIES = [[], ["-q"], ["-v"], ["--json"], ["-v", "--json"]]
+VERBOSITIES = count([["-q"], ["-v"]], ALL_VERBOSITIES)
+DEBUG = {"SOPHON_DEBUG": "1"}
+
+
+def _tokens(proxy) -> set[str]:
+    text = bytes(proxy.received).decode("latin-1")
+    found = set(re.findall(r"(?im)^location:\s*\S*/v1/downloads/([A-Za-z0-9_\-\.]+)", text))
+    return found
+
+
+def _requests(proxy) -> list[str]:
+    """The client->server request heads seen by the proxy."""
+    text = bytes(proxy.sent).decode("latin-1")
+    return [m for m in re.split(r"\r\n\r\n", text) if re.match(r"^(GET|POST|PUT|DELETE|HEAD) ", m.lstrip())]
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.mark.stress
+def test_key_and_download_tokens_never_printed_or_logged(make_server, slow_proxy, tmp_path):
+    srv = make_server()
+    proxy = slow_proxy(srv, rate=50_000_000, record=True)
+    clip = _make_clip(tmp_path / "secret-src.mp4", seconds=0.4, size="64x64")
+    home = tmp_path / "home"
+    captured: list[str] = []
+
+    def run(*args, env=None, url=None, ok=True):
+        p = run_cli(*args, server=url or proxy.url, home=home, env=env, cwd=tmp_path)
+        captured.extend([p.stdout, p.stderr])
+        if ok:
+            assert p.returncode == 0, (args, p.stderr)
+        return p
+
+    created = run("--json", "job", "create", clip, "--profile", "sophon-espresso", "--wait")
+    job_id = json.loads(created.stdout.strip().splitlines()[-1])["id"]
+    for i, flags in enumerate(VERBOSITIES):
+        out_dir = tmp_path / f"out{i}"
+        run(*flags, "upload", clip)
+        run(*flags, "job", "get", job_id)
+        run(*flags, "download", job_id, "-o", f"{out_dir}/")
+        run(*flags, "download", job_id, "-o", f"{out_dir}/", "--force", env=DEBUG)
+        # failures, with tracebacks
+        assert run(*flags, "download", job_id, "-o", f"{out_dir}/", env=DEBUG, ok=False).returncode == 2
+        wrong = dict(DEBUG, SOPHON_API_KEY=TEST_KEY + "-wrong")
+        assert run(*flags, "job", "get", job_id, env=wrong, ok=False).returncode == 4
+    run("-v", "--json", "job", "list")
+    run("-v", "--json", "job", "wait", job_id)
+    run("-v", "--json", "health")
+    assert run("-v", "job", "get", "job_nope", env=DEBUG, ok=False).returncode == 3
+    if count(False, True):  # server down waits out ~9 s of connection retries (reduced: the bad-input table)
+        down = f"http://127.0.0.1:{_closed_port()}"
+        assert run("-v", "job", "get", job_id, env=DEBUG, url=down, ok=False).returncode == 8
+    tokens = _tokens(proxy)
+    assert len(tokens) >= 2 * len(VERBOSITIES)  # every download got a fresh signed URL
+    needles = {TEST_KEY} | tokens | {t.split(".", 1)[1] for t in tokens}
+    haystacks = {"cli output": "\n".join(captured)}
+    haystacks["server request log"] = Path(srv.request_log).read_text()
+    for f in home.rglob("*"):
+        if f.is_file():
+            haystacks[str(f)] = f.read_text(errors="replace")
+    for name, text in haystacks.items():
+        for needle in needles:
+            assert needle not in text, f"a secret ({len(needle)} chars) leaked into {name}"
+    assert "Traceback" in haystacks["cli output"]  # SOPHON_DEBUG really printed tracebacks
+    # the signed URL was requested without credentials; every API request carried them
+    heads = _requests(proxy)
+    downloads = [h for h in heads if "/v1/downloads/" in h.split("\r\n", 1)[0]]
+    api_calls = [h for h in heads if h.split(" ", 2)[1].startswith("/v1/") and h not in downloads]
+    assert downloads and api_calls
+    for h in downloads:
+        assert not re.search(r"(?im)^authorization:", h), h.split("\r\n", 1)[0]
+        assert TEST_KEY not in h
+    assert all(re.search(r"(?im)^authorization: bearer ", h) for h in api_calls if "wrong" not in h)
+
+
+def test_client_objects_and_errors_never_show_the_key(make_server):
+    from sophon_cli.client.errors import AuthError
+    from sophon_cli.client.http import SophonClient
+
+    srv = make_server()
+    bad = "sk_wrong_" + "9" * 24
+    with SophonClient(srv.url, bad, max_retries=0) as c:
+        assert bad not in repr(c)
+        with pytest.raises(AuthError) as info:
+            c.jobs.get("job_x")
+    err = info.value
+    for text in (str(err), repr(err), err.hint or "", str(err.__dict__)):
+        assert bad not in text
+    assert TEST_KEY not in repr(srv)
