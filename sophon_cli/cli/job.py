@@ -13,6 +13,7 @@ from sophon_cli.cli.context import get_ctx
 app = typer.Typer(no_args_is_help=True)
 
 TERMINAL = ("completed", "failed", "canceled")
+MAX_PAGE_SIZE = 100  # the API's maximum `limit`
 JobIdArg = Annotated[str, typer.Argument(metavar="JOB_ID", help="The job id (job_...).")]
 TimeoutOpt = Annotated[
     float | None,
@@ -392,23 +393,30 @@ def list_(
     ] = None,
     limit: Annotated[int, typer.Option("--limit", metavar="N", help="Show at most N jobs.")] = 20,
     all_: Annotated[bool, typer.Option("--all", help="Show every job (follows the pages).")] = False,
+    page_size: Annotated[
+        int, typer.Option("--page-size", metavar="N", help=f"Jobs per request (1-{MAX_PAGE_SIZE}).")
+    ] = MAX_PAGE_SIZE,
 ) -> None:
     """List jobs, newest first (a table; NDJSON with --json)."""
     from sophon_cli.client.errors import InputError
 
     if limit < 1:
         raise InputError(f"--limit must be at least 1 (got {limit})", hint="e.g. --limit 50, or --all")
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise InputError(
+            f"--page-size must be between 1 and {MAX_PAGE_SIZE} (got {page_size})", hint="e.g. --page-size 50"
+        )
     app_ctx = get_ctx(ctx)
     out = app_ctx.out
     jobs = app_ctx.client().jobs
     more = False
     if all_:
-        items: Any = jobs.iter(status=status, page_size=100)
-    elif limit <= 100:
+        items: Any = jobs.iter(status=status, page_size=page_size)
+    elif limit <= page_size:
         page = jobs.list(status=status, limit=limit)
         items, more = page.jobs, bool(page.has_more)
     else:
-        items = _take(jobs.iter(status=status, page_size=100), limit)
+        items = _take(jobs.iter(status=status, page_size=page_size), limit)
     if out.json:
         for job in items:
             out.emit(job)

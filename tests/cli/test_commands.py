@@ -174,6 +174,28 @@ def test_job_create_get_list_wait_download(cli, uploaded, tmp_path):
     assert data["sha256"] == job["output"]["sha256"] == _sha256(path)
 
 
+def test_job_list_follows_cursors(make_server, cli, clip):
+    """--all and a --limit above the page size follow next_cursor across pages (fresh server)."""
+    from sophon_cli.client.http import SophonClient
+
+    srv = make_server()
+    with SophonClient(srv.url, srv.api_keys[0]) as api:
+        up = api.uploads.upload_file(clip)
+        made = [api.jobs.create(up.upload_id, metadata={"sophon_local_fail": True}).id for _ in range(3)]
+    env = {"SOPHON_BASE_URL": srv.url}
+    log_before = srv.request_log.read_text().count("\n")
+
+    res = cli("--json", "job", "list", "--all", "--page-size", "1", env=env)
+    assert res.returncode == 0, res.stderr
+    assert [j["id"] for j in _json_lines(res.stdout)] == made[::-1]  # newest first, each once
+    records = [json.loads(line) for line in srv.request_log.read_text().splitlines()[log_before:]]
+    assert len([r for r in records if r["method"] == "GET" and r["path"] == "/v1/jobs"]) >= 3
+
+    two = cli("job", "list", "--limit", "2", "--page-size", "1", env=env)
+    assert two.returncode == 0, two.stderr
+    assert [row.split("\t")[0] for row in two.stdout.splitlines()[1:]] == made[:0:-1]
+
+
 def test_job_from_file_wait_timeout_cancel(cli, api, clip):
     """FILE is uploaded first; a slow job times out (6), is canceled, and waiting on it exits 5."""
     res = cli("job", "create", clip, "--metadata", "sophon_local_delay=60")
