@@ -678,7 +678,6 @@ async def cancel_job(request: Request) -> Response:
         core.store,
         jid,
         "canceled",
-        status_reason="canceled_by_user",
         progress=dict(job["progress"], phase="canceled", stage="canceled"),
     )
     if row is None:
