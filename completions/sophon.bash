@@ -7,41 +7,43 @@ _sophon() {
     for ((i = 1; i < COMP_CWORD; i++)); do
         w="${COMP_WORDS[i]}"
         case "${path}/${w}" in
-            /upload|/download|/encode|/health|/server|/completions|/uploads|/uploads/get|/uploads/cancel|/job|/job/create|/job/get|/job/list|/job/cancel|/job/wait|/webhooks|/webhooks/create|/webhooks/list|/webhooks/delete|/webhooks/verify|/webhooks/listen|/config|/config/show|/config/set|/config/set-key|/config/path|/cache|/cache/list) path="${path}/${w}" ;;
+            /upload|/download|/encode|/health|/server|/completions|/uploads|/uploads/get|/uploads/cancel|/job|/job/create|/job/get|/job/list|/job/cancel|/job/wait|/webhooks|/webhooks/create|/webhooks/list|/webhooks/delete|/webhooks/verify|/webhooks/listen|/config|/config/show|/config/set|/config/set-key|/config/path|/cache|/cache/list|/cache/prune|/cache/clear) path="${path}/${w}" ;;
         esac
     done
     case "${path}:${prev}" in
     esac
     case "$path" in
         '') words='upload download encode health server completions uploads job webhooks config cache --version --base-url --profile --json --quiet -q --verbose -v --no-progress --local --help'; leaf=0 ;;
-        '/upload') words='--help'; leaf=1 ;;
-        '/download') words='--help'; leaf=1 ;;
-        '/encode') words='--help'; leaf=1 ;;
+        '/upload') words='--concurrency -c --new --help'; leaf=1 ;;
+        '/download') words='--output -o --force -f --help'; leaf=1 ;;
+        '/encode') words='--output-dir -o --name-template --profile --container --audio --no-audio --height --webhook --metadata --concurrency -j --part-concurrency --fallback --force --dry-run --shard --timeout --recursive -r --state-file --help'; leaf=1 ;;
         '/health') words='--help'; leaf=1 ;;
-        '/server') words='--help'; leaf=1 ;;
+        '/server') words='--host --port --data-dir --api-key --workers --chunk-size --faults --faults-seed --allow-insecure-webhooks --webhook-retry-delays --idle-timeout --request-log --no-request-log-lines --help'; leaf=1 ;;
         '/completions') words='--help'; leaf=1 ;;
         '/uploads') words='get cancel --help'; leaf=0 ;;
         '/uploads/get') words='--help'; leaf=1 ;;
         '/uploads/cancel') words='--help'; leaf=1 ;;
         '/job') words='create get list cancel wait --help'; leaf=0 ;;
-        '/job/create') words='--help'; leaf=1 ;;
+        '/job/create') words='--upload --profile --container --audio --no-audio --height --webhook --metadata --metadata-file --wait --timeout --concurrency --help'; leaf=1 ;;
         '/job/get') words='--help'; leaf=1 ;;
-        '/job/list') words='--help'; leaf=1 ;;
+        '/job/list') words='--status --limit --all --page-size --help'; leaf=1 ;;
         '/job/cancel') words='--help'; leaf=1 ;;
-        '/job/wait') words='--help'; leaf=1 ;;
+        '/job/wait') words='--timeout --help'; leaf=1 ;;
         '/webhooks') words='create list delete verify listen --help'; leaf=0 ;;
-        '/webhooks/create') words='--help'; leaf=1 ;;
+        '/webhooks/create') words='--name --save-secret --help'; leaf=1 ;;
         '/webhooks/list') words='--help'; leaf=1 ;;
         '/webhooks/delete') words='--help'; leaf=1 ;;
-        '/webhooks/verify') words='--help'; leaf=1 ;;
-        '/webhooks/listen') words='--help'; leaf=1 ;;
+        '/webhooks/verify') words='--signature --timestamp --secret --body-file --tolerance --help'; leaf=1 ;;
+        '/webhooks/listen') words='--host --port --secret --forward-to --max-events --tolerance --help'; leaf=1 ;;
         '/config') words='show set set-key path --help'; leaf=0 ;;
         '/config/show') words='--help'; leaf=1 ;;
         '/config/set') words='--profile --help'; leaf=1 ;;
         '/config/set-key') words='--profile --help'; leaf=1 ;;
         '/config/path') words='--help'; leaf=1 ;;
-        '/cache') words='list --help'; leaf=0 ;;
-        '/cache/list') words='--help'; leaf=1 ;;
+        '/cache') words='list prune clear --help'; leaf=0 ;;
+        '/cache/list') words='--state-file --help'; leaf=1 ;;
+        '/cache/prune') words='--older-than --state-file --help'; leaf=1 ;;
+        '/cache/clear') words='--state-file --help'; leaf=1 ;;
     esac
     if [[ $leaf == 1 && "$cur" != -* ]]; then
         COMPREPLY=()  # arguments: fall back to file names (complete -o default)

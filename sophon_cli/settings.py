@@ -1,6 +1,7 @@
 """User settings: command-line options > environment > config-file profile > defaults.
 
-Environment: SOPHON_API_KEY, SOPHON_BASE_URL, SOPHON_PROFILE, SOPHON_HOME.
+Environment: SOPHON_API_KEY, SOPHON_BASE_URL, SOPHON_PROFILE, SOPHON_HOME, and the tuning knobs
+SOPHON_TIMEOUT (seconds per request), SOPHON_MAX_RETRIES and SOPHON_RETRY_BUDGET (seconds).
 Config file: ``$SOPHON_HOME/config.toml`` or ``<user config dir>/sophon/config.toml``::
 
     [profiles.default]
@@ -25,7 +26,8 @@ DEFAULT_BASE_URL = "https://api.liqhtworks.xyz"
 DEFAULT_PROFILE = "default"
 LOCAL = "local"
 #: keys `sophon config set` accepts (the API key has its own command so it never sits in argv)
-SETTABLE_KEYS = {"base_url": str, "timeout": float}
+SETTABLE_KEYS = {"base_url": str, "timeout": float, "max_retries": int, "retry_budget": float}
+_FILE_KEYS = ("api_key", *SETTABLE_KEYS)
 
 
 def sophon_home() -> Path | None:
@@ -143,7 +145,7 @@ def load_settings(**cli: Any):
 
         def __call__(self) -> dict[str, Any]:
             values = profile_values(profile)
-            return {k: v for k, v in values.items() if k in ("api_key", "base_url", "timeout")}
+            return {k: v for k, v in values.items() if k in _FILE_KEYS}
 
     class Settings(BaseSettings):
         model_config = SettingsConfigDict(env_prefix="SOPHON_", extra="ignore")
@@ -152,6 +154,8 @@ def load_settings(**cli: Any):
         base_url: str = DEFAULT_BASE_URL
         profile: str = DEFAULT_PROFILE
         timeout: float = 30.0
+        max_retries: int = 5
+        retry_budget: float = 120.0
 
         @classmethod
         def settings_customise_sources(
@@ -168,7 +172,7 @@ def load_settings(**cli: Any):
                 if name != "api_key":
                     yield name, value
 
-    init = {k: v for k, v in cli.items() if v is not None and k in ("api_key", "base_url", "timeout")}
+    init = {k: v for k, v in cli.items() if v is not None and k in _FILE_KEYS}
     init["profile"] = profile
     settings = Settings(**init)
     if settings.api_key is not None and not settings.api_key.get_secret_value().strip():

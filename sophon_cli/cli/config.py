@@ -38,6 +38,8 @@ def show(ctx: typer.Context) -> None:
         "base_url": s.base_url,
         "api_key": redact(key),
         "timeout": s.timeout,
+        "max_retries": s.max_retries,
+        "retry_budget": s.retry_budget,
         "config_file": str(config_path()),
         "state_file": str(ac.state_path),
     }
@@ -50,7 +52,7 @@ def show(ctx: typer.Context) -> None:
 @app.command("set")
 def set_value(
     ctx: typer.Context,
-    key: Annotated[str, typer.Argument(help="Setting name: base_url or timeout.")],
+    key: Annotated[str, typer.Argument(help="Setting name: base_url, timeout, max_retries or retry_budget.")],
     value: Annotated[str, typer.Argument(help="New value; an empty string removes the setting.")],
     profile: ProfileOpt = None,
 ) -> None:

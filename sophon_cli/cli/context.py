@@ -74,7 +74,10 @@ class AppContext:
             from sophon_cli.client.http import SophonClient
 
             url, key = self.endpoint(need_key=need_key)
-            self._client = SophonClient(url, key, timeout=self.settings.timeout)
+            s = self.settings
+            self._client = SophonClient(
+                url, key, timeout=s.timeout, max_retries=s.max_retries, retry_budget=s.retry_budget
+            )
         return self._client
 
     @property

@@ -78,8 +78,9 @@ class Output:
             from rich.table import Table
 
             table = Table(title=title, show_edge=False, header_style="bold" if self.color else None)
-            for col in columns:
-                table.add_column(col, overflow="fold")
+            for i, col in enumerate(columns):
+                # the first column is the identifier (id, file): never wrap it mid-word
+                table.add_column(col, overflow="fold", no_wrap=(i == 0))
             for row in rows:
                 table.add_row(*row)
             self.console.print(table)
@@ -236,18 +237,22 @@ class Progress:
                 return
             self._last_plain = now
             self.out._err(self._plain_line(t))
+            if t["total"] is not None and t["done"] >= t["total"]:
+                t["printed_done"] = True
 
     def done(self, task: int) -> None:
         if not self.enabled:
             return
         with self._lock:
             t = self._tasks[task]
+            already_complete = t.get("printed_done", False)
             if t["total"] is not None:
                 t["done"] = t["total"]
             if self._bar is not None:
                 self._bar.update(t["rid"], completed=t["done"])
-            else:
+            elif not already_complete:
                 self.out._err(self._plain_line(t))
+            t["printed_done"] = True
 
     def _plain_line(self, t: dict[str, Any]) -> str:
         total = t["total"]

@@ -241,7 +241,7 @@ def _hint_for(status: int, code: str, path: str) -> str:
         return "the API key lacks the permission for this; use a key with the needed scope"
     if status == 404:
         if path.startswith("/v1/webhooks"):
-            return "check the id (`sophon webhook list`)"
+            return "check the id (`sophon webhooks list`)"
         if path.startswith("/v1/uploads"):
             return "the upload session is gone or expired; upload the file again"
         if "/downloads/" in path:
