@@ -1,0 +1,177 @@
+"""Crash and resume: SIGKILL of the real CLI process at seeded random points.
+
+- upload of a big file (reduced 24 MB / 1 MB chunks / 3 kills; full 200 MB / 4 MB chunks / 20 kills):
+  the final sha256 matches, the server holds exactly one upload session, and each resume re-sends
+  at most ``concurrency`` parts the server had already received;
+- download of an output over a slow link (reduced 3 kills; full 10): the final file's sha256 equals
+  the job's, and the target path never holds a partial file.
+(`encode` batches under SIGKILL are in test_encode_resilience.py.)
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_KEY
+
+from .conftest import (
+    count_uploads,
+    db_rows,
+    padded_video,
+    popen_cli,
+    read_log,
+    run_cli,
+    sha256_of,
+    wait_jobs_terminal,
+)
+from .stress import MB, count
+
+CONCURRENCY = 4
+
+
+def _parts_received(srv) -> int:
+    return db_rows(srv, "SELECT COUNT(*) FROM upload_parts")[0][0]
+
+
+def _kill_when(proc, predicate, timeout=120.0) -> bool:
+    """SIGKILL ``proc`` as soon as ``predicate()`` holds; False if it exited first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            hit = predicate()
+        except Exception:  # the DB may be busy for a moment
+            hit = False
+        if hit:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)
+            return True
+        time.sleep(0.005)
+    proc.kill()
+    proc.communicate()
+    raise AssertionError("the kill point was never reached")
+
+
+@pytest.mark.stress
+def test_upload_survives_sigkill_and_resumes_without_resending(make_server, tmp_path):
+    size = count(24, 200) * MB
+    chunk = count(1, 4) * MB
+    kills = count(3, 20)
+    rng = random.Random(20261128)
+    srv = make_server(chunk_size=chunk, faults="PUT /v1/uploads/*/parts/*=latency:60ms")
+    src = padded_video(tmp_path / "big.mp4", size, seed=1)
+    local_sha = sha256_of(src)
+    total = -(-size // chunk)
+    home = tmp_path / "home"
+    # kill points: mostly "after the server holds N parts" (N ascending), one at a random time
+    targets = sorted(rng.sample(range(1, total - 1), kills - 1))
+    plan = [("time", rng.uniform(0.2, 1.5))] + [("parts", t) for t in targets]
+    killed = 0
+    for kind, value in plan:
+        proc = popen_cli("upload", src, "--concurrency", CONCURRENCY, server=srv, home=home)
+        if kind == "time":
+            start = time.monotonic()
+            hit = _kill_when(proc, lambda v=value, s=start: time.monotonic() - s >= v)
+        else:
+            hit = _kill_when(proc, lambda v=value: _parts_received(srv) >= v)
+        killed += hit
+        assert proc.returncode in (-signal.SIGKILL, 0)
+    assert killed >= kills - 1, "the upload finished before most kill points"
+    final = run_cli("upload", src, "--concurrency", CONCURRENCY, server=srv, home=home, timeout=300)
+    assert final.returncode == 0, final.stderr
+    upload_id = final.stdout.split()[0]
+    assert upload_id.startswith("upl_")
+    assert count_uploads(srv) == 1  # every resume found the same session
+    row = db_rows(srv, "SELECT status, sha256, file_size FROM uploads WHERE id=?", (upload_id,))[0]
+    assert row == ("completed", local_sha, size)
+    # re-sent parts: a PUT of a part that an earlier PUT had already stored (200)
+    stored: set[int] = set()
+    resent = 0
+    for rec in read_log(srv):
+        if rec["route"] == "PUT /v1/uploads/{id}/parts/{part_number}":
+            n = int(rec["path"].rsplit("/", 1)[1])
+            if n in stored:
+                resent += 1
+            if rec["status"] == 200:
+                stored.add(n)
+    assert stored == set(range(total))
+    assert resent <= killed * CONCURRENCY, (resent, killed)
+
+
+def _noise_clip(path: Path, seconds: float, size: str) -> Path:
+    import imageio_ffmpeg
+
+    subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={size}:rate=15:duration={seconds},noise=alls=80:allf=t",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-qp",
+            "10",
+            "-pix_fmt",
+            "yuv420p",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return path
+
+
+@pytest.mark.stress
+def test_download_survives_sigkill_target_never_partial(make_server, slow_proxy, tmp_path):
+    from sophon_cli.client.http import SophonClient
+
+    kills = count(3, 10)
+    rng = random.Random(7)
+    srv = make_server()
+    src = _noise_clip(tmp_path / "noise.mp4", count(2, 4), count("320x240", "640x480"))
+    with SophonClient(srv.url, TEST_KEY) as c:
+        up = c.uploads.upload_file(src)
+        job = c.jobs.create(up.upload_id, profile="sophon-espresso-hq", idempotency_key="rel-dl-job")
+    job = wait_jobs_terminal(srv, [job.id], timeout=180)[job.id]
+    assert job["status"] == "completed", job
+    out_bytes, out_sha = job["output"]["bytes"], job["output"]["sha256"]
+    proxy = slow_proxy(srv, rate=max(out_bytes // 3, 200_000))  # ~3 s per full transfer
+    target = tmp_path / "dl" / "result.mp4"
+    part = target.with_name(target.name + ".part")
+    home = tmp_path / "home"
+    fractions = sorted(rng.uniform(0.05, 0.95) for _ in range(kills))
+    killed = 0
+    seen_partial_target: list[int] = []
+    for frac in fractions:
+        proc = popen_cli("download", job["id"], "-o", target, server=proxy.url, home=home)
+
+        def reached(f=frac):
+            if target.exists():
+                seen_partial_target.append(target.stat().st_size)
+            return part.exists() and part.stat().st_size >= f * out_bytes
+
+        killed += _kill_when(proc, reached)
+        assert not target.exists(), "the target path holds a partial file after a kill"
+        assert not seen_partial_target
+    assert killed == kills
+    assert part.exists() and 0 < part.stat().st_size < out_bytes
+    final = run_cli("download", job["id"], "-o", target, server=proxy.url, home=home, timeout=120)
+    assert final.returncode == 0, final.stderr
+    assert sha256_of(target) == out_sha
+    assert target.stat().st_size == out_bytes
+    assert not part.exists()
