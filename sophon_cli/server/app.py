@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
@@ -43,6 +43,7 @@ MB = 1024 * 1024
 MAX_FILE_SIZE = 1 << 40  # 1 TiB
 UPLOAD_TTL = 24 * 3600
 METADATA_LIMIT = 16 * 1024
+DISK_RESERVE = 64 * MB  # uploads and readiness keep this much disk free
 
 ROUTES = [
     ("GET", "/v1/jobs"),
@@ -344,6 +345,12 @@ async def _json_body(request: Request) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _free_bytes(core: Core) -> int:
+    import shutil
+
+    return shutil.disk_usage(core.config.data_dir).free
+
+
 def chunk_size_for(size: int, override: int | None) -> int:
     if override:
         return override
@@ -381,6 +388,10 @@ async def create_upload(request: Request) -> Response:
         raise ApiError(400, "validation_error", f"file_size exceeds the maximum of {MAX_FILE_SIZE} bytes")
     if not isinstance(mime, str):
         raise ApiError(400, "validation_error", "mime_type must be a string")
+    if size > _free_bytes(core) - DISK_RESERVE:
+        raise ApiError(
+            503, "capacity_exceeded", "not enough disk space for this upload; free space and retry"
+        )
     chunk = chunk_size_for(size, core.config.chunk_size)
     total = math.ceil(size / chunk)
     uid = new_id("upl")
@@ -448,7 +459,11 @@ async def put_part(request: Request) -> Response:
     if declared is not None and declared.isdigit() and int(declared) > expected:
         raise ApiError(400, "validation_error", f"part {n} must be at most {expected} bytes")
     written = 0
-    with open(row["path"], "r+b") as fh:
+    try:
+        fh = open(row["path"], "r+b")
+    except FileNotFoundError:
+        raise ApiError(409, "conflict", f"upload {uid} is no longer uploading") from None
+    with fh:
         fh.seek(n * chunk)
         async for block in request.stream():
             if not block:
@@ -893,6 +908,11 @@ async def readyz(request: Request) -> Response:
     failed = []
     if not core.store.ping():
         failed.append("database")
+    try:
+        if _free_bytes(core) < DISK_RESERVE:
+            failed.append("disk_critical")
+    except OSError:
+        failed.append("disk_critical")
     if not (core.workers.alive() and core.delivery.alive()):
         failed.append("workers_dead")
     return ok({"ready": not failed, "checks_failed": failed}, 200 if not failed else 503)
@@ -942,6 +962,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return envelope(exc.status_code, "validation_error", str(exc.detail), _rid(request))
 
 
+async def _gone(request: Request, exc: Exception) -> Response:
+    # the client went away mid-request (nothing can be sent); a partial part is not recorded
+    return envelope(
+        400, "validation_error", "the client disconnected before the body was complete", _rid(request)
+    )
+
+
 async def _crash(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, redact_path(request.url.path))
     return envelope(500, "internal_error", "internal error in the local server; retry", _rid(request))
@@ -969,7 +996,12 @@ def build_app(core: Core):
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _crash},
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            ClientDisconnect: _gone,
+            Exception: _crash,
+        },
     )
     app.state.core = core
     return Frame(app, core)

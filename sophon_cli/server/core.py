@@ -49,7 +49,9 @@ class Core:
         self.signer = TokenSigner(read_or_create_secret(config.data_dir / TOKEN_SECRET_FILE))
         self.faults = FaultInjector(config.faults, config.faults_seed)
         self.metrics = Metrics()
-        self.delivery = DeliveryWorker(self.store, config.webhook_retry_delays, self.metrics)
+        self.delivery = DeliveryWorker(
+            self.store, config.webhook_retry_delays, self.metrics, config.allow_insecure_webhooks
+        )
         self.workers = WorkerPool(
             self.store,
             config.data_dir,

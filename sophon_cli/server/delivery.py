@@ -64,8 +64,33 @@ def enqueue_events(db: sqlite3.Connection, job: dict[str, Any]) -> int:
     return n
 
 
+class _Refused(Exception):
+    pass
+
+
+def _private_target(url: str) -> str | None:
+    """Why a delivery must not go to ``url`` (it resolves to a private address), or None."""
+    import ipaddress
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return None  # let the attempt fail the ordinary way
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%")[0])
+        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+            return "refused: the URL resolves to a private address"
+    return None
+
+
 class DeliveryWorker:
-    def __init__(self, store: Store, retry_delays: tuple[float, ...], metrics) -> None:
+    def __init__(
+        self, store: Store, retry_delays: tuple[float, ...], metrics, allow_insecure: bool = False
+    ) -> None:
+        self.allow_insecure = allow_insecure
         self.store = store
         self.retry_delays = tuple(retry_delays) or (10.0, 60.0)
         self.metrics = metrics
@@ -152,8 +177,10 @@ class DeliveryWorker:
                 "X-Turbo-Event-Id": d["event_id"],
             },
         )
-        error = None
+        error = None if self.allow_insecure else _private_target(d["url"])
         try:
+            if error is not None:
+                raise _Refused(error)
             with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
                 code = resp.status
                 resp.read(65536)
@@ -161,6 +188,8 @@ class DeliveryWorker:
                 error = f"HTTP {code}"
         except urllib.error.HTTPError as exc:
             error = f"HTTP {exc.code}"
+        except _Refused:
+            pass
         except Exception as exc:  # timeouts, refused connections, TLS errors...
             error = type(exc).__name__
         attempts = d["attempts"] + 1
