@@ -100,6 +100,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
 """
 
+PENDING_TTL = 300.0  # seconds a first request may hold its Idempotency-Key before it counts as dead
 JSON_COLUMNS = ("options", "webhook_ids", "metadata", "source", "progress", "output", "probe")
 
 
@@ -183,6 +184,8 @@ class Store:
         t = now()
         with self.tx() as db:
             db.execute("DELETE FROM idempotency WHERE created_at < ?", (t - ttl,))
+            # a reservation whose request never finished (its server died) is abandoned
+            db.execute("DELETE FROM idempotency WHERE status IS NULL AND created_at < ?", (t - PENDING_TTL,))
             row = _row(db.execute("SELECT * FROM idempotency WHERE key = ?", (key,)).fetchone())
             if row is None:
                 db.execute(
