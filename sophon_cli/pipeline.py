@@ -613,6 +613,12 @@ class Pipeline:
                         next_poll = self.clock() + interval
                     if not running and (self._stop.is_set() or (not pending and not ready and not watched)):
                         break
+                    if (
+                        (ready or pending)
+                        and len(running) < self.options.concurrency
+                        and not self._stop.is_set()
+                    ):
+                        continue  # a poll just made work ready: dispatch it now
                     timeout = 1.0
                     if watched:
                         timeout = max(0.0, min(timeout, next_poll - self.clock()))
@@ -696,6 +702,8 @@ class Pipeline:
             if exc.status == 422 or exc.code in ("source_invalid", "source_unsupported"):
                 return self._fallback(item, f"the server rejected the source: {exc}")
             raise
+        if e.get("job_status") in ("completed", "failed", "canceled"):
+            return self._finish(item)
         return _Watch
 
     def _hash(self, item: _Item) -> str:
@@ -751,6 +759,8 @@ class Pipeline:
         self._save(
             item, "job_created", job_id=job.id, job_status=job.status, profile=job.profile or o.profile
         )
+        if job.is_terminal:  # it can already be over (or be a replay of a finished job)
+            self._save(item, "job_done", **_job_facts(job))
 
     def _finish(self, item: _Item) -> FileResult:
         """The job is terminal: download (or fall back) and record the result."""
@@ -758,7 +768,7 @@ class Pipeline:
         job = item.job
         status = e.get("job_status")
         if status != "completed":
-            why = e.get("status_reason") or e.get("job_error") or "no reason given"
+            why = e.get("job_error") or e.get("status_reason") or "no reason given"
             return self._fallback(item, f"job {status}: {why}")
         if e.get("final_artifact") == "original":
             return self._fallback(item, "nothing smaller than the source was made", encoded_ok=True)
@@ -904,7 +914,10 @@ class Pipeline:
         fields: dict[str, Any] = {"job_status": job.status}
         if job.is_terminal:
             fields.update(_job_facts(job))
-        self._save(item, "job_done" if job.is_terminal else "job_created", **fields)
+        if job.is_terminal:
+            self._save(item, "job_done", **fields)
+        else:  # a status change of a running job: same step, its own event
+            self._save(item, "job_created", event="job_status", **fields)
         return True
 
     def _fail_timeout(self, item: _Item, job: Any) -> FileResult:
@@ -947,7 +960,9 @@ class Pipeline:
         if self._stop.is_set():
             raise _Stopped()
 
-    def _save(self, item: _Item, state: str, *, announce: bool = True, **fields: Any) -> None:
+    def _save(
+        self, item: _Item, state: str, *, announce: bool = True, event: str | None = None, **fields: Any
+    ) -> None:
         e = item.entry
         fields["state"] = state
         if "path" not in e:
@@ -960,7 +975,7 @@ class Pipeline:
             detail = {
                 k: v for k, v in fields.items() if k not in ("state", "path", "fingerprint", "forced_in_run")
             }
-            self._event(item, state, **detail)
+            self._event(item, event or state, **detail)
 
     def _event(self, item: _Item, state: str, **detail: Any) -> None:
         if self.on_event is None:

@@ -218,6 +218,8 @@ def encode_command(
     try:
         with renderer:
             report = pipe.run(sources)
+        # Fold the journal into state.json so the one file holds everything (e.g. for a CI cache).
+        store.compact()
     except pl.HardInterrupt:
         # Second Ctrl-C: stop at once. Every finished step is already in the cache.
         try:
@@ -228,6 +230,8 @@ def encode_command(
             os._exit(int(ExitCode.INTERRUPTED))
 
     results = report.results
+    if report.interrupted:
+        _exit_on_next_ctrl_c()
     if report.interrupted:
         code = ExitCode.INTERRUPTED
     elif report.failed:
@@ -246,6 +250,21 @@ def encode_command(
         )
     if code != ExitCode.OK:
         raise typer.Exit(int(code))
+
+
+def _exit_on_next_ctrl_c() -> None:
+    """After the first Ctrl-C was handled, another one ends the process at once with 130."""
+    import signal
+
+    from sophon_cli.exitcodes import ExitCode
+
+    def handler(*_: Any) -> None:
+        os._exit(int(ExitCode.INTERRUPTED))
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # pragma: no cover - not the main thread (embedded use)
+        pass
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -419,7 +438,7 @@ def _plain_line(ev: Any) -> str:
         extra = " (resumed)" if d.get("resumed_upload") else ""
     elif state in ("job_created", "job_done") and d.get("job_id"):
         extra = f" ({d['job_id']} {d.get('job_status', '')})".rstrip()
-    elif state in ("job_created", "job_done") and d.get("job_status"):
+    elif state in ("job_created", "job_done", "job_status") and d.get("job_status"):
         extra = f" ({d['job_status']})"
     elif state == "done":
         extra = f": {d.get('result')}"
