@@ -153,6 +153,7 @@ def padded_video(path: Path, size: int, seed: int = 0) -> Path:
     import random
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     small = path.with_name(path.stem + "-core.mp4")
     import imageio_ffmpeg
 
