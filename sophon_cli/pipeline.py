@@ -877,7 +877,7 @@ class Pipeline:
     ) -> bool:
         """One tick: refresh every watched job; move terminal ones to ``ready``. True if anything
         changed (which resets the backoff)."""
-        jobs = self._fetch(list(watched))
+        jobs = self.fetch_jobs(list(watched))
         changed = False
         now = self.clock()
         for job_id, job in jobs.items():
@@ -931,7 +931,11 @@ class Pipeline:
         r.result, r.reason, r.timed_out = FAILED, reason, True
         return r
 
-    def _fetch(self, job_ids: list[str]) -> dict[str, Any]:
+    def fetch_jobs(self, job_ids: list[str]) -> dict[str, Any]:
+        """One polling tick: the current state of each job (None for a job the server does not know).
+
+        With several jobs it reads newest-first ``list`` pages (one request covers up to 100 jobs) and
+        only falls back to one ``get`` per job for ids those pages did not show."""
         jobs: dict[str, Any] = {}
         if len(job_ids) >= LIST_THRESHOLD:
             wanted = set(job_ids)

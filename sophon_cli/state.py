@@ -70,7 +70,7 @@ def default_state_path(env: Mapping[str, str] | None = None) -> Path:
         return Path(home).expanduser() / "state.json"
     from platformdirs import user_state_dir
 
-    return Path(user_state_dir("sophon")) / "state.json"
+    return Path(user_state_dir("sophon", appauthor=False)) / "state.json"
 
 
 class StateStore:

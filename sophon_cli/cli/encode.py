@@ -402,9 +402,11 @@ class _Renderer:
                     self._bar.update(self._overall, completed=self._finished)
                     if ev.state in ("failed", "timed_out"):
                         self._bar.console.print(_plain_line(ev))
-                else:
+                else:  # a new step: its own progress starts (phases without one stay indeterminate)
                     task = self._task(ev.file)
-                    self._bar.update(task, description=self._describe(ev.file, ev.state))
+                    self._bar.update(
+                        task, completed=0, total=None, description=self._describe(ev.file, ev.state)
+                    )
 
     def progress(self, file: str, phase: str, done: float, total: float | None) -> None:
         if self._bar is None:

@@ -51,6 +51,19 @@ def test_glob_batch_end_to_end_then_rerun_does_nothing_new(world, clip_bank):
     jobs = world.jobs()
     assert len(jobs) == 4 and len({j.id for j in jobs}) == 4
     assert world.upload_count() == 4
+
+    # Waiting on several jobs costs one list request per tick, not one get per job.
+    from sophon_cli.client.http import SophonClient
+    from sophon_cli.pipeline import EncodeOptions, Pipeline
+    from sophon_cli.state import StateStore
+    from tests.conftest import TEST_KEY
+
+    with SophonClient(world.server.url, TEST_KEY) as client:
+        pipe = Pipeline(client, StateStore(world.root / "unused.json"), EncodeOptions())
+        before = len(world.requests())
+        tick = pipe.fetch_jobs([j.id for j in jobs])
+        assert {k: v.status for k, v in tick.items()} == {j.id: "completed" for j in jobs}
+        assert [r["route"] for r in world.requests()[before:]] == ["GET /v1/jobs"]
     outputs = {p: _sha(p) for p in (world.work / "out").rglob("*.mp4")}
     seen = len(world.requests())
 
@@ -151,3 +164,45 @@ def test_a_pattern_matching_nothing_exits_2_naming_it(world, clip_bank):
     assert run.stderr.startswith("error: ") and "missing/*.mov" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
     assert world.requests() == []
+
+
+def test_tty_shows_an_overall_bar_and_a_line_per_active_file(world, clip_bank):
+    import os
+    import pty
+    import select
+    import subprocess
+
+    place(clip_bank[:2], world.work)
+    master, slave = pty.openpty()
+    env = world.env({"COLUMNS": "100", "TERM": "xterm"})
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        world.argv("*.mp4"), cwd=world.work, env=env, stdin=slave, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    data = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            data += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    text = data.decode("utf-8", "replace")
+    assert "2 files" in text and "━" in text  # the overall bar
+    import re
+
+    # a line per active file, naming its current step
+    assert re.search(
+        r"video0\.mp4  (hashing|uploading|uploaded|job created|job status|encoding|downloading)", text
+    )
+    assert "\x1b[" in text  # live display, not plain lines
+    assert "video0.mp4: done" not in text
+    assert "┃" in text and "saved" in text  # the summary as a rich table
