@@ -42,6 +42,24 @@ BIN_DIR = Path(sys.executable).parent
 MIB = 1024 * 1024
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
+# Measure what an installed user sees: bytecode cached. With PYTHONDONTWRITEBYTECODE set (as in some
+# CI/dev shells) an editable install recompiles every sophon_cli module from source in every
+# process (~30-60 ms per start) while site-packages (typer, httpx...) have their .pyc from pip.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+
+def precompile() -> None:
+    """Write the .pyc files of the sophon_cli package (as pip does at install time)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sophon_cli")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("error: sophon_cli is not installed in this interpreter; run `pip install -e '.[bench]'`")
+    for where in spec.submodule_search_locations:
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", where], check=False, stdout=subprocess.DEVNULL
+        )
+
 
 # ---------------------------------------------------------------------------------------------
 # locating tools
@@ -495,6 +513,7 @@ def finish(figures: dict[str, Any], tables: Sequence[Table], notes: Sequence[str
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
+    precompile()
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="smaller sizes / fewer runs (for development)")
     p.add_argument("--runs", type=int, default=None, help="measured rounds per side (default per script)")
