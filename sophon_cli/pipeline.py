@@ -771,8 +771,13 @@ class Pipeline:
             why = e.get("job_error") or e.get("status_reason") or "no reason given"
             return self._fallback(item, f"job {status}: {why}")
         if e.get("final_artifact") == "original":
-            return self._fallback(item, "nothing smaller than the source was made", encoded_ok=True)
+            return self._fallback(item, "nothing smaller than the source was made")
         out = item.output
+        server_bytes = e.get("server_output_bytes")
+        if isinstance(server_bytes, int) and server_bytes > item.size:
+            # The job says its output is larger than the source: no need to fetch it to know.
+            _unlink(out)
+            return self._fallback(item, _larger(server_bytes, item.size))
         if not (e.get("state") == "downloaded" and out.exists() and e.get("output") == str(out)):
             self._check_stop()
             expected = e.get("output_sha256")
@@ -791,22 +796,18 @@ class Pipeline:
                 )
                 if getattr(dl, "skipped", False) or dl.final_artifact == "original":
                     self._save(item, "job_done", final_artifact="original", announce=False)
-                    return self._fallback(item, "nothing smaller than the source was made", encoded_ok=True)
+                    return self._fallback(item, "nothing smaller than the source was made")
                 if dl.path and Path(dl.path) != out:  # pragma: no cover - the engine honours target
                     os.replace(dl.path, out)
             out_bytes = out.stat().st_size
             self._save(item, "downloaded", output=str(out), output_bytes=out_bytes)
         out_bytes = int(e.get("output_bytes") or out.stat().st_size)
         if out_bytes > item.size:
-            reason = f"the encode ({out_bytes} bytes) is larger than the source ({item.size} bytes)"
-            try:
-                out.unlink()
-            except FileNotFoundError:
-                pass
-            return self._fallback(item, reason, encoded_ok=True)
+            _unlink(out)
+            return self._fallback(item, _larger(out_bytes, item.size))
         return self._done(item, ENCODED, None, output=str(out), output_bytes=out_bytes)
 
-    def _fallback(self, item: _Item, reason: str, *, encoded_ok: bool = False) -> FileResult:
+    def _fallback(self, item: _Item, reason: str) -> FileResult:
         mode = self.options.fallback
         if mode == "fail":
             return self._fail(item, reason)
@@ -1026,6 +1027,17 @@ def _jsonable(detail: dict[str, Any]) -> dict[str, Any]:
             v = str(v)
         out[k] = v
     return out
+
+
+def _larger(out_bytes: int, src_bytes: int) -> str:
+    return f"the encode ({out_bytes} bytes) is larger than the source ({src_bytes} bytes)"
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _sha256_file(path: Path) -> str:

@@ -306,6 +306,7 @@ def _summary_obj(
         "output_bytes": dst,
         "interrupted": interrupted,
         "exit_code": exit_code,
+        **({"dry_run": True} if dry_run else {}),
     }
 
 

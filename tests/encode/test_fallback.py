@@ -65,3 +65,5 @@ def test_output_larger_than_source_falls_back(world, gray_clip):
     assert (world.work / "gray.sophon.mov").read_bytes() == gray_clip.read_bytes()
     assert not (world.work / "gray.sophon.mp4").exists()
     assert row["output"] == str(world.work / "gray.sophon.mov")
+    # The job's own output size told us; the larger file was never fetched.
+    assert not [r for r in world.requests() if r["route"].startswith("GET /v1/downloads")]
