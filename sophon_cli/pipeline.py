@@ -11,10 +11,12 @@ before the next one begins::
 ``failed`` marks a file that ended in error (a rerun retries it from the step it reached).
 
 A rerun skips ``done`` files and resumes the others where they stopped. Server-side duplicates are
-impossible even without the cache: the upload's Idempotency-Key comes from the content hash (see
-``client.idempotency``) and the job's from the content hash + the job options (+ a nonce stored in
-the entry when ``--force`` asked for a fresh job), so a replayed POST returns the original session
-or job.
+avoided even without the cache: the upload's Idempotency-Key comes from the content hash, size and
+name (see ``client.idempotency``) and the job's from the content hash + the (deterministic) upload
+id + the job options (+ a nonce stored in the entry when ``--force`` asked for a fresh job), so a
+replayed POST returns the original session or job. ``--force`` makes a fresh *job*; the bytes the
+server already holds are reused (a new upload would only cost bandwidth). Cache entries are keyed
+by absolute path + size + mtime + a fingerprint of the job options and the server.
 
 Files are processed ``concurrency`` at a time (each upload also sends parts in parallel). A file
 releases its slot while its job runs: one watcher in the calling thread polls every waiting job,

@@ -173,7 +173,8 @@ def encode_command(
         if shard_spec is not None:
             out.notice(f"shard {shard_spec[0]}/{shard_spec[1]} has no files; nothing to do")
             if out.json:
-                out.emit(_summary_obj([], interrupted=False, exit_code=0, dry_run=dry_run))
+                empty = {"event": "summary", "dry_run": True, "files": 0, "actions": {}}
+                out.emit(empty if dry_run else _summary_obj([], interrupted=False, exit_code=0))
             return
         raise InputError("none of the inputs is a video file", hint="pass video files, directories or globs")
 
@@ -232,7 +233,6 @@ def encode_command(
     results = report.results
     if report.interrupted:
         _exit_on_next_ctrl_c()
-    if report.interrupted:
         code = ExitCode.INTERRUPTED
     elif report.failed:
         code = ExitCode.TIMEOUT if all(r.timed_out for r in report.failed) else ExitCode.PARTIAL
@@ -293,9 +293,7 @@ def _rel(path: str | None) -> str:
         return path
 
 
-def _summary_obj(
-    results: list[Any], *, interrupted: bool, exit_code: int, dry_run: bool = False
-) -> dict[str, Any]:
+def _summary_obj(results: list[Any], *, interrupted: bool, exit_code: int) -> dict[str, Any]:
     src = sum(r.source_bytes or 0 for r in results)
     dst = sum(r.output_bytes or 0 for r in results if r.output_bytes is not None)
     return {
@@ -306,7 +304,6 @@ def _summary_obj(
         "output_bytes": dst,
         "interrupted": interrupted,
         "exit_code": exit_code,
-        **({"dry_run": True} if dry_run else {}),
     }
 
 
