@@ -429,6 +429,24 @@ class BenchServer:
 # ---------------------------------------------------------------------------------------------
 
 
+def sophon_version() -> str:
+    """The measured install: version, plus the git commit when run from a checkout."""
+    try:
+        from importlib.metadata import version
+
+        text = version("sophon-cli")
+    except Exception:
+        text = "unknown"
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / ".git").exists():
+        r = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        if r.returncode == 0:
+            text += f" ({r.stdout.strip()})"
+    return text
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -507,6 +525,7 @@ def finish(figures: dict[str, Any], tables: Sequence[Table], notes: Sequence[str
     for n in notes:
         print(n)
     doc = dict(figures)
+    doc["sophon"] = sophon_version()
     doc["machine"] = machine()
     doc["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(json.dumps(doc, sort_keys=False), flush=True)
