@@ -29,52 +29,74 @@ def _delays(text: str) -> tuple[float, ...]:
 
 
 def server_command(
-    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 8765,
+    host: Annotated[
+        str, typer.Option("--host", metavar="HOST", help="Interface to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port (0 picks a free one).")] = 8765,
     data_dir: Annotated[
         Optional[Path],  # noqa: UP045 - typer needs Optional on py3.10
         typer.Option(
-            "--data-dir", help="State directory [default: $SOPHON_HOME/server or the user data dir]."
+            "--data-dir",
+            metavar="DIR",
+            help="State directory [default: $SOPHON_HOME/server or the user data dir].",
         ),
     ] = None,
     api_key: Annotated[
         Optional[list[str]],  # noqa: UP045
         typer.Option(
             "--api-key",
+            metavar="KEY",
             help="Accepted API key (repeatable) [env SOPHON_SERVER_API_KEYS, comma-separated]; "
             "default: a key generated and stored 0600 in the data dir.",
         ),
     ] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Parallel encode workers.")] = 1,
+    workers: Annotated[
+        int, typer.Option("--workers", metavar="N", min=1, help="Parallel encode workers.")
+    ] = 1,
     chunk_size: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option("--chunk-size", min=1, help="Override the upload chunk size in bytes (for tests)."),
+        typer.Option(
+            "--chunk-size",
+            metavar="BYTES",
+            min=1,
+            help="Override the upload chunk size in bytes (for tests).",
+        ),
     ] = None,
     faults: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
             "--faults",
+            metavar="SPEC",
             help="Fault injection rules, e.g. 'PUT /v1/uploads/*/parts/*=reset:0.02,*=429:0.05:retry-after=1'.",
         ),
     ] = None,
     faults_seed: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option("--faults-seed", help="Seed for repeatable fault injection."),
+        typer.Option("--faults-seed", metavar="N", help="Seed for repeatable fault injection."),
     ] = None,
     allow_insecure_webhooks: Annotated[
         bool,
         typer.Option("--allow-insecure-webhooks", help="Accept http:// and private/loopback webhook URLs."),
     ] = False,
     webhook_retry_delays: Annotated[
-        str, typer.Option("--webhook-retry-delays", help="Seconds between delivery attempts.")
+        str,
+        typer.Option(
+            "--webhook-retry-delays", metavar="SECONDS,...", help="Seconds between delivery attempts."
+        ),
     ] = "10,60",
     idle_timeout: Annotated[
         Optional[float],  # noqa: UP045
-        typer.Option("--idle-timeout", help="Exit after this many seconds without requests or active jobs."),
+        typer.Option(
+            "--idle-timeout",
+            metavar="SECONDS",
+            help="Exit after this many seconds without requests or active jobs.",
+        ),
     ] = None,
     request_log: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option("--request-log", help="Append one JSON object per request to this file."),
+        typer.Option(
+            "--request-log", metavar="FILE", help="Append one JSON object per request to this file."
+        ),
     ] = None,
     quiet_requests: Annotated[
         bool, typer.Option("--no-request-log-lines", help="Do not print one line per request on stderr.")
