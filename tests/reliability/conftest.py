@@ -50,9 +50,11 @@ def cli_env(server=None, home: Path | None = None, extra: dict | None = None) ->
     return env
 
 
-def run_cli(*args, server=None, home=None, env=None, timeout=120, cwd=None, input=None, preexec_fn=None):
+def run_cli(
+    *args, server=None, home=None, env=None, timeout=120, cwd=None, input=None, preexec_fn=None, python=None
+):
     return subprocess.run(
-        [sys.executable, "-m", "sophon_cli", *map(str, args)],
+        [python or sys.executable, "-m", "sophon_cli", *map(str, args)],
         env=cli_env(server, home, env),
         capture_output=True,
         text=True,

@@ -74,6 +74,31 @@ def test_key_and_download_tokens_never_printed_or_logged(make_server, slow_proxy
     run("-v", "--json", "job", "list")
     run("-v", "--json", "job", "wait", job_id)
     run("-v", "--json", "health")
+    # the whole pipeline (hash, upload, job, poll, signed download) at the loudest settings
+    enc_dir = tmp_path / "enc-in"
+    enc_dir.mkdir()
+    _make_clip(enc_dir / "e.mp4", seconds=0.4, size="64x64")
+    run(
+        "-v",
+        "--json",
+        "encode",
+        f"{enc_dir}/*.mp4",
+        "-o",
+        tmp_path / "enc-out",
+        "--profile",
+        "sophon-espresso",
+        env=DEBUG,
+    )
+    run(
+        "-v",
+        "encode",
+        f"{enc_dir}/*.mp4",
+        "-o",
+        tmp_path / "enc-out2",
+        "--force",
+        "--profile",
+        "sophon-espresso",
+    )
     assert run("-v", "job", "get", "job_nope", env=DEBUG, ok=False).returncode == 3
     if count(False, True):  # server down waits out ~9 s of connection retries (reduced: the bad-input table)
         down = f"http://127.0.0.1:{_closed_port()}"
