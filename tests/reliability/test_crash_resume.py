@@ -70,20 +70,29 @@ def test_upload_survives_sigkill_and_resumes_without_resending(make_server, tmp_
     local_sha = sha256_of(src)
     total = -(-size // chunk)
     home = tmp_path / "home"
-    # kill points: mostly "after the server holds N parts" (N ascending), one at a random time
-    targets = sorted(rng.sample(range(1, total - 1), kills - 1))
-    plan = [("time", rng.uniform(0.2, 1.5))] + [("parts", t) for t in targets]
+    # kill points: one at a random time (start-up, hashing or early parts), then "once the server
+    # holds N parts" for ascending random N
+    targets = sorted(rng.sample(range(3, total - 1), kills - 1))
+    plan = [("time", rng.uniform(0.1, 0.8))] + [("parts", t) for t in targets]
     killed = 0
     for kind, value in plan:
         proc = popen_cli("upload", src, "--concurrency", CONCURRENCY, server=srv, home=home)
         if kind == "time":
             start = time.monotonic()
-            hit = _kill_when(proc, lambda v=value, s=start: time.monotonic() - s >= v)
+            hit = _kill_when(
+                proc, lambda v=value, s=start: time.monotonic() - s >= v or _parts_received(srv) >= 2
+            )
         else:
+            # a point the server has not reached yet (in-flight parts may have landed after a kill)
+            value = max(value, _parts_received(srv) + 1)
+            if value >= total:
+                proc.communicate(timeout=300)
+                continue
             hit = _kill_when(proc, lambda v=value: _parts_received(srv) >= v)
         killed += hit
         assert proc.returncode in (-signal.SIGKILL, 0)
     assert killed >= kills - 1, "the upload finished before most kill points"
+    assert _parts_received(srv) < total  # the kills really left it unfinished
     final = run_cli("upload", src, "--concurrency", CONCURRENCY, server=srv, home=home, timeout=300)
     assert final.returncode == 0, final.stderr
     upload_id = final.stdout.split()[0]
@@ -158,6 +167,10 @@ def test_download_survives_sigkill_target_never_partial(make_server, slow_proxy,
     killed = 0
     seen_partial_target: list[int] = []
     for frac in fractions:
+        have = part.stat().st_size if part.exists() else 0
+        frac = max(frac, (have + 65536) / out_bytes)  # always a point this run has yet to reach
+        if frac >= 1:
+            break
         proc = popen_cli("download", job["id"], "-o", target, server=proxy.url, home=home)
 
         def reached(f=frac):
@@ -168,7 +181,7 @@ def test_download_survives_sigkill_target_never_partial(make_server, slow_proxy,
         killed += _kill_when(proc, reached)
         assert not target.exists(), "the target path holds a partial file after a kill"
         assert not seen_partial_target
-    assert killed == kills
+    assert killed >= kills - 1
     assert part.exists() and 0 < part.stat().st_size < out_bytes
     final = run_cli("download", job["id"], "-o", target, server=proxy.url, home=home, timeout=120)
     assert final.returncode == 0, final.stderr
