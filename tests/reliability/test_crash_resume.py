@@ -21,6 +21,7 @@ import pytest
 from tests.conftest import TEST_KEY
 
 from .conftest import (
+    count_jobs,
     count_uploads,
     db_rows,
     padded_video,
@@ -112,6 +113,15 @@ def test_upload_survives_sigkill_and_resumes_without_resending(make_server, tmp_
                 stored.add(n)
     assert stored == set(range(total))
     assert resent <= killed * CONCURRENCY, (resent, killed)
+    # encoding the same file afterwards, then again with the local cache gone, reuses that
+    # session and makes exactly one job (the server's idempotency keys, not the cache, decide)
+    for n, cache in enumerate((home, tmp_path / "fresh-home")):
+        enc = run_cli(
+            "encode", src, "-o", tmp_path / f"out{n}", "--profile", "sophon-espresso", server=srv, home=cache
+        )
+        assert enc.returncode == 0, enc.stderr
+    assert count_uploads(srv) == 1
+    assert count_jobs(srv) == 1
 
 
 def _noise_clip(path: Path, seconds: float, size: str) -> Path:
