@@ -141,6 +141,9 @@ def world(tmp_path_factory):
     ro = root / "readonly"
     ro.mkdir()
     os.chmod(ro, 0o555)
+    if os.path.exists("/dev/full"):
+        (root / "enospc").mkdir()
+        (root / "enospc" / "out.mp4.part").symlink_to("/dev/full")
     home = root / "home"
     home.mkdir()
     os.chmod(home, 0o777)
@@ -285,6 +288,13 @@ CASES = [
         limit_fsize=2048,
     ),
     Case(
+        # a real ENOSPC without mounting anything: the resumable .part is a link to /dev/full
+        "download-disk-full-enospc",
+        lambda c: ["download", _j(c), "-o", c["root"] / "enospc" / "out.mp4"],
+        2,
+        "space",
+    ),
+    Case(
         "webhooks-listen-bad-port",
         lambda c: ["webhooks", "listen", "--port", "70000", "--secret", "s"],
         2,
@@ -336,6 +346,8 @@ def test_bad_input(world, case: Case):
             pytest.skip("running as root with no read-only file system: every directory is writable")
         except OSError:
             pass
+    if case.id == "download-disk-full-enospc" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
     before = _snapshot(root)
     url = f"http://127.0.0.1:{_closed_port()}" if case.url == "down" else world["srv"].url
     home = world["home"] / case.id
@@ -371,6 +383,8 @@ def test_bad_input(world, case: Case):
         assert after.get(name) == digest, (where, name)
     new = set(after) - set(before)
     assert not [n for n in new if not n.endswith(".part")], (where, new)
+    if case.id.startswith("download-disk-full"):
+        assert not any(p.name == "out.mp4" for p in root.rglob("out.mp4")), where
 
 
 def test_ctrl_c_mid_upload_exits_130_and_rerun_resumes(make_server, tmp_path):
