@@ -140,3 +140,77 @@ def test_client_objects_and_errors_never_show_the_key(make_server):
     for text in (str(err), repr(err), err.hint or "", str(err.__dict__)):
         assert bad not in text
     assert TEST_KEY not in repr(srv)
+
+
+def test_sophon_server_process_logs_no_key_or_tokens(slow_proxy, tmp_path):
+    """`sophon server` (the real process, with --faults) prints one line per request and a JSONL
+    request log: neither holds the key nor a download token."""
+    import signal
+    import time
+
+    from .conftest import popen_cli
+
+    key = "sk_server_" + "7" * 24
+    data = tmp_path / "srvdata"
+    log = tmp_path / "srv.jsonl"
+    server = popen_cli(
+        "-v",
+        "server",
+        "--port",
+        "0",
+        "--data-dir",
+        data,
+        "--api-key",
+        key,
+        "--request-log",
+        log,
+        "--faults",
+        "GET /v1/jobs/*=503:0.2",
+        "--faults-seed",
+        "3",
+        home=tmp_path / "srvhome",
+        env=DEBUG,
+    )
+    try:
+        url = None
+        deadline = time.monotonic() + 30
+        while url is None and time.monotonic() < deadline:
+            line = server.stderr.readline()
+            m = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+            url = m.group(1) if m else None
+        assert url, "the server did not announce its URL"
+
+        class _Srv:
+            port = int(url.rsplit(":", 1)[1])
+
+        proxy = slow_proxy(_Srv, rate=50_000_000, record=True)
+        clip = _make_clip(tmp_path / "s.mp4", seconds=0.4, size="64x64")
+        env = dict(DEBUG, SOPHON_API_KEY=key)
+        created = run_cli(
+            "--json",
+            "job",
+            "create",
+            clip,
+            "--profile",
+            "sophon-espresso",
+            "--wait",
+            server=proxy.url,
+            env=env,
+            home=tmp_path / "h",
+        )
+        assert created.returncode == 0, created.stderr
+        job_id = json.loads(created.stdout.strip().splitlines()[-1])["id"]
+        got = run_cli(
+            "-v", "download", job_id, "-o", f"{tmp_path}/o/", server=proxy.url, env=env, home=tmp_path / "h"
+        )
+        assert got.returncode == 0, got.stderr
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err
+    tokens = _tokens(proxy)
+    assert tokens
+    text = out + err + log.read_text() + created.stdout + created.stderr + got.stdout + got.stderr
+    assert "/v1/downloads/" in err  # the request lines are there, with the token hidden
+    for needle in {key} | tokens | {t.split(".", 1)[1] for t in tokens}:
+        assert needle not in text
