@@ -214,3 +214,23 @@ def test_sophon_server_process_logs_no_key_or_tokens(slow_proxy, tmp_path):
     assert "/v1/downloads/" in err  # the request lines are there, with the token hidden
     for needle in {key} | tokens | {t.split(".", 1)[1] for t in tokens}:
         assert needle not in text
+
+
+def test_stored_key_is_0600_and_never_shown(tmp_path):
+    import stat
+
+    key = "sk_live_" + "Q" * 28
+    home = tmp_path / "cfg"
+    stored = run_cli("config", "set-key", home=home, input=key + "\n")
+    assert stored.returncode == 0, stored.stderr
+    files = [p for p in home.rglob("*") if p.is_file()]
+    holding = [p for p in files if key in p.read_text(errors="replace")]
+    assert len(holding) == 1 and stat.S_IMODE(holding[0].stat().st_mode) == 0o600
+    shown = [stored.stdout, stored.stderr]
+    for flags in ([], ["-v"], ["--json"]):
+        p = run_cli(*flags, "config", "show", home=home, env=DEBUG)
+        assert p.returncode == 0, p.stderr
+        shown += [p.stdout, p.stderr]
+    text = "\n".join(shown)
+    assert key not in text and key[8:] not in text
+    assert key[-4:] in text  # the masked form still lets the user tell keys apart
