@@ -93,6 +93,11 @@ def test_encode_batch_survives_sigkill(make_server, tmp_path):
             proc.send_signal(signal.SIGKILL)
             killed += 1
         proc.communicate(timeout=60)
+        # whatever sits at an output path is a complete, verified output, never a partial one
+        outputs = {json.loads(o)["sha256"] for (o,) in db_rows(srv, "SELECT output FROM jobs")}
+        for f in (tmp_path / "out").glob("*"):
+            if not f.name.endswith(".part"):
+                assert sha256_of(f) in outputs, f"{f.name} is not a finished output"
     assert killed >= -(-kills * 6 // 10), (killed, kills)  # most kill points land mid-run
     final = run_cli(*args, server=srv, home=home, cwd=tmp_path, timeout=240)
     assert final.returncode == 0, final.stderr
@@ -212,3 +217,41 @@ def test_ctrl_c_mid_upload_exits_130_and_rerun_completes_without_duplicates(make
     assert final.returncode == 0, final.stderr
     assert count_uploads(srv) == 1 and count_jobs(srv) == 1
     assert sha256_of(src) == db_rows(srv, "SELECT sha256 FROM uploads")[0][0]
+
+
+@pytest.mark.stress
+def test_concurrent_encodes_of_one_batch_share_cache_and_jobs(make_server, tmp_path):
+    """Three `sophon encode` processes on the same batch with one cache at once: every run
+    succeeds, the cache keeps one finished entry per file, the server one upload and one job each."""
+    from sophon_cli.state import StateStore
+
+    n = 4
+    srv = make_server()
+    tiny_clips(tmp_path / "in", n)
+    home = tmp_path / "home"
+    procs = [
+        popen_cli(
+            "--json",
+            "encode",
+            "in/*.mp4",
+            "-o",
+            "out",
+            "--profile",
+            PROFILE,
+            server=srv,
+            home=home,
+            cwd=tmp_path,
+        )
+        for _ in range(3)
+    ]
+    results = [p.communicate(timeout=240) for p in procs]
+    for p, (out, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err
+        assert {f["result"] for f in _summary(out)["files"]} == {"encoded"}
+    assert count_uploads(srv) == n
+    assert count_jobs(srv) == n
+    store = StateStore(home / "state.json")
+    entries = store.load()
+    assert not store.warnings
+    assert len(entries) == n and {e.get("state") for e in entries.values()} == {"done"}
+    _check_outputs(srv, _summary(results[0][0]), n)
