@@ -292,7 +292,7 @@ class EncodeOptions:
             raise InputError(f"unknown --container {self.container!r}", hint="use mp4 or mkv")
         if self.concurrency < 1:
             raise InputError("--concurrency must be at least 1", hint="pass e.g. --concurrency 2")
-        check_template(self.name_template)
+        check_template(self.name_template, self.profile)
 
     def job_options(self) -> dict[str, Any]:
         """Everything that shapes the job request besides the upload id."""
@@ -313,24 +313,43 @@ class EncodeOptions:
         return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:16]
 
 
-def check_template(template: str) -> None:
+def _field_value(value: str) -> str:
+    """A template field's value may never add a directory level or a control character."""
+    return "".join("_" if c in "/\\" or ord(c) < 32 or ord(c) == 127 else c for c in value)
+
+
+def render_name(template: str, *, stem: str, ext: str, name: str, suffix: str, profile: str) -> str:
+    """Fill ``--name-template``; raise InputError unless the result is a safe relative file name."""
+    fields = {"stem": stem, "ext": ext, "name": name, "suffix": suffix, "profile": profile}
     try:
-        name = template.format(stem="x", ext="mp4", name="x.mov", suffix="mov", profile="p")
+        result = template.format(**{k: _field_value(v) for k, v in fields.items()})
     except (KeyError, IndexError, ValueError) as exc:
         raise InputError(
             f"bad --name-template {template!r} ({exc})",
             hint="use the fields {" + "}, {".join(TEMPLATE_FIELDS) + "}",
         ) from None
-    if not name or os.path.isabs(name) or ".." in Path(name).parts:
+    components = result.replace("\\", "/").split("/")
+    if (
+        not result
+        or os.path.isabs(result)
+        or any(c in ("", ".", "..") for c in components)
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in result)
+    ):
         raise InputError(
-            f"bad --name-template {template!r}",
-            hint="it must give a relative file name, e.g. {stem}.sophon.{ext}",
+            f"bad --name-template {template!r}: it gives {result!r}",
+            hint="it must give a relative file name without '..' or control characters, e.g. {stem}.sophon.{ext}",
         )
+    return result
+
+
+def check_template(template: str, profile: str = "sophon-auto") -> None:
+    render_name(template, stem="x", ext="mp4", name="x.mov", suffix="mov", profile=profile)
 
 
 def output_path_for(source: Source, options: EncodeOptions) -> Path:
     p = source.path
-    name = options.name_template.format(
+    name = render_name(
+        options.name_template,
         stem=p.stem,
         ext=options.container or "mp4",
         name=p.name,

@@ -243,7 +243,7 @@ def encode_command(
     else:
         _summary_table(out, results)
     if report.interrupted:
-        out.notice("interrupted; run the same command again to resume")
+        pass  # the error boundary (cli/main.py) prints the one "interrupted" line for exit 130
     elif report.failed:
         out.notice(
             f"{len(report.failed)} of {len(results)} files failed; fix the cause and run the same command again"

@@ -27,7 +27,7 @@ from sophon_cli.cli import (
 )
 from sophon_cli.cli.context import AppContext, GlobalOptions
 from sophon_cli.cli.output import Output
-from sophon_cli.exitcodes import EXIT_CODE_HELP
+from sophon_cli.exitcodes import EXIT_CODE_HELP, ExitCode
 
 HELP = """Command-line tool for the SOPHON HEVC encoding API.
 
@@ -141,6 +141,21 @@ def hoist_global_flags(args: list[str]) -> list[str]:
     return front + rest
 
 
+INTERRUPTED_MESSAGE = "interrupted; run the same command again to resume"
+
+
+def _usage_message(exc, click_exc) -> str:
+    """A click/typer usage error as one line that names the next step."""
+    from sophon_cli.cli.errors import one_line
+
+    msg = one_line(exc.format_message()).rstrip(".")
+    if isinstance(exc, click_exc.UsageError):
+        ctx = getattr(exc, "ctx", None)
+        path = ctx.command_path if ctx is not None else "sophon"
+        msg = f"{msg}; see '{path} --help'"
+    return msg
+
+
 def main(argv: list[str] | None = None) -> None:
     from typer._click import exceptions as click_exc  # typer vendors click; its minor version is pinned
 
@@ -151,17 +166,24 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = command.main(args=args, prog_name="sophon", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
+        if code == ExitCode.INTERRUPTED:
+            # typer turns a Ctrl-C inside a command into Exit(130); commands that handle it
+            # themselves (encode) save their state first and exit the same way.
+            sys.stderr.write(INTERRUPTED_MESSAGE + "\n")
     except typer.Abort:
-        sys.stderr.write("interrupted\n")
-        code = 130
-    except click_exc.ClickException as exc:
+        sys.stderr.write(INTERRUPTED_MESSAGE + "\n")
+        code = ExitCode.INTERRUPTED
+    except click_exc.NoArgsIsHelpError as exc:
         exc.show()
         code = exc.exit_code
+    except click_exc.ClickException as exc:
+        code = exc.exit_code
+        sys.stderr.write(f"error: {_usage_message(exc, click_exc)}\n")
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted; run the same command again to resume\n")
-        code = 130
+        sys.stderr.write(INTERRUPTED_MESSAGE + "\n")
+        code = ExitCode.INTERRUPTED
     except BrokenPipeError:
-        code = 1
+        code = ExitCode.ERROR
     except Exception as exc:  # the one error boundary
         code = report(exc)
     sys.exit(code)

@@ -61,7 +61,7 @@ def test_envelope_request_id_wins_over_header_and_missing_one_falls_back():
     "path_call,status,hint_part",
     [
         (lambda c: c.jobs.get("j"), 401, "SOPHON_API_KEY"),
-        (lambda c: c.webhooks.delete("wh_1"), 404, "sophon webhook list"),
+        (lambda c: c.webhooks.delete("wh_1"), 404, "sophon webhooks list"),
         (lambda c: c.uploads.get("upl_1"), 404, "upload"),
         (lambda c: c.jobs.get("j"), 429, "wait"),
     ],

@@ -44,7 +44,7 @@ def test_crud(client):
     assert hook.id not in {w.id for w in client.webhooks.list() if w.active is not False}
     with pytest.raises(NotFoundError) as info:
         client.webhooks.delete(hook.id)
-    assert "sophon webhook list" in info.value.hint
+    assert "sophon webhooks list" in info.value.hint
 
 
 def test_same_key_replays_create(client):
