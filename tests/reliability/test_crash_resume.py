@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -193,8 +194,11 @@ def test_download_survives_sigkill_target_never_partial(make_server, slow_proxy,
         assert not seen_partial_target
     assert killed >= kills - 1
     assert part.exists() and 0 < part.stat().st_size < out_bytes
-    final = run_cli("download", job["id"], "-o", target, server=proxy.url, home=home, timeout=120)
+    have = part.stat().st_size
+    final = run_cli("--json", "download", job["id"], "-o", target, server=proxy.url, home=home, timeout=120)
     assert final.returncode == 0, final.stderr
+    result = json.loads(final.stdout.strip().splitlines()[-1])
+    assert result["resumed_from"] == have  # it resumed from the partial, not from zero
     assert sha256_of(target) == out_sha
     assert target.stat().st_size == out_bytes
     assert not part.exists()
