@@ -234,10 +234,12 @@ class SlowProxy:
     """Forwards 127.0.0.1:<port> to ``target`` (host, port); server->client bytes are paced to
     ``rate`` bytes/s per connection."""
 
-    def __init__(self, target: tuple[str, int], rate: int, record: bool = False) -> None:
+    def __init__(self, target: tuple[str, int], rate: int, record: bool = False, cut_after: int = 0) -> None:
         self.target = target
         self.rate = rate
         self.record = record
+        self.cut_after = cut_after  # drop a connection once it has carried this many response bytes
+        self.cuts = 0
         self.sent = bytearray()  # client -> server bytes (when recording)
         self.received = bytearray()  # server -> client bytes (when recording)
         self._rec_lock = threading.Lock()
@@ -261,10 +263,16 @@ class SlowProxy:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _pipe(self, src, dst, paced: bool) -> None:
+        carried = 0
         try:
             while True:
                 data = src.recv(16384 if paced else 65536)
                 if not data:
+                    break
+                carried += len(data)
+                if paced and self.cut_after and carried > self.cut_after:
+                    dst.sendall(data[: max(0, len(data) - (carried - self.cut_after))])
+                    self.cuts += 1
                     break
                 if self.record:
                     with self._rec_lock:
@@ -301,8 +309,8 @@ class SlowProxy:
 def slow_proxy():
     made: list[SlowProxy] = []
 
-    def factory(server, rate: int, record: bool = False) -> SlowProxy:
-        proxy = SlowProxy(("127.0.0.1", server.port), rate, record)
+    def factory(server, rate: int, record: bool = False, cut_after: int = 0) -> SlowProxy:
+        proxy = SlowProxy(("127.0.0.1", server.port), rate, record, cut_after)
         made.append(proxy)
         return proxy
 

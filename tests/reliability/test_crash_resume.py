@@ -202,3 +202,24 @@ def test_download_survives_sigkill_target_never_partial(make_server, slow_proxy,
     assert sha256_of(target) == out_sha
     assert target.stat().st_size == out_bytes
     assert not part.exists()
+
+
+def test_download_resumes_across_dropped_connections(make_server, slow_proxy, tmp_path):
+    """The link drops every connection mid-body: the download resumes with Range each time and
+    ends with the job's sha256; the target never holds a partial file."""
+    from sophon_cli.client.http import SophonClient
+
+    srv = make_server()
+    src = _noise_clip(tmp_path / "noise.mp4", 1, "320x240")
+    with SophonClient(srv.url, TEST_KEY) as c:
+        up = c.uploads.upload_file(src)
+        job = c.jobs.create(up.upload_id, profile="sophon-espresso-hq", idempotency_key="rel-drop-job")
+    job = wait_jobs_terminal(srv, [job.id], timeout=180)[job.id]
+    out_bytes = job["output"]["bytes"]
+    proxy = slow_proxy(srv, rate=100_000_000, cut_after=out_bytes // 3)
+    target = tmp_path / "dl" / "result.mp4"
+    got = run_cli("--json", "download", job["id"], "-o", target, server=proxy.url, home=tmp_path / "h")
+    assert got.returncode == 0, got.stderr
+    assert proxy.cuts >= 3  # the body really arrived in pieces
+    assert sha256_of(target) == job["output"]["sha256"]
+    assert not target.with_name(target.name + ".part").exists()
