@@ -301,3 +301,60 @@ def test_listen_processes_each_event_once_across_retried_deliveries(make_server,
     assert len(ids) == len(set(ids)) == jobs_n
     assert {e["job_id"] for e in events} == set(job_ids)
     assert "Traceback" not in err
+
+
+def test_listen_rejects_forged_deliveries_and_prints_only_verified_events(tmp_path):
+    from datetime import datetime, timezone
+
+    secret = "whsec_listen_" + "c" * 20
+    listen = popen_cli(
+        "--json", "webhooks", "listen", "--port", "0", "--secret", secret, home=tmp_path / "home"
+    )
+    try:
+        line = listen.stderr.readline()
+        assert "listening on http://127.0.0.1:" in line, line
+        url = "http://127.0.0.1:" + line.split("127.0.0.1:")[1].split("/")[0] + "/"
+
+        def send(body: bytes, stamp: str, sig: str) -> int:
+            req = urllib.request.Request(
+                url,
+                data=body,
+                method="POST",
+                headers={
+                    "X-Turbo-Signature-256": sig,
+                    "X-Turbo-Timestamp": stamp,
+                    "Content-Type": "application/json",
+                },
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    return resp.status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        now = datetime.now(timezone.utc)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        old = datetime.fromtimestamp(now.timestamp() - 900, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        good = b'{"event_id":"evt_ok","type":"job.completed","job_id":"job_1","status":"completed"}'
+        forged = good.replace(b"evt_ok", b"evt_forged")
+        statuses = [
+            send(good, stamp, compute_signature(good, stamp, secret)),
+            send(forged, stamp, compute_signature(good, stamp, secret)),  # body changed after signing
+            send(forged, stamp, compute_signature(forged, stamp, secret + "x")),  # wrong secret
+            send(forged, old, compute_signature(forged, old, secret)),  # replayed 15 minutes later
+            send(forged, stamp, "sha256=" + "0" * 64),
+            send(forged, stamp, ""),
+            send(good, stamp, compute_signature(good, stamp, secret)),  # a duplicate of the first
+        ]
+        time.sleep(0.3)
+        listen.send_signal(signal.SIGINT)
+        out, err = listen.communicate(timeout=20)
+    finally:
+        if listen.poll() is None:
+            listen.kill()
+            listen.communicate()
+    assert statuses[0] == 200 and statuses[-1] == 200
+    assert all(400 <= s < 500 for s in statuses[1:-1]), statuses
+    events = [json.loads(x) for x in out.splitlines() if x.strip()]
+    assert [e["event_id"] for e in events] == ["evt_ok"]
+    assert secret not in out + err
