@@ -19,7 +19,7 @@ complete -c sophon -f -n '__sophon_at ""' -a download -d 'Download a finished jo
 complete -c sophon -f -n '__sophon_at ""' -a encode -d 'Encode files or globs end to end: upload, encode, download; safe to re-run.'
 complete -c sophon -f -n '__sophon_at ""' -a health -d 'Check that the server is alive, ready, and accepts your key.'
 complete -c sophon -f -n '__sophon_at ""' -a server -d 'Run the local SOPHON-compatible server (real HEVC encodes via ffmpeg).'
-complete -c sophon -f -n '__sophon_at ""' -a completions -d 'Print the static completion script for a shell (the same files as in completions/).'
+complete -c sophon -f -n '__sophon_at ""' -a completions -d 'Print the static completion script for a shell.'
 complete -c sophon -f -n '__sophon_at ""' -a uploads -d 'Inspect or cancel upload sessions.'
 complete -c sophon -f -n '__sophon_at ""' -a job -d 'Create, inspect, list, cancel and wait for encoding jobs.'
 complete -c sophon -f -n '__sophon_at ""' -a webhooks -d 'Manage webhooks; verify and receive signed deliveries.'

@@ -1,30 +1,22 @@
 """The ``sophon`` entry point: root app, global options and the one error boundary.
 
-Importing this module loads typer/click and the command modules (which import only typer and the
-standard library at top level); httpx, pydantic, rich and starlette are loaded by the commands that
-need them. ``tests/test_startup.py`` keeps it that way.
+The command tree is built lazily: a run of ``sophon job get ID`` imports and builds only the ``job``
+group, and ``sophon --help`` lists the commands from the registry below without building them
+(building every command's parameters costs typer tens of milliseconds). ``build_app()`` builds
+the whole tree (completions, tests). Importing this module loads typer and nothing heavy; httpx,
+pydantic, rich and starlette are loaded by the commands that need them
+(``tests/unit/test_startup.py`` keeps it that way).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Annotated
 
 import typer
 
 from sophon_cli import __version__
-from sophon_cli.cli import (
-    cache,
-    config,
-    download,
-    encode,
-    health,
-    job,
-    server,
-    upload,
-    uploads,
-    webhooks,
-)
 from sophon_cli.cli.context import AppContext, GlobalOptions
 from sophon_cli.cli.output import Output
 from sophon_cli.exitcodes import EXIT_CODE_HELP, ExitCode
@@ -36,16 +28,83 @@ Encode many files in one resumable command (`sophon encode`), or drive the API s
 SOPHON-compatible server that really encodes, no account needed.
 """
 
-app = typer.Typer(
-    name="sophon",
-    help=HELP,
-    epilog=EXIT_CODE_HELP,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-)
+#: (name, module in sophon_cli.cli, attribute, help); attribute "app" is a command group.
+COMMANDS: list[tuple[str, str, str, str]] = [
+    ("upload", "upload", "upload_command", "Upload files in resumable chunks; print their upload ids."),
+    ("uploads", "uploads", "app", "Inspect or cancel upload sessions."),
+    ("job", "job", "app", "Create, inspect, list, cancel and wait for encoding jobs."),
+    (
+        "download",
+        "download",
+        "download_command",
+        "Download a finished job's output, verified against its sha256.",
+    ),
+    (
+        "encode",
+        "encode",
+        "encode_command",
+        "Encode files or globs end to end: upload, encode, download; safe to re-run.",
+    ),
+    ("webhooks", "webhooks", "app", "Manage webhooks; verify and receive signed deliveries."),
+    ("health", "health", "health_command", "Check that the server is alive, ready, and accepts your key."),
+    (
+        "server",
+        "server",
+        "server_command",
+        "Run the local SOPHON-compatible server (real HEVC encodes via ffmpeg).",
+    ),
+    ("config", "config", "app", "Show and change settings (config profiles, API key)."),
+    ("cache", "cache", "app", "Inspect and prune the local resume cache."),
+    ("completions", "main", "completions_command", "Print the static completion script for a shell."),
+]
+COMMAND_NAMES = frozenset(name for name, *_ in COMMANDS)
+
+
+def _new_root() -> typer.Typer:
+    root_app = typer.Typer(
+        name="sophon",
+        help=HELP,
+        epilog=EXIT_CODE_HELP,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        no_args_is_help=True,
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    )
+    root_app.callback()(root)
+    return root_app
+
+
+def _listed_only() -> None:  # pragma: no cover - never invoked: stands in for help listings
+    raise AssertionError("placeholder command invoked")
+
+
+def build_app(only: str | None = None, *, placeholders: bool = False) -> typer.Typer:
+    """The root app with every command (``only=None``), or with just the command ``only`` (``""``:
+    none), the others as cheap placeholders carrying their name and help when ``placeholders`` is
+    set, which is all the root's help listing needs."""
+    root_app = _new_root()
+    # typer lists plain commands before groups; placeholders (plain commands) follow the same order
+    for name, module, attr, help_text in sorted(COMMANDS, key=lambda c: c[2] == "app"):
+        if only is not None and name != only:
+            if placeholders:
+                root_app.command(name, help=help_text)(_listed_only)
+            continue
+        mod = (
+            sys.modules[__name__] if module == "main" else importlib.import_module(f"sophon_cli.cli.{module}")
+        )
+        obj = getattr(mod, attr)
+        if attr == "app":
+            root_app.add_typer(obj, name=name, help=help_text)
+        else:
+            root_app.command(name, help=help_text)(obj)
+    return root_app
+
+
+def __getattr__(name: str):  # ``app``: the full tree, built on first use
+    if name == "app":
+        return build_app()
+    raise AttributeError(name)
 
 
 def _version(value: bool) -> None:
@@ -54,7 +113,6 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
 def root(
     ctx: typer.Context,
     version: Annotated[
@@ -91,27 +149,6 @@ def root(
     ctx.call_on_close(app_ctx.close)
 
 
-app.command("upload", help="Upload files in resumable chunks; print their upload ids.")(upload.upload_command)
-app.add_typer(uploads.app, name="uploads", help="Inspect or cancel upload sessions.")
-app.add_typer(job.app, name="job", help="Create, inspect, list, cancel and wait for encoding jobs.")
-app.command("download", help="Download a finished job's output, verified against its sha256.")(
-    download.download_command
-)
-app.command("encode", help="Encode files or globs end to end: upload, encode, download; safe to re-run.")(
-    encode.encode_command
-)
-app.add_typer(webhooks.app, name="webhooks", help="Manage webhooks; verify and receive signed deliveries.")
-app.command("health", help="Check that the server is alive, ready, and accepts your key.")(
-    health.health_command
-)
-app.command("server", help="Run the local SOPHON-compatible server (real HEVC encodes via ffmpeg).")(
-    server.server_command
-)
-app.add_typer(config.app, name="config", help="Show and change settings (config profiles, API key).")
-app.add_typer(cache.app, name="cache", help="Inspect and prune the local resume cache.")
-
-
-@app.command("completions")
 def completions_command(
     shell: Annotated[str, typer.Argument(help="bash, zsh or fish.", metavar="SHELL")],
 ) -> None:
@@ -142,6 +179,24 @@ def hoist_global_flags(args: list[str]) -> list[str]:
 
 
 INTERRUPTED_MESSAGE = "interrupted; run the same command again to resume"
+_VALUE_OPTIONS = {"--base-url", "--profile"}
+
+
+def command_name(args: list[str]) -> str | None:
+    """The subcommand ``args`` invoke (None for root help, --version or an unknown word)."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return None
+        if arg in _VALUE_OPTIONS:
+            i += 2
+            continue
+        if arg.startswith("-"):
+            i += 1
+            continue
+        return arg if arg in COMMAND_NAMES else None
+    return None
 
 
 def _usage_message(exc, click_exc) -> str:
@@ -161,8 +216,13 @@ def main(argv: list[str] | None = None) -> None:
 
     from sophon_cli.cli.errors import report
 
+    # httpx imports its own command-line client (rich, pygments, click: ~80 ms) whenever click is
+    # installed; this process never uses it, and httpx falls back to a stub when it is absent.
+    sys.modules.setdefault("httpx._main", None)
     args = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
-    command = typer.main.get_command(app)
+    name = command_name(args)
+    # Only the invoked command is built; root help and errors list placeholders with the same help.
+    command = typer.main.get_command(build_app(name or "", placeholders=True))
     try:
         rv = command.main(args=args, prog_name="sophon", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0

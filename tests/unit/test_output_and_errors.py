@@ -108,3 +108,30 @@ def test_hoisting_global_flags():
     assert hoist_global_flags(["job", "list", "--json"]) == ["--json", "job", "list"]
     assert hoist_global_flags(["encode", "a.mp4", "-q", "--local"]) == ["-q", "--local", "encode", "a.mp4"]
     assert hoist_global_flags(["upload", "--", "--json"]) == ["upload", "--", "--json"]
+
+
+def test_command_name_skips_global_options_and_their_values():
+    from sophon_cli.cli.main import command_name
+
+    assert command_name(["--profile", "job", "encode", "x"]) == "encode"
+    assert command_name(["--base-url", "http://x", "--json", "job", "list"]) == "job"
+    assert command_name(["--help"]) is None
+    assert command_name(["frobnicate"]) is None
+    assert command_name([]) is None
+
+
+def test_root_help_from_the_registry_equals_the_full_tree_help():
+    import contextlib
+    import io
+
+    import typer
+
+    from sophon_cli.cli.main import build_app
+
+    def help_of(app) -> str:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            typer.main.get_command(app).main(["--help"], prog_name="sophon", standalone_mode=False)
+        return buf.getvalue()
+
+    assert help_of(build_app("", placeholders=True)) == help_of(build_app())
