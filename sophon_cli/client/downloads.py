@@ -296,11 +296,11 @@ class Downloads:
         from sophon_cli.client.http import error_from_response, retry_delay
 
         c = self._c
-        anon = c.anon_client()
         failures = 0
         refreshed = False
         deadline = c.clock() + c.retry_budget
         while True:
+            anon = c.anon_client(url)  # the URL may change on a refresh
             offset = part.stat().st_size if part.exists() else 0
             if expected_bytes is not None and offset > expected_bytes:
                 part.unlink()

@@ -27,7 +27,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -299,6 +299,60 @@ def error_from_response(response: httpx.Response, *, secrets: tuple[str, ...] = 
 
 
 # ---------------------------------------------------------------------------------------------
+# TLS: load the CA bundle only when a TLS connection can happen
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_plain_http(url: str) -> bool:
+    return url[:7].lower() == "http://"
+
+
+def _lazy_verified_transport(limits: httpx.Limits) -> httpx.BaseTransport:
+    """A transport that builds a default (certificate-verifying) HTTPTransport on first use."""
+    import httpx
+
+    class _LazyVerifiedTransport(httpx.BaseTransport):
+        def __init__(self) -> None:
+            self._inner: httpx.HTTPTransport | None = None
+            self._lock = threading.Lock()
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            with self._lock:
+                if self._inner is None:
+                    self._inner = httpx.HTTPTransport(verify=True, limits=limits)
+                inner = self._inner
+            return inner.handle_request(request)
+
+        def close(self) -> None:
+            with self._lock:
+                inner, self._inner = self._inner, None
+            if inner is not None:
+                inner.close()
+
+    return _LazyVerifiedTransport()
+
+
+def plain_http_options(
+    url: str, transport: httpx.BaseTransport | None, limits: httpx.Limits
+) -> dict[str, Any]:
+    """``httpx.Client`` options that skip loading the CA bundle (20-50 ms) for a plain-http URL.
+
+    ``verify`` only matters for TLS connections, and none is made to an ``http://`` URL. Any
+    ``https://`` URL the client still reaches (an absolute URL, a redirect to https) is routed to
+    a transport that verifies certificates as usual, built on first use. Nothing changes for an
+    https URL, a custom transport, or when the environment configures a proxy (whose connection
+    may itself be TLS).
+    """
+    if not _is_plain_http(url) or transport is not None:
+        return {}
+    from urllib.request import getproxies
+
+    if getproxies():
+        return {}
+    return {"verify": False, "mounts": {"https://": _lazy_verified_transport(limits)}}
+
+
+# ---------------------------------------------------------------------------------------------
 # The client
 # ---------------------------------------------------------------------------------------------
 
@@ -355,11 +409,13 @@ class SophonClient:
             limits=limits,
             transport=transport,
             follow_redirects=False,
+            **plain_http_options(self.base_url, transport, limits),
         )
         # Signed download URLs are fetched by a separate client that never has the key.
         self._anon_headers = {"User-Agent": user_agent or USER_AGENT}
         self._anon_limits = limits
         self._anon: httpx.Client | None = None
+        self._anon_plain: httpx.Client | None = None  # for http:// signed URLs (no CA bundle)
         self._anon_lock = threading.Lock()
         self._resources: dict[str, Any] = {}
 
@@ -376,8 +432,9 @@ class SophonClient:
 
     def close(self) -> None:
         self._http.close()
-        if self._anon is not None:
-            self._anon.close()
+        for anon in (self._anon, self._anon_plain):
+            if anon is not None:
+                anon.close()
 
     @property
     def _secret_values(self) -> tuple[str, ...]:
@@ -434,20 +491,31 @@ class SophonClient:
 
     # -- the one request path ----------------------------------------------------------------
 
-    def anon_client(self) -> httpx.Client:
-        """An httpx client that carries NO Authorization header (for signed download URLs)."""
+    def anon_client(self, url: str | None = None) -> httpx.Client:
+        """An httpx client that carries NO Authorization header (for signed download URLs).
+
+        Pass the signed ``url`` when known: for a plain-http URL the client then skips loading the
+        CA bundle (redirects to https are still verified, see :func:`plain_http_options`).
+        """
         import httpx
 
+        options = plain_http_options(url, self._custom_transport, self._anon_limits) if url else {}
         with self._anon_lock:
-            if self._anon is None:
-                self._anon = httpx.Client(
+            client = self._anon_plain if options else self._anon
+            if client is None:
+                client = httpx.Client(
                     headers=self._anon_headers,
                     timeout=self._timeout,
                     limits=self._anon_limits,
                     transport=self._custom_transport,
                     follow_redirects=True,
+                    **options,
                 )
-            return self._anon
+                if options:
+                    self._anon_plain = client
+                else:
+                    self._anon = client
+            return client
 
     def transport_error(self, exc: BaseException, attempts: int) -> TransportError:
         kind = type(exc).__name__
@@ -469,7 +537,7 @@ class SophonClient:
         *,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
-        content: bytes | None = None,
+        content: bytes | Iterable[bytes] | None = None,
         headers: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
         expect: tuple[int, ...] | None = (200,),
@@ -481,7 +549,9 @@ class SophonClient:
         A status outside ``expect`` is retried when the policy says so, else raises the mapped
         APIError. ``expect=None`` returns whatever status arrives (only network errors are
         retried). Network failures that outlast the retries raise TransportError. ``timeout``
-        overrides the client's read/write timeout for this call.
+        overrides the client's read/write timeout for this call. ``content`` may also be a
+        re-iterable of bytes blocks (each attempt iterates it again from the start); pass its
+        ``Content-Length`` in ``headers`` so that it is not sent chunked.
         """
         import httpx
 

@@ -17,7 +17,8 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # defer_build: validators are built on a model's first use, not for all ~20 models at import
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
 
 # -- uploads -------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@
 3. create the session with a deterministic Idempotency-Key (see ``idempotency``), so a rerun or
    another machine gets the *same* session back instead of a second one;
 4. ``GET`` the session to learn ``received_chunks`` and send only the missing parts, in parallel,
-   each worker reading its part from disk right before sending it (memory stays bounded at
-   ``concurrency`` parts);
+   each worker streaming its part from disk in 1 MiB blocks while sending it (no part-sized buffer
+   ever exists; a retried request re-reads the part from its start);
 5. complete with the deterministic complete-route key and check the server's sha256 and size
    against the local ones (mismatch -> IntegrityError and the session is canceled).
 
@@ -27,7 +27,7 @@ import mimetypes
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -56,6 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ProgressCallback = Callable[[int, int], None]
 HASH_BLOCK = 1024 * 1024
+SEND_BLOCK = 1024 * 1024  # a streamed part is read from disk in blocks of this size
 DEFAULT_MIME = "video/mp4"
 COMPLETE_TIMEOUT = 300.0
 _EXTRA_MIME = {
@@ -137,6 +138,7 @@ class _PartReader:
     def __init__(self, fh: BinaryIO) -> None:
         self._fh = fh
         self._fd = fh.fileno()
+        self.fileno = self._fd
         self._lock = threading.Lock()
         self._pread = getattr(os, "pread", None)
 
@@ -154,6 +156,48 @@ class _PartReader:
         with self._lock:  # pragma: no cover - non-POSIX fallback
             self._fh.seek(offset)
             return self._fh.read(length)
+
+
+class PartSlice:
+    """Bytes ``[offset, offset + length)`` of a file, streamed in ``block``-sized reads.
+
+    Re-iterable: every iteration reads the range again from its start, so a retried request
+    re-sends the whole part. ``len()`` is the part's length (sent as ``Content-Length``). A file
+    that turns out shorter than the range raises InputError while iterating.
+    """
+
+    def __init__(
+        self,
+        reader: _PartReader,
+        offset: int,
+        length: int,
+        *,
+        block: int = SEND_BLOCK,
+        name: str = "file",
+        part_number: int | None = None,
+    ) -> None:
+        self._reader = reader
+        self.offset = offset
+        self.length = length
+        self._block = max(1, int(block))
+        self._name = name
+        self._part = part_number
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[bytes]:
+        pos, end = self.offset, self.offset + self.length
+        while pos < end:
+            data = self._reader.read(pos, min(self._block, end - pos))
+            if not data:
+                which = "a part" if self._part is None else f"part {self._part}"
+                raise InputError(
+                    f"{self._name} changed while uploading ({which} is short)",
+                    hint="wait until the file is fully written, then upload again",
+                )
+            pos += len(data)
+            yield data
 
 
 class _StaleSession(Exception):
@@ -188,14 +232,19 @@ class Uploads:
 
         return parse_model(UploadStatus, self._c.request("GET", f"/v1/uploads/{_q(upload_id)}"))
 
-    def put_part(self, upload_id: str, part_number: int, data: bytes) -> UploadPart:
+    def put_part(self, upload_id: str, part_number: int, data: bytes | PartSlice) -> UploadPart:
+        """Send one part. ``data`` is the part's bytes or a :class:`PartSlice` streamed from disk
+        (sent with an explicit Content-Length; a retry re-reads it from the start)."""
         from sophon_cli.client.models import UploadPart, parse_model
 
+        headers = {"Content-Type": "application/octet-stream"}
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            headers["Content-Length"] = str(len(data))
         response = self._c.request(
             "PUT",
             f"/v1/uploads/{_q(upload_id)}/parts/{int(part_number)}",
             content=data,
-            headers={"Content-Type": "application/octet-stream"},
+            headers=headers,
             expect=(200, 201),
         )
         return parse_model(UploadPart, response)
@@ -382,13 +431,13 @@ class Uploads:
                 if abort.is_set():
                     return 0
                 offset, length = part_range(n, chunk, size)
-                data = reader.read(offset, length)  # read right before sending: bounded memory
-                if len(data) != length:
+                if os.fstat(reader.fileno).st_size < offset + length:
                     raise InputError(
                         f"{p} changed while uploading (part {n} is short)",
                         hint="wait until the file is fully written, then upload again",
                     )
-                self.put_part(session.id, n, data)
+                # streamed from disk while sending: memory stays at a few blocks per worker
+                self.put_part(session.id, n, PartSlice(reader, offset, length, name=str(p), part_number=n))
                 return length
 
             executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sophon-upload")
