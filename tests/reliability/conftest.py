@@ -317,9 +317,3 @@ def slow_proxy():
     yield factory
     for p in made:
         p.close()
-
-
-@pytest.fixture
-def rel_server(make_server):
-    """A fresh server per test (its own request log and counts)."""
-    return make_server
