@@ -128,6 +128,9 @@ ENCODED, ORIGINAL_KEPT, SKIPPED, FAILED = "encoded", "original kept", "skipped",
 POLL_START = 0.5
 POLL_FACTOR = 1.5
 POLL_CAP = 8.0
+#: consecutive polling ticks that may fail (each after the client's own retries) before the run
+#: stops with that error; the cache keeps every job, so a rerun resumes polling.
+MAX_FAILED_POLLS = 5
 LIST_THRESHOLD = 2  # with this many jobs waiting, one list page per tick beats N gets
 LIST_PAGE_SIZE = 100
 _FATAL = (AuthError, ConfigError, TransportError, StateError)
@@ -590,6 +593,7 @@ class Pipeline:
         watched: dict[str, list[_Item]] = {}  # job id -> files waiting on it (same content = same job)
         running: dict[Future[Any], _Item] = {}
         interval = POLL_START
+        failed_polls = 0
         next_poll = 0.0
         executor = ThreadPoolExecutor(
             max_workers=self.options.concurrency, thread_name_prefix="sophon-encode"
@@ -626,10 +630,17 @@ class Pipeline:
                     if watched and now >= next_poll and not self._stop.is_set():
                         try:
                             changed = self._poll(watched, ready, results)
+                            failed_polls = 0
                         except _FATAL as exc:
                             self._fatal, changed = exc, False
-                        except SophonError:
-                            changed = False  # a bad tick (after the client's retries): back off, try again
+                        except SophonError as exc:
+                            # a bad tick (after the client's retries): back off and try again, a
+                            # bounded number of times in a row
+                            changed = False
+                            failed_polls += 1
+                            if failed_polls >= MAX_FAILED_POLLS:
+                                self._fatal = exc
+                                self._stop.set()
                         interval = POLL_START if changed else min(POLL_CAP, interval * POLL_FACTOR)
                         next_poll = self.clock() + interval
                     if not running and (self._stop.is_set() or (not pending and not ready and not watched)):
