@@ -264,12 +264,6 @@ def test_concurrent_encodes_of_one_batch_share_cache_and_jobs(make_server, tmp_p
     _check_outputs(srv, _summary(results[0][0]), n)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG pipeline.Pipeline.run: a failed polling tick ('except SophonError: changed = False') "
-    "is retried forever, so with GET /v1/jobs* failing `sophon encode` never ends (no bound on the "
-    "retries of the command; seen running > 600 s with default settings)",
-)
 def test_encode_gives_up_when_job_polling_keeps_failing(make_server, tmp_path):
     srv = make_server(faults="GET /v1/jobs*=500:1:retry-after=0.05")
     tiny_clips(tmp_path / "in", 2)
