@@ -33,6 +33,7 @@ from starlette.routing import Route
 from . import media
 from .core import Core
 from .tokens import TokenError
+from .uploadhash import PrefixHash
 from .util import JOB_STATUSES, PROFILES, RETRYABLE_CODES, TERMINAL, dumps, iso, new_id, now, redact_path
 from .worker import finish_job, progress_doc, sha256_file
 
@@ -463,21 +464,47 @@ async def put_part(request: Request) -> Response:
         fh = open(row["path"], "r+b")
     except FileNotFoundError:
         raise ApiError(409, "conflict", f"upload {uid} is no longer uploading") from None
-    with fh:
-        fh.seek(n * chunk)
-        async for block in request.stream():
-            if not block:
-                continue
-            written += len(block)
-            if written > expected:
-                raise ApiError(400, "validation_error", f"part {n} must be at most {expected} bytes")
-            fh.write(block)
+    hasher = _prefix_hash(request.app, uid, row)
+    try:
+        with fh:
+            fh.seek(n * chunk)
+            async for block in request.stream():
+                if not block:
+                    continue
+                written += len(block)
+                if written > expected:
+                    raise ApiError(400, "validation_error", f"part {n} must be at most {expected} bytes")
+                fh.write(block)
+    finally:
+        if hasher is not None and written:
+            hasher.wrote_at(n * chunk)  # the bytes are in the file now (fh is closed)
     if written == 0:
         raise ApiError(400, "validation_error", f"part {n} has an empty body")
     core.store.conn().execute(
         "INSERT OR IGNORE INTO upload_parts (upload_id, part_number, size) VALUES (?,?,?)", (uid, n, written)
     )
+    if hasher is not None and written == expected:
+        hasher.add(n, written)
+        hasher.kick()
     return ok({"part_number": n, "received": True})
+
+
+def _prefix_hash(app: Any, uid: str, row: dict[str, Any]) -> PrefixHash | None:
+    """The upload's incremental hasher (created on the first part this process receives)."""
+    if not hasattr(os, "pread"):  # pragma: no cover - non-POSIX: complete reads the whole file
+        return None
+    hashers: dict[str, PrefixHash] = app.state.prefix_hashes
+    hasher = hashers.get(uid)
+    if hasher is None:
+        hasher = hashers.setdefault(uid, PrefixHash(row["path"], row["chunk_size"], row["file_size"]))
+    return hasher
+
+
+def _drop_prefix_hash(app: Any, uid: str) -> PrefixHash | None:
+    hasher = app.state.prefix_hashes.pop(uid, None)
+    if hasher is not None:
+        hasher.close()
+    return hasher
 
 
 @idempotent
@@ -510,8 +537,13 @@ async def complete_upload(request: Request) -> Response:
     staging = Path(row["path"])
     ext = Path(row["file_name"]).suffix.lower()[:10] or ".bin"
     final = core.config.data_dir / "sources" / f"{uid}{ext}"
+    # the parts this process received were hashed as they landed: read only the rest
+    hasher = _drop_prefix_hash(request.app, uid)
     try:
-        digest = await run_in_threadpool(sha256_file, staging)
+        if hasher is not None and Path(hasher.path) == staging:
+            digest = await run_in_threadpool(hasher.finish)
+        else:
+            digest = await run_in_threadpool(sha256_file, staging)
         info = await run_in_threadpool(media.probe, staging)
     except media.ProbeError as exc:
         core.store.conn().execute("UPDATE uploads SET status='canceled' WHERE id=?", (uid,))
@@ -533,6 +565,7 @@ async def cancel_upload(request: Request) -> Response:
     core: Core = request.app.state.core
     uid = request.path_params["id"]
     row = _upload_or_404(core, uid)
+    _drop_prefix_hash(request.app, uid)
     if row["status"] != "canceled":
         core.store.conn().execute("UPDATE uploads SET status='canceled' WHERE id=?", (uid,))
         core.store.conn().execute("DELETE FROM upload_parts WHERE upload_id=?", (uid,))
@@ -1006,4 +1039,5 @@ def build_app(core: Core):
         },
     )
     app.state.core = core
+    app.state.prefix_hashes = {}  # upload id -> PrefixHash (see uploadhash.py)
     return Frame(app, core)
