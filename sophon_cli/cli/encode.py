@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sophon_cli.cli import options as opts
 from sophon_cli.cli.context import get_ctx
 
 _TERMINAL_EVENTS = ("done", "failed", "cached", "timed_out")
@@ -53,30 +54,12 @@ def encode_command(
             help="Output file name; fields {stem} {ext} {name} {suffix} {profile}.",
         ),
     ] = "{stem}.sophon.{ext}",
-    profile: Annotated[
-        str, typer.Option("--profile", metavar="PROFILE", help="Encoding profile (the server validates it).")
-    ] = "sophon-auto",
-    container: Annotated[
-        str | None, typer.Option("--container", metavar="mp4|mkv", help="Output container [default: mp4].")
-    ] = None,
-    audio: Annotated[
-        bool | None, typer.Option("--audio/--no-audio", help="Keep the source audio [server default: no].")
-    ] = None,
-    height: Annotated[
-        int | None, typer.Option("--height", metavar="N", help="Downscale to this height (144-4320).")
-    ] = None,
-    webhook: Annotated[
-        list[str] | None,
-        typer.Option("--webhook", metavar="WEBHOOK_ID", help="Notify this webhook (repeatable)."),
-    ] = None,
-    metadata: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--metadata",
-            metavar="KEY=VALUE",
-            help="Attach metadata to every job; VALUE may be JSON (repeatable).",
-        ),
-    ] = None,
+    profile: opts.Profile = "sophon-auto",
+    container: opts.Container = None,
+    audio: opts.Audio = None,
+    height: opts.Height = None,
+    webhook: opts.Webhooks = None,
+    metadata: opts.Metadata = None,
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-j", metavar="N", help="Files uploaded/downloaded at once.")
     ] = 2,

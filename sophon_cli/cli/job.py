@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sophon_cli.cli import options as opts
 from sophon_cli.cli.context import get_ctx
 
 app = typer.Typer(no_args_is_help=True)
@@ -271,29 +272,12 @@ def create(
     upload_id: Annotated[
         str | None, typer.Option("--upload", metavar="UPLOAD_ID", help="Encode an already uploaded file.")
     ] = None,
-    profile: Annotated[
-        str, typer.Option("--profile", metavar="PROFILE", help="Encoding profile (the server validates it).")
-    ] = "sophon-auto",
-    container: Annotated[
-        str | None,
-        typer.Option("--container", metavar="mp4|mkv", help="Output container [server default: mp4]."),
-    ] = None,
-    audio: Annotated[
-        bool | None, typer.Option("--audio/--no-audio", help="Keep the source audio [server default: no].")
-    ] = None,
-    height: Annotated[
-        int | None, typer.Option("--height", metavar="N", help="Downscale to this height (144-4320).")
-    ] = None,
-    webhooks: Annotated[
-        list[str] | None,
-        typer.Option("--webhook", metavar="WEBHOOK_ID", help="Notify this webhook (repeatable)."),
-    ] = None,
-    metadata: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--metadata", metavar="KEY=VALUE", help="Attach metadata; VALUE may be JSON (repeatable)."
-        ),
-    ] = None,
+    profile: opts.Profile = "sophon-auto",
+    container: opts.Container = None,
+    audio: opts.Audio = None,
+    height: opts.Height = None,
+    webhooks: opts.Webhooks = None,
+    metadata: opts.Metadata = None,
     metadata_file: Annotated[
         Path | None, typer.Option("--metadata-file", metavar="FILE", help="Attach a JSON object of metadata.")
     ] = None,
