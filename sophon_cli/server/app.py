@@ -708,9 +708,10 @@ async def create_job(request: Request) -> Response:
             now(),
         ),
     )
+    created = job_json(core.store.get_job(jid))  # type: ignore[arg-type]  # as created: queued
     core.workers.notify()
     core.metrics.inc("sophon_jobs_created_total", profile=profile)
-    return ok(job_json(core.store.get_job(jid)), 201)  # type: ignore[arg-type]
+    return ok(created, 201)
 
 
 async def get_job(request: Request) -> Response:
@@ -986,11 +987,28 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return envelope(exc.status, exc.code, exc.message, _rid(request), exc.headers)
 
 
+def _allowed_methods(request: Request) -> str | None:
+    """Every method some route accepts for this path (routes are declared one method each)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)  # PARTIAL: the path matches, the method does not
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods)) or None
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
+        allow = _allowed_methods(request) or (exc.headers or {}).get("Allow")  # RFC 9110 wants it
         return envelope(
-            405, "validation_error", f"method {request.method} is not allowed here", _rid(request)
+            405,
+            "validation_error",
+            f"method {request.method} is not allowed here" + (f"; use {allow}" if allow else ""),
+            _rid(request),
+            headers={"Allow": allow} if allow else None,
         )
     if exc.status_code == 404:
         return envelope(404, "not_found", f"no route for {request.method} {request.url.path}", _rid(request))
