@@ -20,6 +20,6 @@ class ExitCode(IntEnum):
 
 EXIT_CODE_HELP = (
     "Exit codes: 0 ok, 1 error, 2 usage or bad input, 3 not found, 4 auth or missing key, "
-    "5 job failed or canceled, 6 timed out, 7 partial failure in a batch, "
+    "5 job failed or canceled, 6 timed out, 7 files of a batch failed, "
     "8 server unreachable, 130 interrupted."
 )
