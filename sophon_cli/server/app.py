@@ -530,13 +530,16 @@ async def complete_upload(request: Request) -> Response:
             f"assembled size {received} bytes does not match file_size {row['file_size']}",
         )
     cur = core.store.conn().execute(
-        "UPDATE uploads SET status='assembling' WHERE id=? AND status='uploading'", (uid,)
+        "UPDATE uploads SET status='assembling', assembling_owner=? WHERE id=? AND status='uploading'",
+        (core.workers.owner, uid),
     )
     if cur.rowcount != 1:
         raise ApiError(409, "conflict", f"upload {uid} is already being completed")
     staging = Path(row["path"])
     ext = Path(row["file_name"]).suffix.lower()[:10] or ".bin"
     final = core.config.data_dir / "sources" / f"{uid}{ext}"
+    if not staging.exists() and final.exists():  # a server died between the move and the commit
+        os.replace(final, staging)
     # the parts this process received were hashed as they landed: read only the rest
     hasher = _drop_prefix_hash(request.app, uid)
     try:
@@ -551,7 +554,9 @@ async def complete_upload(request: Request) -> Response:
         staging.unlink(missing_ok=True)
         raise ApiError(422, "source_invalid", f"the uploaded file is not a usable video: {exc}") from None
     except BaseException:
-        core.store.conn().execute("UPDATE uploads SET status='uploading' WHERE id=?", (uid,))
+        core.store.conn().execute(
+            "UPDATE uploads SET status='uploading', assembling_owner=NULL WHERE id=?", (uid,)
+        )
         raise
     os.replace(staging, final)
     core.store.conn().execute(

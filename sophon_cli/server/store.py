@@ -122,6 +122,9 @@ class Store:
         self._lock = threading.Lock()
         conn = self.conn()
         conn.executescript(SCHEMA)
+        columns = {r["name"] for r in conn.execute("PRAGMA table_info(uploads)")}
+        if "assembling_owner" not in columns:  # added after the first release of the schema
+            conn.execute("ALTER TABLE uploads ADD COLUMN assembling_owner TEXT")
         try:
             os.chmod(self.path, 0o600)
         except OSError:
@@ -254,6 +257,22 @@ class Store:
             f" WHERE id=? AND lease_owner=? AND status IN ({placeholders})",
             (job_id, owner, *ACTIVE),
         )
+
+    def release_stale_assembling(self, is_dead) -> int:
+        """Uploads left ``assembling`` by a server that died mid-complete go back to ``uploading``
+        (their parts are all there), so the client's retry of complete can finish them."""
+        n = 0
+        with self.tx() as db:
+            rows = db.execute("SELECT id, assembling_owner FROM uploads WHERE status='assembling'").fetchall()
+            for r in rows:
+                if is_dead(r["assembling_owner"] or ""):
+                    db.execute(
+                        "UPDATE uploads SET status='uploading', assembling_owner=NULL"
+                        " WHERE id=? AND status='assembling'",
+                        (r["id"],),
+                    )
+                    n += 1
+        return n
 
     def requeue_stale(self, is_dead) -> int:
         """Re-queue active jobs whose lease lapsed or whose owner ``is_dead(owner)``."""

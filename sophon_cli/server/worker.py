@@ -159,6 +159,7 @@ class WorkerPool:
     def start(self) -> None:
         _LIVE_OWNERS.add(self.owner)
         self.store.requeue_stale(owner_is_dead)
+        self.store.release_stale_assembling(owner_is_dead)
         for i in range(self.n):
             t = threading.Thread(target=self._loop, name=f"sophon-worker-{i}", daemon=True)
             t.start()
@@ -198,6 +199,7 @@ class WorkerPool:
             try:
                 if self.store.requeue_stale(owner_is_dead):
                     self._wake.set()
+                self.store.release_stale_assembling(owner_is_dead)
                 expire_uploads(self.store)
             except Exception:
                 log.exception("maintenance error")
