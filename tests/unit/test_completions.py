@@ -97,3 +97,20 @@ def test_other_shells_parse_their_scripts(shell, name, flag):
     if exe is None:
         pytest.skip(f"{shell} is not installed")
     subprocess.run([exe, flag, str(COMPLETIONS / name)], check=True)
+
+
+def test_fish_completes_subcommands_and_options():
+    exe = shutil.which("fish")
+    if exe is None:
+        pytest.skip("fish is not installed")
+    script = (
+        f"source {COMPLETIONS / 'sophon.fish'}\n"
+        "complete -C 'sophon jo'\necho ---\ncomplete -C 'sophon job '\necho ---\ncomplete -C 'sophon config set --p'\n"
+    )
+    out = subprocess.run(
+        [exe, "--no-config", "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    first, second, third = (part.strip().splitlines() for part in out.split("---"))
+    assert [line.split("\t")[0] for line in first] == ["job"]
+    assert {line.split("\t")[0] for line in second} == {"create", "get", "list", "cancel", "wait"}
+    assert [line.split("\t")[0] for line in third] == ["--profile"]
