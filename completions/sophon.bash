@@ -11,6 +11,9 @@ _sophon() {
         esac
     done
     case "${path}:${prev}" in
+        '/encode:--container') COMPREPLY=($(compgen -W 'mp4 mkv' -- "$cur")); return ;;
+        '/encode:--fallback') COMPREPLY=($(compgen -W 'copy skip fail' -- "$cur")); return ;;
+        '/job/create:--container') COMPREPLY=($(compgen -W 'mp4 mkv' -- "$cur")); return ;;
     esac
     case "$path" in
         '') words='upload download encode health server completions uploads job webhooks config cache --version --base-url --profile --json --quiet -q --verbose -v --no-progress --local --help'; leaf=0 ;;

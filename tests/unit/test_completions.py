@@ -114,3 +114,8 @@ def test_fish_completes_subcommands_and_options():
     assert [line.split("\t")[0] for line in first] == ["job"]
     assert {line.split("\t")[0] for line in second} == {"create", "get", "list", "cancel", "wait"}
     assert [line.split("\t")[0] for line in third] == ["--profile"]
+
+
+def test_bash_completes_documented_option_values():
+    assert sorted(_bash_complete("sophon", "encode", "--fallback", "")) == ["copy", "fail", "skip"]
+    assert _bash_complete("sophon", "job", "create", "--container", "m") == ["mp4", "mkv"]
