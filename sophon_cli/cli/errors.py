@@ -24,21 +24,16 @@ def classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, KeyboardInterrupt):
         return ExitCode.INTERRUPTED, "interrupted; run the same command again to resume"
     if isinstance(exc, e.SophonError):
-        code = ExitCode.ERROR
-        if isinstance(exc, e.InputError):
-            code = ExitCode.USAGE
-        elif isinstance(exc, e.ConfigError):
-            code = ExitCode.AUTH
-        elif isinstance(exc, e.TransportError):
-            code = ExitCode.UNREACHABLE
-        elif isinstance(exc, e.JobFailedError):
-            code = ExitCode.JOB_FAILED
-        elif isinstance(exc, e.WaitTimeoutError):
-            code = ExitCode.TIMEOUT
-        elif isinstance(exc, e.AuthError):
-            code = ExitCode.AUTH
-        elif isinstance(exc, e.NotFoundError):
-            code = ExitCode.NOT_FOUND
+        exit_codes = (
+            (e.InputError, ExitCode.USAGE),
+            (e.ConfigError, ExitCode.AUTH),
+            (e.AuthError, ExitCode.AUTH),
+            (e.NotFoundError, ExitCode.NOT_FOUND),
+            (e.TransportError, ExitCode.UNREACHABLE),
+            (e.JobFailedError, ExitCode.JOB_FAILED),
+            (e.WaitTimeoutError, ExitCode.TIMEOUT),
+        )
+        code = next((c for cls, c in exit_codes if isinstance(exc, cls)), ExitCode.ERROR)
         msg = str(exc)
         hint = getattr(exc, "hint", None) or _default_hint(exc)
         if hint:

@@ -363,10 +363,7 @@ def get(ctx: typer.Context, job_id: JobIdArg) -> None:
     """Show a job: status, progress, source and output."""
     app_ctx = get_ctx(ctx)
     job = app_ctx.client().jobs.get(job_id)
-    if app_ctx.out.json:
-        app_ctx.out.emit(job)
-    else:
-        app_ctx.out.kv(job_rows(job))
+    app_ctx.out.record(job, job_rows(job))
 
 
 @app.command("list")

@@ -89,6 +89,13 @@ class Output:
             for row in rows:
                 self.print("\t".join(c.replace("\t", " ").replace("\n", " ") for c in row))
 
+    def record(self, obj: Any, pairs: Iterable[tuple[str, Any]]) -> None:
+        """One API object: as JSON with --json, else as ``key: value`` lines."""
+        if self.json:
+            self.emit(obj)
+        else:
+            self.kv(pairs)
+
     def kv(self, pairs: Iterable[tuple[str, Any]]) -> None:
         pairs = [(k, "" if v is None else str(v)) for k, v in pairs]
         width = max((len(k) for k, _ in pairs), default=0)

@@ -37,10 +37,7 @@ def get(ctx: typer.Context, upload_id: UploadIdArg) -> None:
     """Show an upload session: status, parts received, expiry."""
     app_ctx = get_ctx(ctx)
     status = app_ctx.client().uploads.get(upload_id)
-    if app_ctx.out.json:
-        app_ctx.out.emit(status)
-    else:
-        app_ctx.out.kv(upload_rows(status))
+    app_ctx.out.record(status, upload_rows(status))
 
 
 @app.command("cancel")
