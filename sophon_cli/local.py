@@ -36,9 +36,12 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("sophon", appauthor=False)) / "server"
 
 
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+
+
 def _healthy(url: str, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/healthz", timeout=timeout) as resp:
+        with _NO_PROXY.open(url.rstrip("/") + "/healthz", timeout=timeout) as resp:
             return resp.status == 200
     except Exception:
         return False
@@ -72,6 +75,7 @@ def ensure_local_server(data_dir: str | os.PathLike | None = None) -> tuple[str,
         (d / "server.json").unlink(missing_ok=True)
         env = dict(os.environ)
         env.pop("SOPHON_SERVER_API_KEYS", None)  # the server must use the data dir's key file
+        env.pop("SOPHON_API_KEY", None)  # the user's key for the real API has no business there
         log_path = d / "server.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(

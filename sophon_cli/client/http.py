@@ -307,6 +307,20 @@ def _is_plain_http(url: str) -> bool:
     return url[:7].lower() == "http://"
 
 
+def is_loopback(url: str) -> bool:
+    """True for URLs on this machine (127.0.0.0/8, ::1, localhost): never sent through a proxy."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _lazy_verified_transport(limits: httpx.Limits) -> httpx.BaseTransport:
     """A transport that builds a default (certificate-verifying) HTTPTransport on first use."""
     import httpx
@@ -345,11 +359,15 @@ def plain_http_options(
     """
     if not _is_plain_http(url) or transport is not None:
         return {}
+    options: dict[str, Any] = {"verify": False, "mounts": {"https://": _lazy_verified_transport(limits)}}
+    if is_loopback(url):
+        # the local server: an HTTP(S)_PROXY from the environment must not capture loopback traffic
+        return {**options, "trust_env": False}
     from urllib.request import getproxies
 
     if getproxies():
         return {}
-    return {"verify": False, "mounts": {"https://": _lazy_verified_transport(limits)}}
+    return options
 
 
 # ---------------------------------------------------------------------------------------------
