@@ -334,20 +334,11 @@ def create(
 
 
 def _read_metadata_file(path: Path) -> str:
-    import sys
-
     from sophon_cli.client.errors import InputError
 
-    if str(path) == "-":
-        return sys.stdin.read()
+    data = opts.read_option_file(str(path), "--metadata-file", kind="a JSON file")
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"no such file: {path}", hint="check the --metadata-file path") from None
-    except IsADirectoryError:
-        raise InputError(f"--metadata-file {path} is a directory", hint="pass a JSON file") from None
-    except PermissionError:
-        raise InputError(f"cannot read {path}: permission denied", hint="fix its permissions") from None
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"--metadata-file {path} is not UTF-8 text", hint="pass a JSON file") from None
 

@@ -27,3 +27,22 @@ Metadata = Annotated[
     list[str] | None,
     typer.Option("--metadata", metavar="KEY=VALUE", help="Attach metadata; VALUE may be JSON (repeatable)."),
 ]
+
+
+def read_option_file(path: str, option: str, *, kind: str) -> bytes:
+    """The bytes of a file named by ``option`` (``-`` = stdin); a bad path is one InputError line."""
+    import sys
+    from pathlib import Path
+
+    from sophon_cli.client.errors import InputError
+
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}", hint=f"check the {option} path") from None
+    except IsADirectoryError:
+        raise InputError(f"{option} {path} is a directory", hint=f"pass {kind}") from None
+    except PermissionError:
+        raise InputError(f"cannot read {path}: permission denied", hint="fix its permissions") from None

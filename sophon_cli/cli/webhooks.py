@@ -10,7 +10,6 @@ body's ``event_id``, prints one line per new event and can forward the raw reque
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -205,18 +204,9 @@ def verify(
 
 
 def _read_body(body_file: str) -> bytes:
-    from sophon_cli.client.errors import InputError
+    from sophon_cli.cli.options import read_option_file
 
-    if body_file == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return Path(body_file).read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"no such file: {body_file}", hint="check the --body-file path") from None
-    except IsADirectoryError:
-        raise InputError(f"--body-file {body_file} is a directory", hint="pass the raw body file") from None
-    except PermissionError:
-        raise InputError(f"cannot read {body_file}: permission denied", hint="fix its permissions") from None
+    return read_option_file(body_file, "--body-file", kind="the raw body file")
 
 
 # ---- listen ---------------------------------------------------------------------------------
