@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import sqlite3
 import threading
 import urllib.error
 import urllib.request
@@ -35,33 +34,20 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def enqueue_events(db: sqlite3.Connection, job: dict[str, Any]) -> int:
-    """Queue the terminal event of ``job`` for each active webhook it listed (inside a tx)."""
-    ids = job.get("webhook_ids") or []
-    if not ids or job["status"] not in EVENT_TYPES:
-        return 0
-    t = now()
-    n = 0
-    for wid in ids:
-        hook = db.execute("SELECT id, active FROM webhooks WHERE id=?", (wid,)).fetchone()
-        if hook is None or not hook["active"]:
-            continue
-        event_id = new_id("evt")
-        payload = {
-            "event_id": event_id,
-            "type": EVENT_TYPES[job["status"]],
-            "timestamp": iso(t),
-            "job_id": job["id"],
-            "status": job["status"],
-            "metadata": job.get("metadata") or {},
-        }
-        db.execute(
-            "INSERT INTO deliveries (event_id, webhook_id, job_id, body, next_attempt_at, state,"
-            " created_at) VALUES (?,?,?,?,?,'pending',?)",
-            (event_id, wid, job["id"], dumps(payload).encode(), t, t),
-        )
-        n += 1
-    return n
+def event_for(job: dict[str, Any], webhook_id: str, t: float) -> tuple[str, bytes] | None:
+    """The ``(event_id, body)`` of ``job``'s terminal event for one webhook (None: no event)."""
+    if job["status"] not in EVENT_TYPES:
+        return None
+    event_id = new_id("evt")
+    payload = {
+        "event_id": event_id,
+        "type": EVENT_TYPES[job["status"]],
+        "timestamp": iso(t),
+        "job_id": job["id"],
+        "status": job["status"],
+        "metadata": job.get("metadata") or {},
+    }
+    return event_id, dumps(payload).encode()
 
 
 class _Refused(Exception):
@@ -121,33 +107,10 @@ class DeliveryWorker:
         return self.retry_delays[idx]
 
     def _claim(self) -> list[dict[str, Any]]:
-        t = now()
-        claimed = []
-        with self.store.tx() as db:
-            # leases that lapsed (a crashed sender) become pending again
-            db.execute(
-                "UPDATE deliveries SET state='pending' WHERE state='sending' AND lease_until < ?", (t,)
-            )
-            rows = db.execute(
-                "SELECT d.*, w.url, w.secret FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id"
-                " WHERE d.state='pending' AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at LIMIT 16",
-                (t,),
-            ).fetchall()
-            for r in rows:
-                db.execute(
-                    "UPDATE deliveries SET state='sending', lease_until=? WHERE id=?",
-                    (t + TIMEOUT + 20, r["id"]),
-                )
-                claimed.append(dict(r))
-        return claimed
+        return self.store.claim_deliveries(TIMEOUT + 20)
 
     def _next_due(self) -> float | None:
-        row = (
-            self.store.conn()
-            .execute("SELECT MIN(next_attempt_at) FROM deliveries WHERE state='pending'")
-            .fetchone()
-        )
-        return row[0] if row and row[0] is not None else None
+        return self.store.next_delivery_due()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -195,16 +158,10 @@ class DeliveryWorker:
         attempts = d["attempts"] + 1
         try:
             if error is None:
-                self.store.conn().execute(
-                    "UPDATE deliveries SET state='delivered', attempts=?, last_error=NULL WHERE id=?",
-                    (attempts, d["id"]),
-                )
+                self.store.delivery_delivered(d["id"], attempts)
                 self.metrics.inc("sophon_webhook_deliveries_total", outcome="delivered")
             elif attempts >= MAX_ATTEMPTS:
-                self.store.conn().execute(
-                    "UPDATE deliveries SET state='dropped', attempts=?, last_error=? WHERE id=?",
-                    (attempts, error, d["id"]),
-                )
+                self.store.delivery_dropped(d["id"], attempts, error)
                 self.metrics.inc("sophon_webhook_deliveries_total", outcome="dropped")
                 log.warning(
                     "webhook %s: event %s dropped after %d attempts (%s)",
@@ -214,11 +171,7 @@ class DeliveryWorker:
                     error,
                 )
             else:
-                self.store.conn().execute(
-                    "UPDATE deliveries SET state='pending', attempts=?, last_error=?, next_attempt_at=?"
-                    " WHERE id=?",
-                    (attempts, error, now() + self._delay(attempts), d["id"]),
-                )
+                self.store.delivery_retry(d["id"], attempts, error, now() + self._delay(attempts))
                 self.metrics.inc("sophon_webhook_deliveries_total", outcome="retry")
         finally:
             self._wake.set()

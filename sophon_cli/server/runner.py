@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,37 +48,10 @@ class LocalServer:
     ...     srv.url  # 'http://127.0.0.1:41234'
     """
 
-    def __init__(
-        self,
-        data_dir: str | os.PathLike,
-        api_keys: Iterable[str] | None = None,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        workers: int = 1,
-        chunk_size: int | None = None,
-        faults: str | None = None,
-        faults_seed: int | None = None,
-        allow_insecure_webhooks: bool = False,
-        webhook_retry_delays: Iterable[float] = (10, 60),
-        request_log: str | os.PathLike | None = None,
-        log_requests: bool = False,
-        lease_seconds: float = 30.0,
-    ) -> None:
-        self.config = ServerConfig(
-            data_dir=Path(data_dir),
-            api_keys=list(api_keys or []),
-            host=host,
-            port=port,
-            workers=workers,
-            chunk_size=chunk_size,
-            faults=faults,
-            faults_seed=faults_seed,
-            allow_insecure_webhooks=allow_insecure_webhooks,
-            webhook_retry_delays=tuple(webhook_retry_delays),
-            request_log=Path(request_log) if request_log else None,
-            log_requests=log_requests,
-            lease_seconds=lease_seconds,
-        )
+    def __init__(self, data_dir: str | os.PathLike, **options: Any) -> None:
+        """``options`` are :class:`~.config.ServerConfig` fields (``api_keys``, ``port``, ``workers``,
+        ``chunk_size``, ``faults``, ``webhook_retry_delays``, ``request_log``, ...)."""
+        self.config = ServerConfig(data_dir=Path(data_dir), **options)
         self.core: Any = None
         self._server: Any = None
         self._thread: threading.Thread | None = None

@@ -20,6 +20,9 @@ from typing import Any
 
 from .util import ACTIVE, TERMINAL, now
 
+# Every SQL statement of the server lives in this module; the handlers, workers and the delivery
+# thread call the typed methods below.
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (
     id TEXT PRIMARY KEY,
@@ -100,6 +103,19 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at);
 """
 
+JOB_INSERT_COLUMNS = (
+    "id",
+    "upload_id",
+    "status",
+    "profile",
+    "options",
+    "webhook_ids",
+    "metadata",
+    "source",
+    "progress",
+    "output",
+    "created_at",
+)
 PENDING_TTL = 300.0  # seconds a first request may hold its Idempotency-Key before it counts as dead
 JSON_COLUMNS = ("options", "webhook_ids", "metadata", "source", "progress", "output", "probe")
 
@@ -303,3 +319,227 @@ class Store:
             .fetchone()
         )
         return int(row[0])
+
+    def job_counts(self) -> list[tuple[str, int]]:
+        return [
+            (r[0], int(r[1]))
+            for r in self.conn().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        ]
+
+    def insert_job(self, **values: Any) -> None:
+        args = tuple(json.dumps(values[c]) if c in JSON_COLUMNS else values[c] for c in JOB_INSERT_COLUMNS)
+        self.conn().execute(
+            f"INSERT INTO jobs ({', '.join(JOB_INSERT_COLUMNS)}) VALUES ({','.join('?' * len(args))})", args
+        )
+
+    def list_jobs(self, *, before_seq: int | None, status: str | None, limit: int) -> list[dict[str, Any]]:
+        """Jobs newest first (by ``seq``), below ``before_seq``, at most ``limit``."""
+        where, args = [], []
+        if before_seq is not None:
+            where.append("seq < ?")
+            args.append(before_seq)
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        return self.all(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit))
+
+    def upload_has_jobs(self, upload_id: str) -> bool:
+        row = self.conn().execute("SELECT 1 FROM jobs WHERE upload_id=? LIMIT 1", (upload_id,)).fetchone()
+        return row is not None
+
+    def finish_job(
+        self, job_id: str, status: str, *, owner: str | None, fields: dict[str, Any], events
+    ) -> dict[str, Any] | None:
+        """Move a non-terminal job to terminal ``status`` and queue its webhook events in one
+        transaction. ``events(job, webhook_id, t)`` returns ``(event_id, body)`` for each active
+        webhook the job listed. Returns the updated row, or None if the job was already terminal
+        (or not ``owner``'s)."""
+        t = now()
+        sets = ["status=?", "completed_at=?", "lease_owner=NULL", "lease_until=NULL"]
+        args: list[Any] = [status, t]
+        for k, v in fields.items():
+            sets.append(f"{k}=?")
+            args.append(json.dumps(v) if k in JSON_COLUMNS else v)
+        where = f"id=? AND status NOT IN ({','.join('?' * len(TERMINAL))})"
+        args += [job_id, *TERMINAL]
+        if owner is not None:
+            where += " AND lease_owner=?"
+            args.append(owner)
+        with self.tx() as db:
+            cur = db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE {where}", tuple(args))
+            if cur.rowcount != 1:
+                return None
+            row = _row(db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
+            assert row is not None
+            for wid in row.get("webhook_ids") or []:
+                hook = db.execute("SELECT active FROM webhooks WHERE id=?", (wid,)).fetchone()
+                if hook is None or not hook["active"]:
+                    continue
+                made = events(row, wid, t)
+                if made is None:
+                    continue
+                event_id, body = made
+                db.execute(
+                    "INSERT INTO deliveries (event_id, webhook_id, job_id, body, next_attempt_at, state,"
+                    " created_at) VALUES (?,?,?,?,?,'pending',?)",
+                    (event_id, wid, job_id, body, t, t),
+                )
+        return row
+
+    # -- uploads ---------------------------------------------------------------------------------
+    def insert_upload(
+        self,
+        *,
+        id: str,
+        file_name: str,
+        file_size: int,
+        mime_type: str,
+        chunk_size: int,
+        total_chunks: int,
+        created_at: float,
+        expires_at: float,
+        path: str,
+    ) -> None:
+        self.conn().execute(
+            "INSERT INTO uploads (id, file_name, file_size, mime_type, chunk_size, total_chunks, status,"
+            " created_at, expires_at, path) VALUES (?,?,?,?,?,?,'uploading',?,?,?)",
+            (id, file_name, file_size, mime_type, chunk_size, total_chunks, created_at, expires_at, path),
+        )
+
+    def get_upload(self, upload_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM uploads WHERE id=?", (upload_id,))
+
+    def part_numbers(self, upload_id: str) -> list[int]:
+        rows = self.conn().execute(
+            "SELECT part_number FROM upload_parts WHERE upload_id=? ORDER BY part_number", (upload_id,)
+        )
+        return [r[0] for r in rows]
+
+    def part_sizes(self, upload_id: str) -> dict[int, int]:
+        rows = self.conn().execute(
+            "SELECT part_number, size FROM upload_parts WHERE upload_id=?", (upload_id,)
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def has_part(self, upload_id: str, part_number: int) -> bool:
+        row = (
+            self.conn()
+            .execute(
+                "SELECT 1 FROM upload_parts WHERE upload_id=? AND part_number=?", (upload_id, part_number)
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def add_part(self, upload_id: str, part_number: int, size: int) -> None:
+        self.conn().execute(
+            "INSERT OR IGNORE INTO upload_parts (upload_id, part_number, size) VALUES (?,?,?)",
+            (upload_id, part_number, size),
+        )
+
+    def begin_assembling(self, upload_id: str, owner: str) -> bool:
+        cur = self.conn().execute(
+            "UPDATE uploads SET status='assembling', assembling_owner=? WHERE id=? AND status='uploading'",
+            (owner, upload_id),
+        )
+        return cur.rowcount == 1
+
+    def abort_assembling(self, upload_id: str) -> None:
+        self.conn().execute(
+            "UPDATE uploads SET status='uploading', assembling_owner=NULL WHERE id=?", (upload_id,)
+        )
+
+    def complete_upload(self, upload_id: str, *, sha256: str, probe: dict[str, Any], path: str) -> None:
+        self.conn().execute(
+            "UPDATE uploads SET status='completed', sha256=?, probe=?, path=? WHERE id=?",
+            (sha256, json.dumps(probe), path, upload_id),
+        )
+
+    def cancel_upload(self, upload_id: str, *, only_if: str | None = None) -> bool:
+        """Mark the upload canceled and forget its parts (only from status ``only_if`` when given)."""
+        with self.tx() as db:
+            if only_if is None:
+                cur = db.execute("UPDATE uploads SET status='canceled' WHERE id=?", (upload_id,))
+            else:
+                cur = db.execute(
+                    "UPDATE uploads SET status='canceled' WHERE id=? AND status=?", (upload_id, only_if)
+                )
+            if cur.rowcount:
+                db.execute("DELETE FROM upload_parts WHERE upload_id=?", (upload_id,))
+        return cur.rowcount == 1
+
+    def uploads_past_expiry(self, t: float) -> list[dict[str, Any]]:
+        return self.all("SELECT id, path FROM uploads WHERE status='uploading' AND expires_at < ?", (t,))
+
+    # -- webhooks --------------------------------------------------------------------------------
+    def insert_webhook(self, *, id: str, url: str, name: str | None, secret: str, created_at: float) -> None:
+        self.conn().execute(
+            "INSERT INTO webhooks (id, url, name, secret, active, created_at) VALUES (?,?,?,?,1,?)",
+            (id, url, name, secret, created_at),
+        )
+
+    def active_webhooks(self) -> list[dict[str, Any]]:
+        return self.all(
+            "SELECT id, url, name, active, created_at FROM webhooks WHERE active=1 ORDER BY created_at"
+        )
+
+    def webhook_is_active(self, webhook_id: str) -> bool:
+        row = self.conn().execute("SELECT active FROM webhooks WHERE id=?", (webhook_id,)).fetchone()
+        return row is not None and bool(row["active"])
+
+    def deactivate_webhook(self, webhook_id: str) -> bool:
+        cur = self.conn().execute("UPDATE webhooks SET active=0 WHERE id=? AND active=1", (webhook_id,))
+        return cur.rowcount == 1
+
+    # -- deliveries ------------------------------------------------------------------------------
+    def delivery_counts(self) -> list[tuple[str, int]]:
+        rows = self.conn().execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state")
+        return [(r[0], int(r[1])) for r in rows]
+
+    def claim_deliveries(self, lease: float, limit: int = 16) -> list[dict[str, Any]]:
+        """Due pending deliveries (with their webhook's url and secret), leased to the caller."""
+        t = now()
+        claimed = []
+        with self.tx() as db:
+            # leases that lapsed (a crashed sender) become pending again
+            db.execute(
+                "UPDATE deliveries SET state='pending' WHERE state='sending' AND lease_until < ?", (t,)
+            )
+            rows = db.execute(
+                "SELECT d.*, w.url, w.secret FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id"
+                " WHERE d.state='pending' AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at LIMIT ?",
+                (t, limit),
+            ).fetchall()
+            for r in rows:
+                db.execute(
+                    "UPDATE deliveries SET state='sending', lease_until=? WHERE id=?", (t + lease, r["id"])
+                )
+                claimed.append(dict(r))
+        return claimed
+
+    def next_delivery_due(self) -> float | None:
+        row = (
+            self.conn()
+            .execute("SELECT MIN(next_attempt_at) FROM deliveries WHERE state='pending'")
+            .fetchone()
+        )
+        return row[0] if row and row[0] is not None else None
+
+    def delivery_delivered(self, delivery_id: int, attempts: int) -> None:
+        self.conn().execute(
+            "UPDATE deliveries SET state='delivered', attempts=?, last_error=NULL WHERE id=?",
+            (attempts, delivery_id),
+        )
+
+    def delivery_dropped(self, delivery_id: int, attempts: int, error: str) -> None:
+        self.conn().execute(
+            "UPDATE deliveries SET state='dropped', attempts=?, last_error=? WHERE id=?",
+            (attempts, error, delivery_id),
+        )
+
+    def delivery_retry(self, delivery_id: int, attempts: int, error: str, at: float) -> None:
+        self.conn().execute(
+            "UPDATE deliveries SET state='pending', attempts=?, last_error=?, next_attempt_at=? WHERE id=?",
+            (attempts, error, at, delivery_id),
+        )

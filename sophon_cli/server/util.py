@@ -19,8 +19,6 @@ PROFILES = tuple(
     + ["sophon-auto"]
 )
 
-RETRYABLE_CODES = frozenset({"rate_limited", "capacity_exceeded", "internal_error"})
-
 
 def now() -> float:
     return time.time()

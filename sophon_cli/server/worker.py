@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from . import media
-from .delivery import enqueue_events
-from .store import JSON_COLUMNS, Store, _row
-from .util import TERMINAL, now
+from .delivery import event_for
+from .store import Store
+from .util import now
 
 log = logging.getLogger("sophon.server.worker")
 
@@ -96,25 +96,7 @@ def finish_job(store: Store, job_id: str, status: str, *, owner: str | None = No
 
     Returns the updated job row, or None if the job was already terminal (or not ``owner``'s).
     """
-    sets = ["status=?", "completed_at=?", "lease_owner=NULL", "lease_until=NULL"]
-    args: list[Any] = [status, now()]
-    for k, v in fields.items():
-        sets.append(f"{k}=?")
-        import json
-
-        args.append(json.dumps(v) if k in JSON_COLUMNS else v)
-    where = f"id=? AND status NOT IN ({','.join('?' * len(TERMINAL))})"
-    args += [job_id, *TERMINAL]
-    if owner is not None:
-        where += " AND lease_owner=?"
-        args.append(owner)
-    with store.tx() as db:
-        cur = db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE {where}", tuple(args))
-        if cur.rowcount != 1:
-            return None
-        row = _row(db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
-        enqueue_events(db, row)  # type: ignore[arg-type]
-    return row
+    return store.finish_job(job_id, status, owner=owner, fields=fields, events=event_for)
 
 
 def sha256_file(path: Path) -> str:
@@ -281,7 +263,7 @@ class WorkerPool:
         jid = job["id"]
         opts = job["options"]
         meta = job["metadata"] or {}
-        upload = self.store.one("SELECT * FROM uploads WHERE id=?", (job["upload_id"],))
+        upload = self.store.get_upload(job["upload_id"])
         self._update(jid, status="probing", progress=progress_doc("probing", 0.0))
         if upload is None or not upload.get("path") or not Path(upload["path"]).exists():
             raise JobFailure("the source upload's data is gone; upload the file again")
@@ -467,17 +449,11 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def expire_uploads(store: Store) -> int:
-    """Cancel upload sessions still uploading past their 24 h expiry and delete their staged data."""
-    t = now()
-    rows = store.all("SELECT id, path FROM uploads WHERE status='uploading' AND expires_at < ?", (t,))
+    """Cancel upload sessions still uploading past their expiry and delete their staged data."""
+    rows = store.uploads_past_expiry(now())
     for r in rows:
-        cur = store.conn().execute(
-            "UPDATE uploads SET status='canceled' WHERE id=? AND status='uploading'", (r["id"],)
-        )
-        if cur.rowcount:
-            store.conn().execute("DELETE FROM upload_parts WHERE upload_id=?", (r["id"],))
-            if r["path"]:
-                Path(r["path"]).unlink(missing_ok=True)
+        if store.cancel_upload(r["id"], only_if="uploading") and r["path"]:
+            Path(r["path"]).unlink(missing_ok=True)
     return len(rows)
 
 

@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from sophon_cli.server import faults, media, tokens
-from sophon_cli.server.app import chunk_size_for, route_template
 from sophon_cli.server.delivery import sign
+from sophon_cli.server.routes import route_template
+from sophon_cli.server.routes.uploads import chunk_size_for
 from sophon_cli.server.util import redact_path
 
 from .helpers import Api

@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 
-from sophon_cli.server import app as app_module
 from sophon_cli.server import uploadhash
+from sophon_cli.server.routes import uploads as uploads_module
 from sophon_cli.server.uploadhash import PrefixHash
 
 from .helpers import Api
@@ -102,13 +102,13 @@ def _put_parts(api, uid, data, cs, order):
 @pytest.fixture
 def count_full_reads(monkeypatch):
     calls = []
-    real = app_module.sha256_file
+    real = uploads_module.sha256_file
 
     def spy(path):
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(app_module, "sha256_file", spy)
+    monkeypatch.setattr(uploads_module, "sha256_file", spy)
     monkeypatch.setattr(uploadhash, "sha256_file", spy)
     return calls
 

@@ -1,0 +1,169 @@
+"""The pure-ASGI frame around the routes: request ids, timing, log lines, auth, fault injection."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import hmac
+import json
+import logging
+import math
+import secrets
+import sys
+import threading
+import time
+from typing import Any
+
+from .core import Core
+from .errors import ApiError, Code, envelope
+from .routes import is_public, route_template
+from .util import redact_path
+
+FAULT_CODES = {429: Code.RATE_LIMITED, 503: Code.CAPACITY_EXCEEDED}
+
+
+class _ResetFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "without completing response" not in record.getMessage()
+
+
+class Frame:
+    def __init__(self, app, core: Core) -> None:
+        self.app = app
+        self.core = core
+        self._log_lock = threading.Lock()
+        logging.getLogger("uvicorn.error").addFilter(_ResetFilter())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        core = self.core
+        rid = "req_" + secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = rid
+        start = time.perf_counter()
+        method, path = scope["method"], scope["path"]
+        status_box = [0]
+        core.in_flight += 1
+        core.last_request = time.monotonic()
+
+        logged = [False]
+
+        def finish() -> None:
+            if not logged[0]:
+                logged[0] = True
+                ms = (time.perf_counter() - start) * 1000.0
+                self._log(scope, method, path, status_box[0], rid, ms)
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                headers.append((b"x-request-id", rid.encode()))
+                message = dict(message, headers=headers)
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # record the request before its last byte leaves, so a client that got the whole
+                # response always finds it in the request log
+                finish()
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, send_wrapper, rid, method, path)
+        finally:
+            core.in_flight -= 1
+            core.last_request = time.monotonic()
+            finish()
+
+    async def _handle(self, scope, receive, send, rid, method, path):
+        async def respond(exc: ApiError) -> None:
+            await envelope(exc.status, exc.code, exc.message, rid, exc.headers)(scope, receive, send)
+
+        if self.core.faults:
+            for rule in self.core.faults.roll(method, path):
+                if rule.kind == "latency":
+                    await asyncio.sleep(rule.latency)
+                    continue
+                if rule.kind == "reset":
+                    await self._reset(receive, send)
+                    return
+                headers = {}
+                ra = rule.options.get("retry-after")
+                if ra is not None:
+                    if ra.startswith("date:"):
+                        # HTTP dates have 1 s resolution: round up so the wait is never shorter
+                        when = math.ceil(time.time() + float(ra[5:]))
+                        headers["Retry-After"] = email.utils.formatdate(when, usegmt=True)
+                    else:
+                        headers["Retry-After"] = ra
+                status = rule.status or 500
+                code = FAULT_CODES.get(status, Code.INTERNAL_ERROR)
+                self.core.metrics.inc("sophon_faults_injected_total", fault=str(rule.status))
+                await respond(ApiError(status, code, f"injected fault ({rule.status}); retry", headers))
+                return
+        if not is_public(path) and not self._authorized(scope):
+            await respond(
+                ApiError(
+                    401,
+                    Code.UNAUTHORIZED,
+                    "missing or invalid API key; send 'Authorization: Bearer <key>'",
+                    {"WWW-Authenticate": "Bearer"},
+                )
+            )
+            return
+        await self.app(scope, receive, send)
+
+    async def _reset(self, receive, send) -> None:
+        """Drop the connection mid-request: read part of the body, start a response, never finish it.
+
+        uvicorn closes the transport when an app returns with its response incomplete.
+        """
+        self.core.metrics.inc("sophon_faults_injected_total", fault="reset")
+        await receive()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 500,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"error":', "more_body": True})
+
+    def _authorized(self, scope) -> bool:
+        auth = b""
+        for k, v in scope.get("headers", []):
+            if k == b"authorization":
+                auth = v
+                break
+        scheme, _, token = auth.decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return False
+        token_b = token.strip().encode()
+        good = False
+        for key in self.core.api_keys:
+            good |= hmac.compare_digest(token_b, key.encode())
+        return good
+
+    def _log(self, scope, method, path, status, rid, ms) -> None:
+        cfg = self.core.config
+        route = route_template(method, path)
+        self.core.metrics.inc("sophon_http_requests_total", route=route, status=str(status))
+        shown = redact_path(path)
+        if cfg.log_requests:
+            print(f"{method} {shown} {status} {rid} {ms:.1f}ms", file=sys.stderr, flush=True)
+        if cfg.request_log is not None:
+            rec: dict[str, Any] = {
+                "ts": round(time.time(), 6),
+                "method": method,
+                "path": shown,
+                "route": route,
+                "status": status,
+                "request_id": rid,
+                "ms": round(ms, 3),
+            }
+            for k, v in scope.get("headers", []):
+                if k == b"idempotency-key":
+                    rec["idempotency_key_hash"] = hashlib.sha256(v).hexdigest()[:16]
+            line = json.dumps(rec) + "\n"
+            with self._log_lock:
+                with open(cfg.request_log, "a", encoding="utf-8") as fh:
+                    fh.write(line)

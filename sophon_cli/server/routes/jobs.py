@@ -1,0 +1,263 @@
+"""``/v1/jobs``: create, read, list and cancel jobs; the output redirect and signed downloads."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from ..core import Core
+from ..errors import ApiError, Code, invalid
+from ..idempotency import idempotent
+from ..tokens import TokenError
+from ..util import JOB_STATUSES, PROFILES, TERMINAL, iso, new_id, now
+from ..worker import finish_job, progress_doc
+from .common import core_of, json_body, ok
+
+METADATA_LIMIT = 16 * 1024
+
+
+def job_json(job: dict[str, Any]) -> dict[str, Any]:
+    out = dict(job["output"])
+    out["retention_expires_at"] = iso(out.get("retention_expires_at"))
+    doc: dict[str, Any] = {
+        "id": job["id"],
+        "status": job["status"],
+        "status_reason": job["status_reason"],
+        "attempt": job["attempt"],
+        "retryable": job["status"] not in TERMINAL,
+        "profile": job["profile"],
+    }
+    if job["effective_profile_id"]:
+        doc["effective_profile_id"] = job["effective_profile_id"]
+    doc.update(
+        {
+            "source": job["source"],
+            "progress": job["progress"],
+            "output": out,
+            "metadata": job["metadata"],
+            "created_at": iso(job["created_at"]),
+            "started_at": iso(job["started_at"]),
+            "completed_at": iso(job["completed_at"]),
+            "error": job["error"],
+        }
+    )
+    if job["status"] == "completed":
+        doc["final_artifact"] = job["final_artifact"]
+        doc["saved_percent"] = job["saved_percent"]
+    return doc
+
+
+def job_or_404(core: Core, job_id: str) -> dict[str, Any]:
+    row = core.store.get_job(job_id)
+    if row is None:
+        raise ApiError(404, Code.NOT_FOUND, f"job {job_id} not found")
+    return row
+
+
+@idempotent
+async def create_job(request: Request) -> Response:
+    core = core_of(request)
+    data = await json_body(request)
+    source = data.get("source")
+    if not isinstance(source, dict) or source.get("type") != "upload":
+        raise invalid('source must be {"type": "upload", "upload_id": "..."}')
+    upload_id = source.get("upload_id")
+    if not isinstance(upload_id, str) or not upload_id:
+        raise invalid("source.upload_id must be a non-empty string")
+    profile = data.get("profile")
+    if profile not in PROFILES:
+        raise invalid(f"unknown profile {profile!r}; use one of: {', '.join(PROFILES)}")
+    output = data.get("output") or {}
+    if not isinstance(output, dict):
+        raise invalid("output must be an object")
+    container = output.get("container", "mp4")
+    if container is None:
+        container = "mp4"
+    if container not in ("mp4", "mkv"):
+        raise invalid("output.container must be mp4 or mkv")
+    audio = output.get("audio", False)
+    if audio is None:
+        audio = False
+    if not isinstance(audio, bool):
+        raise invalid("output.audio must be true or false")
+    th = output.get("target_height")
+    if th is not None and (isinstance(th, bool) or not isinstance(th, int) or not 144 <= th <= 4320):
+        raise invalid("output.target_height must be an integer from 144 to 4320")
+    hooks = data.get("webhook_ids", [])
+    if hooks is None:
+        hooks = []
+    if not isinstance(hooks, list) or not all(isinstance(h, str) for h in hooks):
+        raise invalid("webhook_ids must be a list of webhook ids")
+    for wid in hooks:
+        if not core.store.webhook_is_active(wid):
+            raise invalid(f"webhook {wid} does not exist or is inactive")
+    metadata = data.get("metadata", {})
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise invalid("metadata must be a JSON object")
+    if len(json.dumps(metadata, separators=(",", ":")).encode()) > METADATA_LIMIT:
+        raise invalid("metadata exceeds 16 KiB when serialized")
+    upload = core.store.get_upload(upload_id)
+    if upload is None:
+        raise invalid(f"upload {upload_id} not found")
+    if upload["status"] != "completed":
+        raise ApiError(422, Code.SOURCE_INVALID, f"upload {upload_id} is {upload['status']}, not completed")
+    probe = upload["probe"] or {}
+    src_info = {
+        "name": upload["file_name"],
+        "bytes": upload["file_size"],
+        "sha256": upload["sha256"],
+        "duration_seconds": probe.get("duration"),
+        "resolution": f"{probe['width']}x{probe['height']}" if probe.get("width") else None,
+        "frame_rate": probe.get("frame_rate"),
+    }
+    out_info = {
+        "state": "pending",
+        "container": container,
+        "audio": audio,
+        "target_height": th,
+        "width": None,
+        "height": None,
+        "bytes": None,
+        "sha256": None,
+        "retention_expires_at": None,
+    }
+    jid = new_id("job")
+    core.store.insert_job(
+        id=jid,
+        upload_id=upload_id,
+        status="queued",
+        profile=profile,
+        options={"container": container, "audio": audio, "target_height": th},
+        webhook_ids=hooks,
+        metadata=metadata,
+        source=src_info,
+        progress=progress_doc("queued", None),
+        output=out_info,
+        created_at=now(),
+    )
+    created = job_json(job_or_404(core, jid))  # as created: queued
+    core.workers.notify()
+    core.metrics.inc("sophon_jobs_created_total", profile=profile)
+    return ok(created, 201)
+
+
+async def get_job(request: Request) -> Response:
+    core = core_of(request)
+    return ok(job_json(job_or_404(core, request.path_params["id"])))
+
+
+async def cancel_job(request: Request) -> Response:
+    core = core_of(request)
+    jid = request.path_params["id"]
+    job = job_or_404(core, jid)
+    row = finish_job(
+        core.store,
+        jid,
+        "canceled",
+        progress=dict(job["progress"], phase="canceled", stage="canceled"),
+    )
+    if row is None:
+        job = job_or_404(core, jid)
+        raise ApiError(
+            409, Code.JOB_NOT_CANCELABLE, f"job {jid} is already {job['status']} and cannot be canceled"
+        )
+    core.workers.cancel(jid)
+    core.delivery.notify()
+    core.metrics.inc("sophon_jobs_finished_total", status="canceled")
+    return ok(job_json(row))
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        tag, _, seq = raw.partition(":")
+        if tag != "v1":
+            raise ValueError
+        value = int(seq)
+        if value < 0:
+            raise ValueError
+        return value
+    except (ValueError, UnicodeDecodeError):
+        raise invalid("cursor is not valid; start again without a cursor") from None
+
+
+async def list_jobs(request: Request) -> Response:
+    core = core_of(request)
+    q = request.query_params
+    status = q.get("status")
+    if status is not None and status not in JOB_STATUSES:
+        raise invalid(f"unknown status {status!r}; use one of: {', '.join(JOB_STATUSES)}")
+    limit_text = q.get("limit")
+    limit = 20
+    if limit_text is not None:
+        try:
+            limit = int(limit_text)
+        except ValueError:
+            raise invalid("limit must be an integer from 1 to 100") from None
+        if not 1 <= limit <= 100:
+            raise invalid("limit must be an integer from 1 to 100")
+    cursor = q.get("cursor")
+    before = decode_cursor(cursor) if cursor else None
+    rows = core.store.list_jobs(before_seq=before, status=status or None, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return ok(
+        {
+            "jobs": [job_json(r) for r in rows],
+            "next_cursor": encode_cursor(rows[-1]["seq"]) if more else None,
+            "has_more": more,
+        }
+    )
+
+
+async def job_output(request: Request) -> Response:
+    core = core_of(request)
+    jid = request.path_params["id"]
+    job = job_or_404(core, jid)
+    if job["status"] != "completed" or not job["output_path"]:
+        raise ApiError(
+            409, Code.OUTPUT_NOT_READY, f"job {jid} is {job['status']}; wait until it is completed"
+        )
+    token, _exp = core.signer.issue(jid)
+    return Response(status_code=302, headers={"Location": f"/v1/downloads/{token}"})
+
+
+async def download(request: Request) -> Response:
+    core = core_of(request)
+    try:
+        jid = core.signer.verify(request.path_params["token"])
+    except TokenError as exc:
+        raise ApiError(
+            403, Code.FORBIDDEN, f"{exc}; request a new link from GET /v1/jobs/{{id}}/output"
+        ) from None
+    job = core.store.get_job(jid)
+    if job is None or not job["output_path"] or not Path(job["output_path"]).is_file():
+        raise ApiError(404, Code.NOT_FOUND, "the output file is not available")
+    container = job["output"].get("container") or "mp4"
+    if job["final_artifact"] == "original":
+        suffix = Path(job["source"].get("name") or "").suffix or ".mp4"
+        media_type = "video/mp4" if suffix.lower() in (".mp4", ".m4v", ".mov") else "application/octet-stream"
+    else:
+        suffix = f".{container}"
+        media_type = "video/mp4" if container == "mp4" else "video/x-matroska"
+    stem = Path(job["source"].get("name") or jid).stem or jid
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:100] or jid
+    resp = FileResponse(
+        job["output_path"],
+        media_type=media_type,
+        filename=f"{safe}.sophon{suffix}",
+        content_disposition_type="attachment",
+    )
+    resp.chunk_size = 1 << 20  # 1 MiB per worker-thread read instead of starlette's 64 KiB
+    return resp

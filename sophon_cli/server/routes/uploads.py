@@ -1,0 +1,235 @@
+"""``/v1/uploads``: chunked upload sessions (create, status, parts, complete, cancel)."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .. import media
+from ..core import Core
+from ..errors import ApiError, Code, invalid
+from ..idempotency import idempotent
+from ..uploadhash import PrefixHash
+from ..util import iso, new_id, now
+from ..worker import expire_uploads, sha256_file
+from .common import core_of, json_body, ok
+
+MB = 1024 * 1024
+MAX_FILE_SIZE = 1 << 40  # 1 TiB
+UPLOAD_TTL = 24 * 3600
+DISK_RESERVE = 64 * MB  # uploads and readiness keep this much disk free
+
+
+def free_bytes(core: Core) -> int:
+    return shutil.disk_usage(core.config.data_dir).free
+
+
+def chunk_size_for(size: int, override: int | None) -> int:
+    if override:
+        return override
+    if size < 64 * MB:
+        return size
+    if size <= 1024 * MB:
+        return 8 * MB
+    if size <= 10 * 1024 * MB:
+        return 16 * MB
+    return 32 * MB
+
+
+def upload_or_404(core: Core, upload_id: str) -> dict[str, Any]:
+    row = core.store.get_upload(upload_id)
+    if row is None:
+        raise ApiError(404, Code.NOT_FOUND, f"upload {upload_id} not found")
+    if row["status"] == "uploading" and row["expires_at"] < now():
+        expire_uploads(core.store)
+        row = core.store.get_upload(upload_id)
+    return row  # type: ignore[return-value]
+
+
+@idempotent
+async def create_upload(request: Request) -> Response:
+    core = core_of(request)
+    data = await json_body(request)
+    name, size, mime = data.get("file_name"), data.get("file_size"), data.get("mime_type")
+    if not isinstance(name, str) or not name.strip():
+        raise invalid("file_name must be a non-empty string")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise invalid("file_size must be an integer >= 1")
+    if size > MAX_FILE_SIZE:
+        raise invalid(f"file_size exceeds the maximum of {MAX_FILE_SIZE} bytes")
+    if not isinstance(mime, str):
+        raise invalid("mime_type must be a string")
+    if size > free_bytes(core) - DISK_RESERVE:
+        raise ApiError(
+            503, Code.CAPACITY_EXCEEDED, "not enough disk space for this upload; free space and retry"
+        )
+    chunk = chunk_size_for(size, core.config.chunk_size)
+    total = math.ceil(size / chunk)
+    uid = new_id("upl")
+    staging = core.config.data_dir / "uploads" / f"{uid}.part"
+    with open(staging, "wb") as fh:
+        fh.truncate(size)  # sparse: parts are written at their offsets
+    t = now()
+    core.store.insert_upload(
+        id=uid,
+        file_name=name,
+        file_size=size,
+        mime_type=mime,
+        chunk_size=chunk,
+        total_chunks=total,
+        created_at=t,
+        expires_at=t + UPLOAD_TTL,
+        path=str(staging),
+    )
+    return ok({"id": uid, "chunk_size": chunk, "total_chunks": total, "expires_at": iso(t + UPLOAD_TTL)}, 201)
+
+
+def upload_json(core: Core, row: dict[str, Any]) -> dict[str, Any]:
+    probe = row.get("probe") or {}
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "file_name": row["file_name"],
+        "total_chunks": row["total_chunks"],
+        "received_chunks": core.store.part_numbers(row["id"]),
+        "expires_at": iso(row["expires_at"]),
+        "source_width": probe.get("width"),
+        "source_height": probe.get("height"),
+        "source_duration_seconds": probe.get("duration"),
+    }
+
+
+async def get_upload(request: Request) -> Response:
+    core = core_of(request)
+    return ok(upload_json(core, upload_or_404(core, request.path_params["id"])))
+
+
+async def put_part(request: Request) -> Response:
+    core = core_of(request)
+    uid = request.path_params["id"]
+    row = upload_or_404(core, uid)
+    try:
+        n = int(request.path_params["part_number"])
+    except ValueError:
+        raise invalid("part_number must be an integer") from None
+    if row["status"] != "uploading":
+        raise ApiError(409, Code.CONFLICT, f"upload {uid} is {row['status']}, not uploading")
+    if n < 0 or n >= row["total_chunks"]:
+        raise invalid(f"part_number {n} is out of range 0..{row['total_chunks'] - 1}")
+    chunk, size = row["chunk_size"], row["file_size"]
+    expected = min(chunk, size - n * chunk)
+    if core.store.has_part(uid, n):
+        async for _ in request.stream():  # drain; a received part is never rewritten
+            pass
+        return ok({"part_number": n, "received": True})
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > expected:
+        raise invalid(f"part {n} must be at most {expected} bytes")
+    written = 0
+    try:
+        fh = open(row["path"], "r+b")
+    except FileNotFoundError:
+        raise ApiError(409, Code.CONFLICT, f"upload {uid} is no longer uploading") from None
+    hasher = _prefix_hash(request.app, uid, row)
+    try:
+        with fh:
+            fh.seek(n * chunk)
+            async for block in request.stream():
+                if not block:
+                    continue
+                written += len(block)
+                if written > expected:
+                    raise invalid(f"part {n} must be at most {expected} bytes")
+                fh.write(block)
+    finally:
+        if hasher is not None and written:
+            hasher.wrote_at(n * chunk)  # the bytes are in the file now (fh is closed)
+    if written == 0:
+        raise invalid(f"part {n} has an empty body")
+    core.store.add_part(uid, n, written)
+    if hasher is not None and written == expected:
+        hasher.add(n, written)
+        hasher.kick()
+    return ok({"part_number": n, "received": True})
+
+
+def _prefix_hash(app: Any, uid: str, row: dict[str, Any]) -> PrefixHash | None:
+    """The upload's incremental hasher (created on the first part this process receives)."""
+    if not hasattr(os, "pread"):  # pragma: no cover - non-POSIX: complete reads the whole file
+        return None
+    hashers: dict[str, PrefixHash] = app.state.prefix_hashes
+    hasher = hashers.get(uid)
+    if hasher is None:
+        hasher = hashers.setdefault(uid, PrefixHash(row["path"], row["chunk_size"], row["file_size"]))
+    return hasher
+
+
+def _drop_prefix_hash(app: Any, uid: str) -> PrefixHash | None:
+    hasher = app.state.prefix_hashes.pop(uid, None)
+    if hasher is not None:
+        hasher.close()
+    return hasher
+
+
+@idempotent
+async def complete_upload(request: Request) -> Response:
+    core = core_of(request)
+    uid = request.path_params["id"]
+    row = upload_or_404(core, uid)
+    if row["status"] != "uploading":
+        raise ApiError(409, Code.CONFLICT, f"upload {uid} is {row['status']}, not uploading")
+    parts = core.store.part_sizes(uid)
+    missing = row["total_chunks"] - len(parts)
+    if missing:
+        raise invalid(f"{missing} of {row['total_chunks']} parts are missing; upload them first")
+    received = sum(parts.values())
+    if received != row["file_size"]:
+        raise ApiError(
+            422,
+            Code.SOURCE_INVALID,
+            f"assembled size {received} bytes does not match file_size {row['file_size']}",
+        )
+    if not core.store.begin_assembling(uid, core.workers.owner):
+        raise ApiError(409, Code.CONFLICT, f"upload {uid} is already being completed")
+    staging = Path(row["path"])
+    ext = Path(row["file_name"]).suffix.lower()[:10] or ".bin"
+    final = core.config.data_dir / "sources" / f"{uid}{ext}"
+    if not staging.exists() and final.exists():  # a server died between the move and the commit
+        os.replace(final, staging)
+    # the parts this process received were hashed as they landed: read only the rest
+    hasher = _drop_prefix_hash(request.app, uid)
+    try:
+        if hasher is not None and Path(hasher.path) == staging:
+            digest = await run_in_threadpool(hasher.finish)
+        else:
+            digest = await run_in_threadpool(sha256_file, staging)
+        info = await run_in_threadpool(media.probe, staging)
+    except media.ProbeError as exc:
+        core.store.cancel_upload(uid)
+        staging.unlink(missing_ok=True)
+        raise ApiError(422, Code.SOURCE_INVALID, f"the uploaded file is not a usable video: {exc}") from None
+    except BaseException:
+        core.store.abort_assembling(uid)
+        raise
+    os.replace(staging, final)
+    core.store.complete_upload(uid, sha256=digest, probe=info, path=str(final))
+    return ok({"id": uid, "status": "completed", "sha256": digest, "bytes": row["file_size"]})
+
+
+async def cancel_upload(request: Request) -> Response:
+    core = core_of(request)
+    uid = request.path_params["id"]
+    row = upload_or_404(core, uid)
+    _drop_prefix_hash(request.app, uid)
+    if row["status"] != "canceled":
+        core.store.cancel_upload(uid)
+        if row["path"] and not core.store.upload_has_jobs(uid):  # a job's source (or "original" output) stays
+            Path(row["path"]).unlink(missing_ok=True)
+    return Response(status_code=204)
