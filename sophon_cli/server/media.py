@@ -113,12 +113,15 @@ def ffmpeg_command(
     audio: bool,
     target_height: int | None,
     progress: bool = True,
+    realtime: bool = False,
 ) -> list[str]:
     family, hq, ten_bit = parse_profile(profile)
     preset = PRESETS.get(family, "medium")
     cmd = [ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error"]
     if progress:
         cmd += ["-nostats", "-progress", "pipe:1"]
+    if realtime:  # read the source at its own frame rate (the local server's test hook)
+        cmd.append("-re")
     cmd += ["-i", str(src), "-map", "0:v:0"]
     want_audio = bool(audio and info.get("audio_codec"))
     if want_audio:

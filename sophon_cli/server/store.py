@@ -497,6 +497,14 @@ class Store:
         rows = self.conn().execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state")
         return [(r[0], int(r[1])) for r in rows]
 
+    def deliveries_of(self, webhook_id: str) -> list[dict[str, Any]]:
+        """The deliveries queued for one webhook, oldest first (state, attempts, last_error, ...)."""
+        return self.all(
+            "SELECT id, event_id, job_id, state, attempts, last_error, next_attempt_at FROM deliveries"
+            " WHERE webhook_id=? ORDER BY id",
+            (webhook_id,),
+        )
+
     def claim_deliveries(self, lease: float, limit: int = 16) -> list[dict[str, Any]]:
         """Due pending deliveries (with their webhook's url and secret), leased to the caller."""
         t = now()

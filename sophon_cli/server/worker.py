@@ -6,6 +6,8 @@ Test hooks (documented for the encode-pipeline tests; they only exist on the loc
   "forced failure (metadata sophon_local_fail)"; a string value is used as the error text.
 - ``metadata["sophon_local_delay"] = SECONDS`` — the job waits that long (at most 600 s) in its
   encoding phase before running ffmpeg; canceling interrupts the wait. Useful for cancel tests.
+- ``metadata["sophon_local_realtime"] = true`` — ffmpeg reads the source at its own frame rate, so
+  the encode itself runs (and can be canceled) for about the clip's duration.
 """
 
 from __future__ import annotations
@@ -303,6 +305,7 @@ class WorkerPool:
             container=container,
             audio=bool(opts.get("audio")),
             target_height=opts.get("target_height"),
+            realtime=meta.get("sophon_local_realtime") is True,
         )
         self._encode(jid, cmd, info)
 

@@ -129,17 +129,24 @@ def test_forced_failure_hook(api, clip):
 
 
 def test_cancel_stops_a_running_encode(api, make_clip, tmp_path):
-    src = make_clip(tmp_path / "long.mp4", seconds=2, size="320x240", rate=30)
-    uid = api.upload(src)
-    job = api.create_job(uid, "sophon-americano-hq")
-    api.wait(job["id"], statuses=("encoding", "muxing", "uploading_output", "completed"))
-    r = api.delete(f"/v1/jobs/{job['id']}")
-    if r.status_code == 409:  # the encode already finished: nothing left to stop
-        pytest.skip("encode finished before the cancel arrived")
-    assert r.status_code == 200
     import time
 
-    time.sleep(0.5)
+    # 20 s of source read at its own frame rate: ffmpeg is still running when the cancel arrives
+    src = make_clip(tmp_path / "long.mp4", seconds=20, size="160x120", rate=10)
+    uid = api.upload(src)
+    job = api.create_job(uid, "sophon-espresso", metadata={"sophon_local_realtime": True})
+    deadline = time.monotonic() + 30
+    while not (api.get(f"/v1/jobs/{job['id']}").json()["progress"]["frames_done"] or 0) > 0:
+        assert time.monotonic() < deadline, "the encode never reported progress"
+        time.sleep(0.05)
+    started = time.monotonic()
+    r = api.delete(f"/v1/jobs/{job['id']}")
+    assert r.status_code == 200, r.text
+    workers = api.server.core.workers
+    while workers.busy:  # the worker lets go of the job once ffmpeg is killed
+        assert time.monotonic() - started < 10, "ffmpeg was not stopped"
+        time.sleep(0.02)
     final = api.get(f"/v1/jobs/{job['id']}").json()
     assert final["status"] == "canceled" and final["output"]["state"] == "pending"
+    assert final["progress"]["frames_done"] < 200  # stopped before the end of the clip
     assert not list((api.server.data_dir / "outputs").glob(f"{job['id']}*"))

@@ -55,6 +55,17 @@ class Receiver:
         self.httpd.server_close()
 
 
+def settled(server, webhook_id: str, timeout: float = 15.0) -> list[dict]:
+    """Wait until every delivery queued for ``webhook_id`` is final (delivered or dropped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = server.core.store.deliveries_of(webhook_id)
+        if all(r["state"] in ("delivered", "dropped") for r in rows):
+            return rows
+        assert time.monotonic() < deadline, f"deliveries still in flight: {rows}"
+        time.sleep(0.02)
+
+
 @pytest.fixture
 def receiver():
     r = Receiver()
@@ -125,7 +136,7 @@ def test_signed_delivery_arrives_and_verifies(server, receiver, clip, spec):
             },
         )
         assert r.status_code == 400  # inactive webhooks cannot be subscribed
-        time.sleep(0.3)
+        assert [d["state"] for d in settled(server, hook["id"])] == ["delivered"] * 3
         assert len(receiver.deliveries) == 3
     finally:
         api.close()
@@ -151,7 +162,8 @@ def test_delivery_retries_with_the_same_event_then_gives_up(make_server, clip):
         for headers, body in got:
             verify(h1["secret"], headers, body)
         dead.wait_for(3)
-        time.sleep(0.6)
+        rows = settled(srv, h2["id"])
+        assert [(d["state"], d["attempts"]) for d in rows] == [("dropped", 3)]
         assert len(dead.deliveries) == 3  # 3 attempts in total, then dropped
     finally:
         api.close()
