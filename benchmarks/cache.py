@@ -3,9 +3,9 @@
     python benchmarks/cache.py [--quick] [--runs N] [--updates N]
 
 For each size a cache is prepared with that many realistic `sophon encode` entries (a snapshot in
-the documented format {"version": 1, "entries": {...}}), opened and read once the way the pipeline
+the documented format {"version": 1, "entries": {...}}), opened and read once the way the encode pipeline
 does (``store.entries()``), then timed doing ``store.update(key, fields)`` -- one state change of
-one file, exactly what the pipeline's ``_save`` does. Rounds alternate 10, 1k, 10k, 10, 1k, 10k, ...
+one file, exactly what ``encode.steps.Context.save`` does. Rounds alternate 10, 1k, 10k, 10, 1k, 10k, ...
 so background load hits all sizes alike; the per-update median decides the ratio.
 
 The store folds its journal into a new snapshot once the journal outgrows the snapshot, so a

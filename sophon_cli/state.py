@@ -43,16 +43,12 @@ from sophon_cli.client.errors import SophonError
 
 __all__ = [
     "STATE_VERSION",
-    "FINISHED_STATES",
     "StateError",
     "StateStore",
     "default_state_path",
 ]
 
 STATE_VERSION = 1
-
-#: Entry ``state`` values after which ``sophon cache prune`` may drop an entry.
-FINISHED_STATES = frozenset({"done", "failed", "skipped"})
 
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
@@ -171,9 +167,13 @@ class StateStore:
         older_than: float,
         *,
         now: float | None = None,
-        finished_states: Iterable[str] = FINISHED_STATES,
+        finished_states: Iterable[str] | None = None,
     ) -> list[str]:
-        """Drop finished entries not updated for ``older_than`` seconds; return their keys."""
+        """Drop finished entries not updated for ``older_than`` seconds; return their keys.
+
+        ``finished_states`` defaults to the encode schema's (``encode.entry.FINISHED_STATES``)."""
+        if finished_states is None:
+            from sophon_cli.encode.entry import FINISHED_STATES as finished_states
         now = time.time() if now is None else now
         finished = set(finished_states)
         with self._mutex, self._locked():

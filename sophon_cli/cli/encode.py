@@ -1,6 +1,6 @@
 """`sophon encode PATTERN...`: upload, encode and download many files; safe to re-run.
 
-Parse the options, expand the inputs, hand them to ``sophon_cli.pipeline.Pipeline`` and render what
+Parse the options, expand the inputs, hand them to ``sophon_cli.encode.Pipeline`` and render what
 it reports: on a TTY an overall progress bar plus one line per active file (stderr), otherwise one
 plain line per state change (stderr); ``--json`` streams one NDJSON event per state change and a
 final summary object (stdout). The summary table goes to stdout.
@@ -108,7 +108,7 @@ def encode_command(
     ] = None,
 ) -> None:
     """Encode files end to end: upload, encode, download. Re-running resumes and never duplicates work."""
-    from sophon_cli import pipeline as pl
+    from sophon_cli import encode as pl
     from sophon_cli.cli.job import build_metadata, check_height, check_timeout
     from sophon_cli.client.errors import InputError
     from sophon_cli.exitcodes import ExitCode
@@ -282,7 +282,7 @@ def _summary_obj(results: list[Any], *, interrupted: bool, exit_code: int) -> di
     return {
         "event": "summary",
         "files": [r.to_dict() for r in results],
-        "counts": _count(r.result for r in results),
+        "counts": _count(str(r.result) for r in results),
         "source_bytes": src,
         "output_bytes": dst,
         "interrupted": interrupted,
@@ -389,9 +389,10 @@ class _Renderer:
                         task, completed=0, total=None, description=self._describe(ev.file, ev.state)
                     )
 
-    def progress(self, file: str, phase: str, done: float, total: float | None) -> None:
+    def progress(self, p: Any) -> None:
         if self._bar is None:
             return
+        file, phase, done, total = p.file, p.phase, p.done, p.total
         with self._lock:
             if file not in self._tasks and self._states.get(file) in _TERMINAL_EVENTS:
                 return

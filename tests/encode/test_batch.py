@@ -54,14 +54,14 @@ def test_glob_batch_end_to_end_then_rerun_does_nothing_new(world, clip_bank):
 
     # Waiting on several jobs costs one list request per tick, not one get per job.
     from sophon_cli.client.http import SophonClient
-    from sophon_cli.pipeline import EncodeOptions, Pipeline
+    from sophon_cli.encode import EncodeOptions, Pipeline
     from sophon_cli.state import StateStore
     from tests.conftest import TEST_KEY
 
     with SophonClient(world.server.url, TEST_KEY) as client:
         pipe = Pipeline(client, StateStore(world.root / "unused.json"), EncodeOptions())
         before = len(world.requests())
-        tick = pipe.fetch_jobs([j.id for j in jobs])
+        tick = pipe.watcher.fetch_jobs([j.id for j in jobs])
         assert {k: v.status for k, v in tick.items()} == {j.id: "completed" for j in jobs}
         assert [r["route"] for r in world.requests()[before:]] == ["GET /v1/jobs"]
     outputs = {p: _sha(p) for p in (world.work / "out").rglob("*.mp4")}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sophon_cli.client.errors import InputError
-from sophon_cli.pipeline import (
+from sophon_cli.encode import (
     EncodeOptions,
     Source,
     drop_own_outputs,

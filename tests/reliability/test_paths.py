@@ -177,7 +177,7 @@ stems = st.sampled_from(["clip", "my clip", "..clip", "é", "a.b.c", "-x", "..."
 
 def _check_template(template, profile, stem):
     from sophon_cli.client.errors import InputError
-    from sophon_cli.pipeline import EncodeOptions, Source, output_path_for
+    from sophon_cli.encode import EncodeOptions, Source, output_path_for
 
     out_dir = Path(tempfile.gettempdir()) / "sophon-rel-out"
     base = Path(tempfile.gettempdir()) / "sophon-rel-in"
@@ -213,7 +213,7 @@ def test_name_template_with_hostile_profile_never_escapes_output_dir(template, p
 @pytest.mark.parametrize("template", ["/abs/{stem}", "../{stem}.{ext}", "{stem}/../../x", ""])
 def test_name_template_escaping_is_rejected(template):
     from sophon_cli.client.errors import InputError
-    from sophon_cli.pipeline import EncodeOptions
+    from sophon_cli.encode import EncodeOptions
 
     with pytest.raises(InputError):
         EncodeOptions(name_template=template)
@@ -224,7 +224,7 @@ def test_name_template_escaping_is_rejected(template):
 )
 def test_name_template_with_nul_control_or_dot_is_rejected(template):
     from sophon_cli.client.errors import InputError
-    from sophon_cli.pipeline import EncodeOptions
+    from sophon_cli.encode import EncodeOptions
 
     with pytest.raises(InputError):
         EncodeOptions(name_template=template)

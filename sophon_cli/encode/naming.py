@@ -1,0 +1,185 @@
+"""Options, output names and keys of ``sophon encode``.
+
+``EncodeOptions`` holds everything a run was asked for; ``job_options()`` is the part that shapes the
+job request, and every key (cache entry, job Idempotency-Key) is derived from it. ``output_path_for``
+is the one place an output name is made (``--name-template`` rendered, the layout below a directory
+or glob kept under ``-o``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sophon_cli.client.errors import InputError
+from sophon_cli.encode.inputs import Source
+
+__all__ = [
+    "CONTAINERS",
+    "DEFAULT_TEMPLATE",
+    "FALLBACKS",
+    "TEMPLATE_FIELDS",
+    "EncodeOptions",
+    "check_template",
+    "drop_own_outputs",
+    "entry_key",
+    "fallback_path_for",
+    "job_idempotency_key",
+    "output_path_for",
+    "render_name",
+]
+
+FALLBACKS = ("copy", "skip", "fail")
+CONTAINERS = ("mp4", "mkv")
+DEFAULT_TEMPLATE = "{stem}.sophon.{ext}"
+TEMPLATE_FIELDS = ("stem", "ext", "name", "suffix", "profile")
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    profile: str = "sophon-auto"
+    container: str | None = None
+    audio: bool | None = None
+    height: int | None = None
+    webhook_ids: tuple[str, ...] = ()
+    metadata: tuple[tuple[str, Any], ...] = ()
+    output_dir: Path | None = None
+    name_template: str = DEFAULT_TEMPLATE
+    concurrency: int = 2
+    part_concurrency: int = 4
+    fallback: str = "copy"
+    force: bool = False
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.fallback not in FALLBACKS:
+            raise InputError(f"unknown --fallback {self.fallback!r}", hint="use copy, skip or fail")
+        if self.container is not None and self.container not in CONTAINERS:
+            raise InputError(f"unknown --container {self.container!r}", hint="use mp4 or mkv")
+        if self.concurrency < 1:
+            raise InputError("--concurrency must be at least 1", hint="pass e.g. --concurrency 2")
+        check_template(self.name_template, self.profile)
+
+    def job_options(self) -> dict[str, Any]:
+        """Everything that shapes the job request besides the upload id."""
+        return {
+            "profile": self.profile,
+            "container": self.container,
+            "audio": self.audio,
+            "target_height": self.height,
+            "webhook_ids": list(self.webhook_ids) or None,
+            "metadata": dict(self.metadata) or None,
+        }
+
+    def fingerprint(self, server: str | None = None) -> str:
+        """Identifies the job options (and the server) in cache keys."""
+        from sophon_cli.client.idempotency import canonical_json
+
+        data = {"options": self.job_options(), "server": server}
+        return hashlib.sha256(canonical_json(data).encode()).hexdigest()[:16]
+
+
+def _field_value(value: str) -> str:
+    """A template field's value may never add a directory level or a control character."""
+    return "".join("_" if c in "/\\" or ord(c) < 32 or ord(c) == 127 else c for c in value)
+
+
+def render_name(template: str, *, stem: str, ext: str, name: str, suffix: str, profile: str) -> str:
+    """Fill ``--name-template``; raise InputError unless the result is a safe relative file name."""
+    fields = {"stem": stem, "ext": ext, "name": name, "suffix": suffix, "profile": profile}
+    try:
+        result = template.format(**{k: _field_value(v) for k, v in fields.items()})
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InputError(
+            f"bad --name-template {template!r} ({exc})",
+            hint="use the fields {" + "}, {".join(TEMPLATE_FIELDS) + "}",
+        ) from None
+    components = result.replace("\\", "/").split("/")
+    if (
+        not result
+        or os.path.isabs(result)
+        or any(c in ("", ".", "..") for c in components)
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in result)
+    ):
+        raise InputError(
+            f"bad --name-template {template!r}: it gives {result!r}",
+            hint="it must give a relative file name without '..' or control characters, e.g. {stem}.sophon.{ext}",
+        )
+    return result
+
+
+def check_template(template: str, profile: str = "sophon-auto") -> None:
+    render_name(template, stem="x", ext="mp4", name="x.mov", suffix="mov", profile=profile)
+
+
+def output_path_for(source: Source, options: EncodeOptions) -> Path:
+    p = source.path
+    name = render_name(
+        options.name_template,
+        stem=p.stem,
+        ext=options.container or "mp4",
+        name=p.name,
+        suffix=p.suffix.lstrip("."),
+        profile=options.profile,
+    )
+    if options.output_dir is None:
+        return p.parent / name
+    try:
+        rel = p.parent.relative_to(source.base)
+    except ValueError:
+        rel = Path()
+    return Path(os.path.abspath(options.output_dir)) / rel / name
+
+
+def drop_own_outputs(
+    sources: Sequence[Source], options: EncodeOptions
+) -> tuple[list[Source], list[tuple[str, str]]]:
+    """Leave out inputs that are another input's output or fallback copy (a rerun whose glob
+    matches the first run's results). Returns (kept, [(file, reason), ...])."""
+    produced: dict[Path, Source] = {}
+    for s in sources:
+        out = output_path_for(s, options)
+        produced.setdefault(out, s)
+        produced.setdefault(fallback_path_for(out, s.path), s)
+    kept: list[Source] = []
+    dropped: list[tuple[str, str]] = []
+    for s in sources:
+        origin = produced.get(s.path)
+        if origin is not None and origin.path != s.path:
+            dropped.append((s.display, f"it is the output of {origin.display}"))
+        else:
+            kept.append(s)
+    return kept, dropped
+
+
+def fallback_path_for(output: Path, source: Path) -> Path:
+    """Where a copy of the original goes: the output path with the source's extension."""
+    if output.suffix.lower() == source.suffix.lower():
+        return output
+    return output.with_suffix(source.suffix)
+
+
+def entry_key(path: Path, size: int, mtime_ns: int, fingerprint: str) -> str:
+    return f"{path}|{size}|{mtime_ns}|{fingerprint}"
+
+
+def job_idempotency_key(
+    sha256: str, size: int, upload_id: str, options: EncodeOptions, nonce: str | None
+) -> str:
+    """The create-job key of one file's intent: its content, its upload (itself deterministic from
+    the content and name, so the same after the cache is lost), the job options and the nonce."""
+    from sophon_cli.client.idempotency import intent_key, route_key
+
+    base = intent_key(
+        "encode-job",
+        sha256=sha256,
+        size=size,
+        upload_id=upload_id,
+        options=options.job_options(),
+        nonce=nonce,
+    )
+    return route_key(base, "create-job")

@@ -1,0 +1,51 @@
+"""The typed results of a run: ``FileResult`` (every per-file fact a report needs), ``RunReport``
+and, for ``--dry-run``, ``PlanItem``. Reports, step summaries and quality gates read these."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sophon_cli.encode.entry import Result
+
+__all__ = ["FileResult", "PlanItem", "RunReport"]
+
+
+@dataclass
+class FileResult:
+    file: str  # the source as displayed (relative to the working directory when inside it)
+    result: Result  # encoded | original kept | skipped | failed
+    reason: str | None = None
+    output: str | None = None  # the file written (the encode, or the original's copy)
+    source_bytes: int | None = None
+    output_bytes: int | None = None
+    saved_percent: float | None = None
+    profile: str | None = None
+    effective_profile: str | None = None
+    job_id: str | None = None
+    upload_id: str | None = None
+    cached: bool = False  # done by an earlier run; nothing was sent this time
+    timed_out: bool = False  # --timeout gave up on the job (a rerun resumes waiting)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["result"] = str(self.result)
+        return data
+
+
+@dataclass
+class PlanItem:
+    file: str
+    action: str  # upload | resume upload | reuse upload | reuse job | download | skip
+    output: str
+    reason: str | None = None
+
+
+@dataclass
+class RunReport:
+    results: list[FileResult]
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if r.result == Result.FAILED]

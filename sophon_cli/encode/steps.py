@@ -1,0 +1,439 @@
+"""The per-file steps of ``sophon encode``: hash, upload, create the job, finish (download), fall back.
+
+Each step is a function of a ``Context`` (client, cache, options, event sink, stop flag) and one
+``Item`` (a source, its cache key and output path, its ``FileEntry``); it persists what it did
+(``Context.save``) before returning, so a rerun resumes at the step that was reached. ``advance``
+runs one file forward until it waits on its job (it returns ``Wait``) or is finished (it returns a
+``FileResult``). The scheduler calls these from worker threads; none of them prints.
+
+Server-side duplicates are avoided even without the cache: the upload's Idempotency-Key comes from
+the content (see ``client.idempotency``) and the job's from the content hash + the (deterministic)
+upload id + the job options (+ a nonce stored in the entry when ``force`` asked for a fresh job),
+so a replayed POST returns the original session or job.
+
+Fallback (the encode is an enhancement, the original is never lost): with ``copy``, a failed or
+canceled job, a source the server rejected, a ``final_artifact: "original"`` result or an output
+larger than its source puts a copy of the original at the output path (with the source's
+extension); ``skip`` leaves nothing there; ``fail`` makes the file an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sophon_cli.client.errors import (
+    APIError,
+    BadRequestError,
+    ConflictError,
+    SophonError,
+)
+from sophon_cli.encode.entry import ENTRY_SCHEMA, FileEntry, Result, State
+from sophon_cli.encode.events import EventSink, Progress
+from sophon_cli.encode.inputs import Source
+from sophon_cli.encode.naming import EncodeOptions, fallback_path_for, job_idempotency_key
+from sophon_cli.encode.results import FileResult
+
+__all__ = [
+    "Context",
+    "Item",
+    "Stopped",
+    "Wait",
+    "advance",
+    "create_job",
+    "fail",
+    "fail_timeout",
+    "failure_reason",
+    "fallback",
+    "finish",
+    "hash_source",
+    "is_done",
+    "observe",
+    "result_of",
+    "upload",
+]
+
+
+class Stopped(Exception):
+    """Raised inside a step (or from a progress callback) once a stop was requested."""
+
+
+@dataclass(frozen=True)
+class Wait:
+    """What ``advance`` returns when the file now waits on its job."""
+
+    job_id: str
+
+
+@dataclass
+class Item:
+    """One file in one run."""
+
+    source: Source
+    key: str
+    output: Path
+    size: int
+    entry: FileEntry
+    job: Any = None  # the last Job seen (a finished one is reused by ``finish``)
+    waited_since: float | None = None
+
+
+@dataclass
+class Context:
+    client: Any
+    store: Any  # state.StateStore
+    options: EncodeOptions
+    fingerprint: str
+    sink: EventSink
+    run_id: str
+    stop: threading.Event
+
+    def check_stop(self) -> None:
+        if self.stop.is_set():
+            raise Stopped()
+
+    def save(
+        self, item: Item, state: State, *, announce: bool = True, event: str | None = None, **fields: Any
+    ) -> None:
+        """Persist a step: set ``state`` and ``fields`` on the entry and in the cache, then (unless
+        ``announce`` is false) emit one event named ``event`` or the state."""
+        e = item.entry
+        fields["state"] = state
+        if e.path is None:
+            fields.setdefault("path", str(item.source.path))
+            fields.setdefault("fingerprint", self.fingerprint)
+            fields.setdefault("size", item.size)
+            fields.setdefault("schema", ENTRY_SCHEMA)
+        patch = e.update(**fields)
+        self.store.update(item.key, patch)
+        if announce:
+            detail = {k: v for k, v in patch.items() if k not in ("state", "path", "fingerprint", "schema")}
+            self.event(item, event or str(state), **detail)
+
+    def event(self, item: Item, state: str, **detail: Any) -> None:
+        self.sink.event(item.source.display, state, **detail)
+
+    def progress(self, item: Item, phase: str, done: float, total: float | None, **more: Any) -> None:
+        self.sink.progress(Progress(item.source.display, phase, done, total, **more))
+
+
+# -- the state machine of one file ---------------------------------------------------------------
+
+
+def advance(ctx: Context, item: Item) -> FileResult | Wait:
+    """Run one file forward until it waits on its job or is finished."""
+    e = item.entry
+    if ctx.options.force and e.force_run != ctx.run_id:
+        from sophon_cli.client.idempotency import new_nonce
+
+        # A fresh intent: forget the old entry, and give the job key a new nonce.
+        ctx.store.delete(item.key)
+        item.entry = e = FileEntry()
+        ctx.save(item, State.PENDING, nonce=new_nonce(), force_run=ctx.run_id, announce=False)
+    if is_done(ctx, item):
+        ctx.event(item, "cached", result=e.result, output=e.output)
+        return result_of(ctx, item, cached=True)
+    if e.job_id and e.job_terminal:
+        return finish(ctx, item)
+    if e.job_id:
+        return Wait(e.job_id)
+    ctx.check_stop()
+    if not e.sha256:
+        ctx.event(item, "hashing")
+        digest = hash_source(ctx, item)
+        ctx.save(item, State.HASHED, sha256=digest, source_bytes=item.size)
+    ctx.check_stop()
+    try:
+        if not (e.upload_id and e.state == State.UPLOADED):
+            upload(ctx, item)
+        ctx.check_stop()
+        create_job(ctx, item)
+    except ConflictError as exc:
+        return fail(
+            ctx,
+            item,
+            f"the server refused to replay an earlier request ({exc}); run again with --force for a fresh job",
+        )
+    except BadRequestError as exc:
+        if exc.status == 422 or exc.code in ("source_invalid", "source_unsupported"):
+            return fallback(ctx, item, f"the server rejected the source: {exc}")
+        raise
+    if item.entry.job_terminal:
+        return finish(ctx, item)
+    assert item.entry.job_id is not None
+    return Wait(item.entry.job_id)
+
+
+def hash_source(ctx: Context, item: Item) -> str:
+    h = hashlib.sha256()
+    done = 0
+    with open(item.source.path, "rb") as fh:
+        while True:
+            block = fh.read(1 << 20)
+            if not block:
+                break
+            h.update(block)
+            done += len(block)
+            ctx.progress(item, "hashing", done, item.size)
+    return h.hexdigest()
+
+
+def upload(ctx: Context, item: Item) -> None:
+    e = item.entry
+
+    def created(upload_id: str) -> None:
+        if e.upload_id != upload_id or e.state != State.UPLOADING:
+            ctx.save(item, State.UPLOADING, upload_id=upload_id)
+
+    def progress(done: int, total: int) -> None:
+        ctx.progress(item, "uploading", done, total)
+        ctx.check_stop()
+
+    result = ctx.client.uploads.upload_file(
+        item.source.path,
+        concurrency=ctx.options.part_concurrency,
+        sha256=e.sha256,
+        on_created=created,
+        on_progress=progress,
+    )
+    if result.sha256 != e.sha256:  # pragma: no cover - the engine checks this already
+        raise SophonError(f"{item.source.display} changed while uploading")
+    ctx.save(item, State.UPLOADED, upload_id=result.upload_id, resumed_upload=bool(result.resumed))
+
+
+def create_job(ctx: Context, item: Item) -> None:
+    e = item.entry
+    o = ctx.options
+    assert e.sha256 is not None and e.upload_id is not None
+    key = job_idempotency_key(e.sha256, item.size, e.upload_id, o, e.nonce)
+    job = ctx.client.jobs.create(
+        e.upload_id,
+        profile=o.profile,
+        container=o.container,
+        audio=o.audio,
+        target_height=o.height,
+        webhook_ids=list(o.webhook_ids) or None,
+        metadata=dict(o.metadata) or None,
+        idempotency_key=key,
+    )
+    item.job = job
+    ctx.save(item, State.JOB_CREATED, job_id=job.id, job_status=job.status, profile=job.profile or o.profile)
+    if job.is_terminal:  # it can already be over (or be a replay of a finished job)
+        ctx.save(item, State.JOB_DONE, **job_facts(job))
+
+
+def finish(ctx: Context, item: Item) -> FileResult:
+    """The job is terminal: download (or fall back) and record the result."""
+    e = item.entry
+    status = e.job_status
+    if status != "completed":
+        why = e.job_error or e.status_reason or "no reason given"
+        return fallback(ctx, item, f"job {status}: {why}")
+    if e.final_artifact == "original":
+        return fallback(ctx, item, "nothing smaller than the source was made")
+    out = item.output
+    server_bytes = e.server_output_bytes
+    if isinstance(server_bytes, int) and server_bytes > item.size:
+        # The job says its output is larger than the source: no need to fetch it to know.
+        _unlink(out)
+        return fallback(ctx, item, _larger(server_bytes, item.size))
+    if not (e.state == State.DOWNLOADED and out.exists() and e.output == str(out)):
+        ctx.check_stop()
+        expected = e.output_sha256
+        if out.exists() and expected and _sha256_file(out) == expected:
+            pass  # already there and verified (e.g. the cache was deleted after a download)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            ctx.event(item, "downloading", job_id=e.job_id)
+
+            def progress(done: int, total: int | None = None, *_: Any) -> None:
+                ctx.progress(item, "downloading", done, total)
+                ctx.check_stop()
+
+            dl = ctx.client.downloads.download(e.job_id, out, force=True, on_progress=progress, job=item.job)
+            if getattr(dl, "skipped", False) or dl.final_artifact == "original":
+                ctx.save(item, State.JOB_DONE, final_artifact="original", announce=False)
+                return fallback(ctx, item, "nothing smaller than the source was made")
+            if dl.path and Path(dl.path) != out:  # pragma: no cover - the engine honours target
+                os.replace(dl.path, out)
+        ctx.save(item, State.DOWNLOADED, output=str(out), output_bytes=out.stat().st_size)
+    out_bytes = int(e.output_bytes or out.stat().st_size)
+    if out_bytes > item.size:
+        _unlink(out)
+        return fallback(ctx, item, _larger(out_bytes, item.size))
+    return _done(ctx, item, Result.ENCODED, None, output=str(out), output_bytes=out_bytes)
+
+
+def fallback(ctx: Context, item: Item, reason: str) -> FileResult:
+    mode = ctx.options.fallback
+    if mode == "fail":
+        return fail(ctx, item, reason)
+    if mode == "skip":
+        return _done(ctx, item, Result.SKIPPED, reason, output=None, output_bytes=None)
+    target = fallback_path_for(item.output, item.source.path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_copy(item.source.path, target)
+    ctx.event(item, "fallback", reason=reason, output=str(target))
+    return _done(
+        ctx, item, Result.ORIGINAL_KEPT, reason, output=str(target), output_bytes=target.stat().st_size
+    )
+
+
+def _done(
+    ctx: Context,
+    item: Item,
+    result: Result,
+    reason: str | None,
+    *,
+    output: str | None,
+    output_bytes: int | None,
+) -> FileResult:
+    saved = None
+    if output_bytes is not None and item.size:
+        saved = round(100.0 * (item.size - output_bytes) / item.size, 1)
+    ctx.save(
+        item,
+        State.DONE,
+        result=result,
+        reason=reason,
+        output=output,
+        output_bytes=output_bytes,
+        saved_percent=saved,
+        source_bytes=item.size,
+        fallback=ctx.options.fallback,
+    )
+    return result_of(ctx, item)
+
+
+def fail(ctx: Context, item: Item, reason: str) -> FileResult:
+    ctx.save(item, State.FAILED, result=Result.FAILED, reason=reason, failed_at_state=str(item.entry.state))
+    return result_of(ctx, item)
+
+
+def fail_timeout(ctx: Context, item: Item, job: Any) -> FileResult:
+    """``timeout`` gave up on the job. The entry stays at job_created so a rerun resumes waiting."""
+    reason = (
+        f"gave up after {ctx.options.timeout:g}s waiting for job {job.id} ({job.status}); run again to resume"
+    )
+    ctx.event(item, "timed_out", job_id=job.id, job_status=job.status)
+    r = result_of(ctx, item)
+    r.result, r.reason, r.timed_out = Result.FAILED, reason, True
+    return r
+
+
+def observe(ctx: Context, item: Item, job: Any) -> bool:
+    """Record what a poll saw of ``item``'s job; True if its status changed."""
+    e = item.entry
+    item.job = job
+    progress = job.progress
+    percent = getattr(progress, "percent", None) if progress is not None else None
+    if percent is not None or job.status == "queued":
+        ctx.progress(
+            item,
+            "encoding",
+            float(percent or 0.0),
+            100.0,
+            status=job.status,
+            fps=getattr(progress, "fps", None),
+            eta_seconds=getattr(progress, "eta_seconds", None),
+        )
+    if job.status == e.job_status:
+        return False
+    if job.is_terminal:
+        ctx.save(item, State.JOB_DONE, **job_facts(job))
+    else:  # a status change of a running job: same step, its own event
+        ctx.save(item, State.JOB_CREATED, event="job_status", job_status=job.status)
+    return True
+
+
+def result_of(ctx: Context, item: Item, *, cached: bool = False) -> FileResult:
+    e = item.entry
+    return FileResult(
+        file=item.source.display,
+        result=e.result or Result.FAILED,
+        reason=e.reason,
+        output=e.output,
+        source_bytes=item.size,
+        output_bytes=e.output_bytes,
+        saved_percent=e.saved_percent,
+        profile=e.profile or ctx.options.profile,
+        effective_profile=e.effective_profile,
+        job_id=e.job_id,
+        upload_id=e.upload_id,
+        cached=cached,
+    )
+
+
+def is_done(ctx: Context, item: Item) -> bool:
+    """True if an earlier run finished this file and its result still stands."""
+    e = item.entry
+    if e.state != State.DONE:
+        return False
+    if e.result != Result.ENCODED and e.fallback != ctx.options.fallback:
+        return False  # fell back under another --fallback: decide again (locally)
+    if e.result in (Result.ENCODED, Result.ORIGINAL_KEPT):
+        return bool(e.output) and Path(e.output).exists()  # type: ignore[arg-type]
+    return e.result == Result.SKIPPED
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The per-file reason for an error a step raised."""
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        return f"{exc.strerror or exc}:{where}"
+    text = str(exc)
+    if isinstance(exc, APIError) and isinstance(exc, BadRequestError):
+        return f"the server rejected the source: {text}"
+    return text
+
+
+def job_facts(job: Any) -> dict[str, Any]:
+    out = job.output
+    return {
+        "job_status": job.status,
+        "status_reason": job.status_reason,
+        "job_error": getattr(job, "error", None),
+        "final_artifact": getattr(job, "final_artifact", None),
+        "effective_profile": job.effective_profile_id,
+        "profile": job.profile,
+        "output_sha256": getattr(out, "sha256", None) if out is not None else None,
+        "server_output_bytes": getattr(out, "bytes", None) if out is not None else None,
+    }
+
+
+def _larger(out_bytes: int, src_bytes: int) -> str:
+    return f"the encode ({out_bytes} bytes) is larger than the source ({src_bytes} bytes)"
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(src, "rb") as fin:
+        try:
+            with open(tmp, "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+                fout.flush()
+                os.fsync(fout.fileno())
+            os.replace(tmp, dst)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
