@@ -1,7 +1,8 @@
 """The one error boundary: exceptions -> (exit code, one-line message).
 
-Every message is one line on stderr, names the next step, and carries the server's request id
-when there is one. Tracebacks are shown only with ``SOPHON_DEBUG=1``.
+Every message is one line on stderr, names the next step (worded by the ``cli/hints.py`` table),
+and carries the server's request id when there is one. Every part of it is stripped of control
+characters (server-supplied text) and redacted. Tracebacks are shown only with ``SOPHON_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ def debug_enabled() -> bool:
 
 def classify(exc: BaseException) -> tuple[int, str]:
     """Map an exception to its exit code and a one-line message (without the ``error:`` prefix)."""
+    from sophon_cli.cli.hints import INTERRUPTED, hint_for
     from sophon_cli.client import errors as e
 
     if isinstance(exc, KeyboardInterrupt):
-        return ExitCode.INTERRUPTED, "interrupted; run the same command again to resume"
+        return ExitCode.INTERRUPTED, INTERRUPTED
     if isinstance(exc, e.SophonError):
         exit_codes = (
             (e.InputError, ExitCode.USAGE),
@@ -35,7 +37,7 @@ def classify(exc: BaseException) -> tuple[int, str]:
         )
         code = next((c for cls, c in exit_codes if isinstance(exc, cls)), ExitCode.ERROR)
         msg = str(exc)
-        hint = getattr(exc, "hint", None) or _default_hint(exc)
+        hint = hint_for(exc)
         if hint:
             msg = f"{msg}; {hint}"
         request_id = getattr(exc, "request_id", None)
@@ -53,22 +55,11 @@ def classify(exc: BaseException) -> tuple[int, str]:
     )
 
 
-def _default_hint(exc: BaseException) -> str | None:
-    from sophon_cli.client import errors as e
-
-    if isinstance(exc, e.AuthError):
-        return "check SOPHON_API_KEY or run `sophon config set-key`"
-    if isinstance(exc, e.NotFoundError):
-        return "check the id"
-    if isinstance(exc, e.TransportError):
-        return "check the URL and your network, or use --local"
-    if isinstance(exc, e.APIError) and exc.retryable:
-        return "try again later"
-    return None
-
-
 def one_line(msg: str) -> str:
-    return " ".join(str(msg).split())
+    """One terminal-safe line: control characters stripped, whitespace folded."""
+    from sophon_cli.client.text import terminal_safe
+
+    return " ".join(terminal_safe(msg).split())
 
 
 def report(exc: BaseException, stderr=None) -> int:

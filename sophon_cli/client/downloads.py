@@ -26,7 +26,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from sophon_cli.client.errors import InputError, IntegrityError, ServerError, SophonError
+from sophon_cli.client.errors import (
+    APIError,
+    InputError,
+    IntegrityError,
+    NextStep,
+    ServerError,
+    SophonError,
+    error_from_response,
+)
+from sophon_cli.client.files import fsync_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
@@ -104,19 +113,6 @@ def parse_content_range(value: str | None) -> tuple[int, int | None] | None:
         return None
     total = None if m.group(3) == "*" else int(m.group(3))
     return int(m.group(1)), total
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - not supported on every platform
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 class _PartHash:
@@ -205,7 +201,9 @@ class Downloads:
             final = Path(target_text)
             directory = final.parent
             if final.exists() and not force:
-                raise InputError(f"{final} already exists", hint="use --force to overwrite it")
+                raise InputError(
+                    f"{final} already exists", hint="allow overwriting it", next_step=NextStep.OVERWRITE
+                )
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -264,9 +262,11 @@ class Downloads:
 
         assert final is not None
         if final.exists() and not force:
-            raise InputError(f"{final} already exists", hint="use --force to overwrite it")
+            raise InputError(
+                f"{final} already exists", hint="allow overwriting it", next_step=NextStep.OVERWRITE
+            )
         os.replace(part, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return DownloadResult(
             path=str(final),
             bytes=size,
@@ -293,12 +293,9 @@ class Downloads:
     ) -> tuple[Path, int | None, str]:
         import httpx
 
-        from sophon_cli.client.http import error_from_response, retry_delay
-
         c = self._c
-        failures = 0
+        state = c.retry_state(method="GET", path="/v1/downloads/")
         refreshed = False
-        deadline = c.clock() + c.retry_budget
         while True:
             anon = c.anon_client(url)  # the URL may change on a refresh
             offset = part.stat().st_size if part.exists() else 0
@@ -306,7 +303,7 @@ class Downloads:
                 part.unlink()
                 offset = 0
             headers = {"Range": f"bytes={offset}-"} if offset else {}
-            retry_after = None
+            attempt = state.begin()
             try:
                 with anon.stream("GET", url, headers=headers) as resp:
                     status = resp.status_code
@@ -319,11 +316,7 @@ class Downloads:
                         raise _RefreshURL()
                     if status >= 400:
                         resp.read()
-                        err = error_from_response(resp, secrets=c._secret_values)
-                        if not (status == 408 or status == 429 or status >= 500):
-                            raise err
-                        retry_after = err.retry_after
-                        raise _Retryable(err)
+                        raise error_from_response(resp, secrets=c._secret_values)
                     total: int | None = None
                     if status == 206:
                         rng = parse_content_range(resp.headers.get("content-range"))
@@ -343,39 +336,42 @@ class Downloads:
                 size = part.stat().st_size
                 want = expected_bytes if expected_bytes is not None else total
                 if want is not None and size < want:
-                    raise _Retryable(None)  # closed early without an error: resume
+                    raise _StoppedEarly()  # closed early without an error: resume
                 return final, total, url
             except _Restart:
                 part.unlink(missing_ok=True)
-                failures += 1
+                delay = state.next_delay(reason="restart")
+                if delay is None:
+                    raise SophonError(
+                        f"download of job {job_id} kept restarting", hint="run the download again later"
+                    ) from None
             except _RefreshURL:
                 refreshed = True
+                state.attempts -= 1  # asking for a fresh link is not a failed attempt
                 url = self.output_url(job_id)
                 continue
-            except _Retryable as exc:
-                failures += 1
-                if failures > c.max_retries:
-                    if exc.error is not None:
-                        raise exc.error from None
+            except _StoppedEarly:
+                delay = state.next_delay(reason="stream ended early")
+                if delay is None:
                     raise c.transport_error(
-                        ConnectionError("the download kept stopping early"), failures
+                        ConnectionError("the download kept stopping early"), attempt
                     ) from None
+            except APIError as err:
+                err.attempts = attempt
+                delay = state.next_delay(
+                    status=err.status, envelope_retryable=err.envelope_retryable, retry_after=err.retry_after
+                )
+                if delay is None:
+                    raise
             except httpx.TransportError as exc:
-                failures += 1
-                if failures > c.max_retries:
-                    raise c.transport_error(exc, failures) from None
+                delay = state.next_delay(reason=type(exc).__name__)
+                if delay is None:
+                    raise c.transport_error(exc, attempt) from None
             except OSError as exc:
                 raise InputError(
                     f"cannot write {part} ({exc.strerror or exc})",
                     hint="free some disk space or choose another output location",
                 ) from None
-            if failures > c.max_retries:
-                raise SophonError(
-                    f"download of job {job_id} kept restarting", hint="run the download again later"
-                )
-            delay = retry_delay(failures - 1, retry_after, rng=c.rng)
-            if c.clock() + delay > deadline:
-                raise c.transport_error(ConnectionError("download retry budget exhausted"), failures)
             c.sleep(delay)
 
     def _choose_final(self, resp: httpx.Response, directory: Path, fallback: str, force: bool) -> Path:
@@ -384,7 +380,9 @@ class Downloads:
         )
         final = directory / name
         if final.exists() and not force:
-            raise InputError(f"{final} already exists", hint="use --force to overwrite it")
+            raise InputError(
+                f"{final} already exists", hint="allow overwriting it", next_step=NextStep.OVERWRITE
+            )
         return final
 
     @staticmethod
@@ -413,7 +411,5 @@ class Downloads:
                 os.fsync(fh.fileno())
 
 
-class _Retryable(Exception):
-    def __init__(self, error: Exception | None) -> None:
-        super().__init__()
-        self.error = error
+class _StoppedEarly(Exception):
+    """The body ended before the expected size without an error: resume with a Range request."""

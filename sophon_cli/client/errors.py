@@ -16,26 +16,53 @@
         ├── ConflictError            409                                                 -> exit 1
         ├── RateLimitError           429                                                 -> exit 1
         └── ServerError              5xx                                                 -> exit 1
+            └── MalformedResponseError  a reply this client cannot use ("the server sent …") -> exit 1
 
-The CLI maps these to exit codes in one place (``sophon_cli.cli.errors``); the library itself knows
-nothing about exit codes. Messages never contain the API key or download tokens.
+The CLI maps these to exit codes and words the next step for a terminal user in one place
+(``sophon_cli.cli.errors`` with the ``sophon_cli.cli.hints`` table); the library itself knows nothing
+about exit codes or command-line flags. It says what the next step is as a :class:`NextStep` (and a
+flag-free ``hint`` for Python callers). Messages never contain the API key or download tokens.
+
+``error_from_response`` and ``decode_json`` (the response -> error mapping used by every resource
+module) live here so that ``http`` and the resource modules do not import each other.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import httpx
+
+
+class NextStep(str, enum.Enum):
+    """What the user should do next, as data: the CLI words each one (``cli/hints.py``)."""
+
+    OVERWRITE = "overwrite"  # an existing file is in the way: allow replacing it
+    NEW_SESSION = "new_session"  # replay refused: start over with fresh idempotency keys
+    FRESH_JOB = "fresh_job"  # the recorded job is unusable: make a fresh one
+    WAIT_FOR_JOB = "wait_for_job"  # the job is not finished: wait for it, then retry
+    WAIT_AGAIN = "wait_again"  # gave up waiting: wait again (longer)
+    RESUME = "resume"  # interrupted: the same call again resumes
+    SET_KEY = "set_key"  # missing or wrong API key
+    CHECK_CONNECTION = "check_connection"  # the server did not answer: check the network and base URL
 
 
 class SophonError(Exception):
-    """Base class. ``hint`` is the next step for the user, shown after the message."""
+    """Base class. ``hint`` is the next step in words free of any command-line syntax; ``next_step``
+    the same as data, for front ends that word it themselves."""
 
     hint: str | None = None
+    next_step: NextStep | None = None
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, next_step: NextStep | None = None) -> None:
         super().__init__(message)
         self.message = message
         if hint is not None:
             self.hint = hint
+        if next_step is not None:
+            self.next_step = next_step
 
     def __str__(self) -> str:
         return self.message
@@ -50,11 +77,21 @@ class ConfigError(SophonError):
 
 
 class TransportError(SophonError):
-    """The server could not be reached (after retries)."""
+    """The server could not be reached, or a stream stalled (after retries). ``attempts`` counts
+    the attempts made."""
 
-    def __init__(self, message: str, *, url: str | None = None, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        hint: str | None = None,
+        attempts: int = 1,
+        next_step: NextStep | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, next_step=next_step)
         self.url = url
+        self.attempts = attempts
 
 
 class IntegrityError(SophonError):
@@ -72,8 +109,15 @@ class JobFailedError(SophonError):
 class WaitTimeoutError(SophonError):
     """Gave up waiting for jobs to finish."""
 
-    def __init__(self, message: str, *, job_ids: list[str] | None = None, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_ids: list[str] | None = None,
+        hint: str | None = None,
+        next_step: NextStep | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint, next_step=next_step)
         self.job_ids = job_ids or []
 
 
@@ -87,7 +131,12 @@ class SignatureError(SophonError):
 
 
 class APIError(SophonError):
-    """The server answered with an error status and (usually) the error envelope."""
+    """The server answered with an error status and (usually) the error envelope.
+
+    ``retryable`` is the policy's verdict; ``envelope_retryable`` what the envelope said (None when
+    it said nothing); ``attempts`` how many attempts the call made; ``path`` the request path
+    (download tokens redacted), so a front end can word the next step for the resource concerned.
+    """
 
     def __init__(
         self,
@@ -99,13 +148,20 @@ class APIError(SophonError):
         request_id: str | None = None,
         retry_after: float | None = None,
         hint: str | None = None,
+        next_step: NextStep | None = None,
+        envelope_retryable: bool | None = None,
+        attempts: int = 1,
+        path: str = "",
     ) -> None:
-        super().__init__(message, hint=hint)
+        super().__init__(message, hint=hint, next_step=next_step)
         self.status = status
         self.code = code
         self.retryable = retryable
         self.request_id = request_id
         self.retry_after = retry_after
+        self.envelope_retryable = envelope_retryable
+        self.attempts = attempts
+        self.path = path
 
     def __str__(self) -> str:
         return f"{self.message} ({self.status} {self.code})"
@@ -141,6 +197,28 @@ class ServerError(APIError):
     """5xx."""
 
 
+class MalformedResponseError(ServerError):
+    """The server sent a reply this client cannot use: not JSON where JSON is due, an empty 200, a
+    body larger than allowed or than announced, a bad Content-Length, undecodable gzip, a redirect
+    loop or a redirect off http(s). ``status`` is the HTTP status (0 when none was read); the
+    message starts with "the server sent"."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        request_id: str | None = None,
+        code: str = "invalid_response",
+        hint: str | None = "check that the base URL points at a SOPHON API server",
+        path: str = "",
+    ) -> None:
+        super().__init__(status, code, message, request_id=request_id, hint=hint, path=path)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def error_class_for_status(status: int) -> type[APIError]:
     if status in (401, 403):
         return AuthError
@@ -155,3 +233,66 @@ def error_class_for_status(status: int) -> type[APIError]:
     if 400 <= status < 500:
         return BadRequestError
     return APIError
+
+
+# -- response -> error -----------------------------------------------------------------------------
+
+
+def error_from_response(response: httpx.Response, *, secrets: tuple[str, ...] = ()) -> APIError:
+    """Build the typed APIError for an error response (envelope or not). Every server-supplied
+    field is redacted (``secrets``, download tokens) and stripped of control characters."""
+    from sophon_cli.client.retry import parse_retry_after, should_retry_status
+    from sophon_cli.client.text import redact, safe_field
+
+    status = response.status_code
+    code = ""
+    message = ""
+    retryable: bool | None = None
+    request_id: str | None = None
+    try:
+        data = response.json()
+    except Exception:
+        data = None
+    body = data.get("error") if isinstance(data, dict) else None
+    if isinstance(body, dict):
+        code = str(body.get("code") or "")
+        message = str(body.get("message") or "")
+        if isinstance(body.get("retryable"), bool):
+            retryable = body["retryable"]
+        if body.get("request_id"):
+            request_id = str(body["request_id"])
+    if not request_id:
+        request_id = response.headers.get("x-request-id") or None
+    if not code:
+        code = f"http_{status}"
+    if not message:
+        reason = response.reason_phrase or "error"
+        message = f"the server answered HTTP {status} {reason}".rstrip()
+    path = response.request.url.path if response.request is not None else ""
+    cls = error_class_for_status(status)
+    return cls(
+        status,
+        safe_field(code, secrets, 100),
+        safe_field(message, secrets),
+        retryable=bool(retryable) if retryable is not None else should_retry_status(status, None),
+        request_id=safe_field(request_id, secrets, 100) if request_id else None,
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+        envelope_retryable=retryable,
+        path=redact(path),
+    )
+
+
+def decode_json(response: httpx.Response) -> Any:
+    """The JSON body of a success response; a body that is not JSON is a MalformedResponseError."""
+    from sophon_cli.client.text import safe_field
+
+    try:
+        return response.json()
+    except Exception:
+        request_id = response.headers.get("x-request-id")
+        what = "an empty response" if not response.content else "a response that is not valid JSON"
+        raise MalformedResponseError(
+            f"the server sent {what} (HTTP {response.status_code})",
+            status=response.status_code,
+            request_id=safe_field(request_id, (), 100) if request_id else None,
+        ) from None

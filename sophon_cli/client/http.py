@@ -1,15 +1,10 @@
 """SophonClient: one httpx.Client per client, bearer auth, retries, error envelope -> exceptions.
 
-Retry policy (one place, used by every call):
+Every request goes through :meth:`SophonClient.request` and the one retry policy
+(:class:`sophon_cli.client.retry.RetryPolicy`: what is retried, full-jitter backoff or
+Retry-After, at most ``max_retries`` retries within ``retry_budget`` seconds). Downloads use the
+same policy object through :meth:`SophonClient.retry_state`.
 
-* retried: network errors (connect/read/write failures, timeouts, dropped connections), 408, 429,
-  5xx (except 501), and any error envelope that says ``"retryable": true`` unless the status is
-  one that is never retried (400, 401, 403, 404, 422). An explicit ``"retryable": false`` on a
-  429/5xx envelope (e.g. ``quota_exceeded``) stops the retries: the server said waiting won't help.
-* delay: capped full-jitter exponential backoff, ``uniform(0, min(cap, base * 2**attempt))``; when the
-  response carries ``Retry-After`` (delta-seconds or an HTTP date) that value is used instead,
-  capped at :data:`RETRY_AFTER_CAP` seconds.
-* bounded: at most ``max_retries`` retries and ``retry_budget`` seconds in total per call.
 * POST requests always carry an ``Idempotency-Key`` (a random one if the caller gave none) and are
   retried with that same key, so a retry can never create a second resource.
 
@@ -20,30 +15,24 @@ known secrets and download tokens from them).
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from sophon_cli import __version__
 from sophon_cli.client.errors import (
-    APIError,
-    AuthError,
-    BadRequestError,
-    ConflictError,
     InputError,
-    NotFoundError,
-    RateLimitError,
-    ServerError,
+    NextStep,
     TransportError,
-    error_class_for_status,
+    decode_json,
+    error_from_response,
 )
+from sophon_cli.client.retry import RetryObserver, RetryPolicy, RetryState
+from sophon_cli.client.text import display_url, one_line, redact
 
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
@@ -55,113 +44,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from sophon_cli.client.webhooks import Webhooks
 
 USER_AGENT = f"sophon-cli/{__version__}"
-RETRY_AFTER_CAP = 60.0  # never sleep longer than this because a server asked us to
-BACKOFF_BASE = 0.5
-BACKOFF_CAP = 20.0
-RETRY_STATUSES = frozenset({408, 429})
-NEVER_RETRY_STATUSES = frozenset({400, 401, 403, 404, 422})
 IDEMPOTENCY_KEY_MAX = 128
-
-# ---------------------------------------------------------------------------------------------
-# Pure helpers (unit-tested directly)
-# ---------------------------------------------------------------------------------------------
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header value, or None when absent/unparseable.
-
-    Accepts delta-seconds (``"3"``, also a decimal like ``"1.5"``) and an HTTP date
-    (``"Wed, 21 Oct 2015 07:28:00 GMT"``). A date in the past gives 0. The result is not capped here.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    if re.fullmatch(r"\d+(\.\d+)?", value):
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:  # pragma: no cover - older Pythons returned None
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
-    return max(0.0, (when - now).total_seconds())
-
-
-def backoff_delay(
-    attempt: int,
-    *,
-    rng: random.Random | None = None,
-    base: float = BACKOFF_BASE,
-    cap: float = BACKOFF_CAP,
-) -> float:
-    """Full-jitter backoff for retry number ``attempt`` (0 for the first retry): a uniform draw from
-    ``[0, min(cap, base * 2**attempt)]``."""
-    ceiling = min(cap, base * (2 ** min(max(attempt, 0), 30)))
-    return (rng or random).uniform(0.0, ceiling)
-
-
-def retry_delay(
-    attempt: int,
-    retry_after: float | None,
-    *,
-    rng: random.Random | None = None,
-    cap: float = RETRY_AFTER_CAP,
-) -> float:
-    """The delay before the next attempt: ``Retry-After`` (capped) when the server sent one,
-    otherwise :func:`backoff_delay`."""
-    if retry_after is not None:
-        return min(max(retry_after, 0.0), cap)
-    return backoff_delay(attempt, rng=rng)
-
-
-def should_retry_status(status: int, envelope_retryable: bool | None) -> bool:
-    """Whether a response with this status (and envelope ``retryable`` flag, None if absent) is retried."""
-    if status in NEVER_RETRY_STATUSES:
-        return False
-    if status in RETRY_STATUSES or (status >= 500 and status != 501):
-        return envelope_retryable is not False
-    return envelope_retryable is True
 
 
 def new_idempotency_key() -> str:
     """A random key for POSTs whose caller did not pass one (retries of that call reuse it)."""
     return f"sc-rnd-{uuid.uuid4().hex}"
-
-
-_TOKEN_PATH_RE = re.compile(r"(/downloads/)[^/?#\s\"']+")
-_QUERY_SECRET_RE = re.compile(
-    r"(?i)([?&](?:token|signature|sig|key|x-amz-signature|x-amz-credential)=)[^&#\s\"']+"
-)
-
-
-def redact(text: str, secrets: list[str] | tuple[str, ...] | set[str] = ()) -> str:
-    """Remove download tokens, signed-URL query secrets and the given secret strings from ``text``."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    text = _TOKEN_PATH_RE.sub(r"\1***", text)
-    text = _QUERY_SECRET_RE.sub(r"\1***", text)
-    return text
-
-
-def one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text
-
-
-def display_url(url: str) -> str:
-    """``url`` without userinfo, query or fragment: safe to show to the user."""
-    m = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^@/]*@)?([^/?#]*)([^?#]*)", url)
-    if not m:
-        return redact(url)
-    return redact(m.group(1) + m.group(2) + m.group(3)).rstrip("/")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,92 +98,6 @@ def _install_log_filter(secret: str | None) -> None:
     flt = RedactingFilter()
     for name in _LOGGER_NAMES:
         logging.getLogger(name).addFilter(flt)
-
-
-# ---------------------------------------------------------------------------------------------
-# Error mapping
-# ---------------------------------------------------------------------------------------------
-
-_CODE_HINTS = {
-    "output_not_ready": "wait for the job to finish (`sophon job wait <id>`), then download",
-    "job_not_cancelable": "the job already finished; see it with `sophon job get <id>`",
-    "conflict": "an earlier request used the same idempotency key with different data; rerun with --new",
-    "quota_exceeded": "your plan's quota is used up; wait for it to reset or upgrade the plan",
-    "capacity_exceeded": "the server is short of disk space; try again later",
-    "source_invalid": "check that the file is a playable video (try opening it in a player)",
-    "source_unsupported": "convert the source to a common format (e.g. H.264 MP4) and retry",
-    "validation_error": "check the options you passed (see `--help`)",
-    "rate_limited": "slow down: wait a moment and retry",
-    "output_persistence_failed": "the server could not store the output; submit the job again",
-}
-
-
-def _hint_for(status: int, code: str, path: str) -> str:
-    if code in _CODE_HINTS:
-        return _CODE_HINTS[code]
-    if status == 401:
-        return "check SOPHON_API_KEY or run `sophon config set-key`"
-    if status == 403:
-        if "/downloads/" in path:
-            return "the download link expired or is invalid; run the download again for a fresh link"
-        return "the API key lacks the permission for this; use a key with the needed scope"
-    if status == 404:
-        if path.startswith("/v1/webhooks"):
-            return "check the id (`sophon webhooks list`)"
-        if path.startswith("/v1/uploads"):
-            return "the upload session is gone or expired; upload the file again"
-        if "/downloads/" in path:
-            return "the output file is gone; run the download again"
-        return "check the id (`sophon job list`)"
-    if status == 409:
-        return "the resource is in the wrong state for this; check it with `sophon job get <id>`"
-    if status == 429:
-        return "slow down: wait a moment and retry"
-    if status >= 500:
-        return "the server failed; try again later and quote the request id if it persists"
-    return "check the request (see `--help`)"
-
-
-def error_from_response(response: httpx.Response, *, secrets: tuple[str, ...] = ()) -> APIError:
-    """Build the typed APIError for an error response (envelope or not)."""
-    status = response.status_code
-    code = ""
-    message = ""
-    retryable: bool | None = None
-    request_id: str | None = None
-    try:
-        data = response.json()
-    except Exception:
-        data = None
-    body = data.get("error") if isinstance(data, dict) else None
-    if isinstance(body, dict):
-        code = str(body.get("code") or "")
-        message = str(body.get("message") or "")
-        if isinstance(body.get("retryable"), bool):
-            retryable = body["retryable"]
-        if body.get("request_id"):
-            request_id = str(body["request_id"])
-    if not request_id:
-        request_id = response.headers.get("x-request-id") or None
-    if not code:
-        code = f"http_{status}"
-    if not message:
-        reason = response.reason_phrase or "error"
-        message = f"the server answered HTTP {status} {reason}".rstrip()
-    path = response.request.url.path if response.request is not None else ""
-    message = one_line(redact(message, secrets))
-    cls = error_class_for_status(status)
-    err = cls(
-        status,
-        code,
-        message,
-        retryable=bool(retryable) if retryable is not None else should_retry_status(status, None),
-        request_id=request_id,
-        retry_after=parse_retry_after(response.headers.get("retry-after")),
-        hint=_hint_for(status, code, redact(path)),
-    )
-    err.envelope_retryable = retryable  # type: ignore[attr-defined]
-    return err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,6 +199,7 @@ class SophonClient:
         clock: Callable[[], float] = time.monotonic,
         concurrency: int = 8,
         user_agent: str | None = None,
+        on_retry: RetryObserver | None = None,
     ) -> None:
         import httpx
 
@@ -409,6 +212,8 @@ class SophonClient:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.clock = clock
+        self.retry_policy = RetryPolicy(max_retries=self.max_retries, budget=self.retry_budget, rng=self.rng)
+        self.retry_observers: list[RetryObserver] = [on_retry] if on_retry is not None else []
         self.timeout = timeout
         _install_log_filter(self._api_key)
 
@@ -540,13 +345,23 @@ class SophonClient:
         detail = one_line(redact(str(exc), self._secret_values), 120)
         reason = f"{kind}: {detail}" if detail else kind
         tries = f" after {attempts} attempts" if attempts > 1 else ""
-        err = TransportError(
+        return TransportError(
             f"cannot reach the SOPHON server at {display_url(self.base_url)}{tries} ({reason})",
             url=display_url(self.base_url),
-            hint="check your network and SOPHON_BASE_URL (or use --local for the local server)",
+            hint="check your network and the base URL (or use the local server)",
+            next_step=NextStep.CHECK_CONNECTION,
+            attempts=attempts,
         )
-        err.attempts = attempts  # type: ignore[attr-defined]
-        return err
+
+    def retry_state(self, *, retry: bool = True, method: str = "", path: str = "") -> RetryState:
+        """A fresh attempt counter for one logical call under the client's retry policy."""
+        return self.retry_policy.start(
+            clock=self.clock,
+            retry=retry,
+            observers=tuple(self.retry_observers),
+            method=method,
+            path=redact(path),
+        )
 
     def request(
         self,
@@ -588,11 +403,9 @@ class SophonClient:
         per_call = (
             httpx.Timeout(timeout, connect=self._timeout.connect) if timeout is not None else self._timeout
         )
-        deadline = self.clock() + self.retry_budget
-        max_attempts = 1 + (self.max_retries if retry else 0)
-        attempt = 0
+        state = self.retry_state(retry=retry, method=method, path=path)
         while True:
-            attempt += 1
+            attempt = state.begin()
             try:
                 response = self._http.request(
                     method,
@@ -605,10 +418,10 @@ class SophonClient:
                 )
             except httpx.TransportError as exc:
                 # An invalid URL or unsupported protocol is a configuration problem: no retry.
-                if isinstance(exc, httpx.UnsupportedProtocol):
-                    raise self.transport_error(exc, attempt) from None
-                delay = retry_delay(attempt - 1, None, rng=self.rng)
-                if attempt >= max_attempts or self.clock() + delay > deadline:
+                delay = None
+                if not isinstance(exc, httpx.UnsupportedProtocol):
+                    delay = state.next_delay(reason=type(exc).__name__)
+                if delay is None:
                     raise self.transport_error(exc, attempt) from None
                 self.sleep(delay)
                 continue
@@ -617,51 +430,25 @@ class SophonClient:
             if expect is None or status in expect:
                 return response
             err = error_from_response(response, secrets=self._secret_values)
-            if (
-                should_retry_status(status, getattr(err, "envelope_retryable", None))
-                and attempt < max_attempts
-            ):
-                delay = retry_delay(attempt - 1, err.retry_after, rng=self.rng)
-                if self.clock() + delay <= deadline:
-                    response.close()
-                    self.sleep(delay)
-                    continue
-            err.attempts = attempt  # type: ignore[attr-defined]
-            raise err
+            err.attempts = attempt
+            delay = state.next_delay(
+                status=status, envelope_retryable=err.envelope_retryable, retry_after=err.retry_after
+            )
+            if delay is None:
+                raise err
+            response.close()
+            self.sleep(delay)
 
     def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
         return decode_json(response)
 
 
-def decode_json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except Exception:
-        raise ServerError(
-            response.status_code,
-            "invalid_response",
-            "the server sent a response that is not valid JSON",
-            request_id=response.headers.get("x-request-id"),
-            hint="check SOPHON_BASE_URL points at a SOPHON API server",
-        ) from None
-
-
 __all__ = [
     "SophonClient",
-    "parse_retry_after",
-    "backoff_delay",
-    "retry_delay",
-    "should_retry_status",
-    "error_from_response",
-    "redact",
+    "decode_json",
     "display_url",
+    "error_from_response",
     "new_idempotency_key",
-    "APIError",
-    "AuthError",
-    "BadRequestError",
-    "ConflictError",
-    "NotFoundError",
-    "RateLimitError",
-    "ServerError",
+    "redact",
 ]

@@ -9,23 +9,27 @@ per tick (stopping when every pending id was seen or the pages are older than th
 job) instead of one ``get`` per job, and falls back to ``get`` for ids the pages did not show.
 
 ``on_progress(job)`` receives the Job model after every poll.
+
+:meth:`Jobs.poll` is the one poller: one round of status reads for a set of ids. ``wait_many`` and
+the encode scheduler both call it; :data:`TERMINAL_STATUSES` is the one definition of "finished".
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from sophon_cli.client.errors import ConflictError, InputError, WaitTimeoutError
+from sophon_cli.client.errors import ConflictError, InputError, NextStep, WaitTimeoutError
 
 if TYPE_CHECKING:  # pragma: no cover
     from sophon_cli.client.http import SophonClient
     from sophon_cli.client.models import Job, JobList
 
+#: the statuses after which a job never changes again (the one definition in the client library)
 TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
 MIN_TARGET_HEIGHT = 144
 MAX_TARGET_HEIGHT = 4320
@@ -116,30 +120,13 @@ class Jobs:
     def __init__(self, client: SophonClient) -> None:
         self._c = client
 
-    def create(
-        self,
-        upload_id: str,
-        *,
-        profile: str = "sophon-auto",
-        container: str | None = None,
-        audio: bool | None = None,
-        target_height: int | None = None,
-        webhook_ids: Iterable[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        idempotency_key: str | None = None,
-    ) -> Job:
-        """Create a job from a completed upload. Local validation happens before any request."""
+    def create(self, upload_id: str, *, idempotency_key: str | None = None, **options: Any) -> Job:
+        """Create a job from a completed upload. ``options`` are those of :func:`build_job_request`
+        (profile, container, audio, target_height, webhook_ids, metadata); they are validated
+        locally before any request."""
         from sophon_cli.client.models import Job, parse_model
 
-        body = build_job_request(
-            upload_id,
-            profile=profile,
-            container=container,
-            audio=audio,
-            target_height=target_height,
-            webhook_ids=webhook_ids,
-            metadata=metadata,
-        )
+        body = build_job_request(upload_id, **options)
         response = self._c.request(
             "POST", "/v1/jobs", json=body, idempotency_key=idempotency_key, expect=(200, 201)
         )
@@ -158,7 +145,7 @@ class Jobs:
         try:
             return parse_model(Job, self._c.request("DELETE", f"/v1/jobs/{_q(job_id)}"))
         except ConflictError as exc:
-            if getattr(exc, "attempts", 1) > 1:
+            if exc.attempts > 1:
                 job = self.get(job_id)
                 if job.status == "canceled":
                     return job
@@ -172,17 +159,29 @@ class Jobs:
         params = {"status": status, "limit": limit, "cursor": cursor}
         return parse_model(JobList, self._c.request("GET", "/v1/jobs", params=params))
 
-    def iter(self, *, status: str | None = None, page_size: int = 100) -> Iterator[Job]:
-        """Every job (newest first), following ``next_cursor`` across pages."""
+    def pages(
+        self, *, status: str | None = None, page_size: int = 100, max_pages: int | None = None
+    ) -> Iterator[JobList]:
+        """Newest-first pages of jobs, following ``next_cursor`` until the last page (or
+        ``max_pages``); a cursor seen before ends the walk (a server that loops)."""
         cursor: str | None = None
         seen_cursors: set[str] = set()
+        count = 0
         while True:
             page = self.list(status=status, limit=page_size, cursor=cursor)
-            yield from page.jobs
+            yield page
+            count += 1
             cursor = page.next_cursor
             if not cursor or page.has_more is False or not page.jobs or cursor in seen_cursors:
                 return
+            if max_pages is not None and count >= max_pages:
+                return
             seen_cursors.add(cursor)
+
+    def iter(self, *, status: str | None = None, page_size: int = 100) -> Iterator[Job]:
+        """Every job (newest first), following ``next_cursor`` across pages."""
+        for page in self.pages(status=status, page_size=page_size):
+            yield from page.jobs
 
     # -- waiting ---------------------------------------------------------------------------------
 
@@ -209,7 +208,7 @@ class Jobs:
         interval = POLL_START
         while True:
             pending = [i for i in ids if i not in latest or not latest[i].is_terminal]
-            for job in self._poll(pending, latest):
+            for job in self.poll(pending, latest):
                 latest[job.id] = job
                 if on_progress is not None:
                     on_progress(job)
@@ -223,33 +222,46 @@ class Jobs:
                 raise WaitTimeoutError(
                     f"gave up waiting after {timeout:g}s: {states}{more}",
                     job_ids=pending,
-                    hint="wait again with `sophon job wait <id>` or raise --timeout",
+                    hint="wait again, with a longer timeout",
+                    next_step=NextStep.WAIT_AGAIN,
                 )
             delay = interval if deadline is None else min(interval, max(0.0, deadline - now))
             sleep(delay)
             interval = next_poll_interval(interval)
 
-    def _poll(self, pending: list[str], latest: dict[str, Job]) -> list[Job]:
+    def poll(self, job_ids: Iterable[str], known: Mapping[str, Job] | None = None) -> list[Job]:
+        """One round of status reads: the current Job of every id in ``job_ids``, in that order.
+
+        This is the one poller of the library (``wait_many`` and the encode scheduler call it once
+        per tick and decide themselves how long to sleep and when to give up). With fewer than
+        :data:`LIST_THRESHOLD` ids it makes one ``GET /v1/jobs/{id}`` each; with more it reads
+        newest-first list pages (at most :data:`LIST_MAX_PAGES` of :data:`LIST_PAGE_SIZE`),
+        stopping once every id was seen or, when ``known`` holds an earlier Job of every id, once
+        the pages are older than the oldest of them; ids the pages did not show get a ``get``.
+
+        ``known`` maps ids to the Job seen at the previous tick (used only for its ``created_at``).
+        Errors are raised as they come (after the client's retries): NotFoundError for an id the
+        server does not know, TransportError when it cannot be reached.
+        """
+        pending = list(dict.fromkeys(job_ids))
+        known = known or {}
         if len(pending) < LIST_THRESHOLD:
             return [self.get(i) for i in pending]
         wanted = set(pending)
         found: dict[str, Job] = {}
-        known_times = [parse_time(latest[i].created_at) for i in pending if i in latest]
+        known_times = [parse_time(known[i].created_at) for i in pending if i in known]
         oldest = min((t for t in known_times if t is not None), default=None)
         if len(known_times) < len(pending):
             oldest = None  # some ids never seen yet: their age is unknown
-        cursor: str | None = None
-        for _ in range(LIST_MAX_PAGES):
-            page = self.list(limit=LIST_PAGE_SIZE, cursor=cursor)
+        for page in self.pages(page_size=LIST_PAGE_SIZE, max_pages=LIST_MAX_PAGES):
             for job in page.jobs:
                 if job.id in wanted:
                     found[job.id] = job
-            if len(found) == len(wanted) or not page.next_cursor or page.has_more is False or not page.jobs:
+            if len(found) == len(wanted) or not page.jobs:
                 break
             last = parse_time(page.jobs[-1].created_at)
             if oldest is not None and last is not None and last < oldest:
                 break
-            cursor = page.next_cursor
         for job_id in pending:
             if job_id not in found:
                 found[job_id] = self.get(job_id)

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
+from sophon_cli.client.jobs import TERMINAL_STATUSES
 
 
 class _Model(BaseModel):
@@ -226,7 +226,7 @@ def parse_model(model: type[M], response_or_data: Any) -> M:
     status = 200
     request_id = None
     if hasattr(response_or_data, "status_code"):
-        from sophon_cli.client.http import decode_json
+        from sophon_cli.client.errors import decode_json
 
         status = response_or_data.status_code
         request_id = response_or_data.headers.get("x-request-id")

@@ -9,7 +9,8 @@ import random
 import httpx
 import pytest
 
-from sophon_cli.client.errors import AuthError, IntegrityError
+from sophon_cli.cli.hints import hint_for
+from sophon_cli.client.errors import APIError, AuthError, IntegrityError
 from sophon_cli.client.http import SophonClient
 from sophon_cli.client.models import Job
 
@@ -133,7 +134,7 @@ def test_expired_token_is_refreshed_once(tmp_path):
     cdn = CDN(behaviours=[forbidden, forbidden])
     with pytest.raises(AuthError) as info:
         client_for(cdn).downloads.download("job_1", tmp_path / "p.mp4", job=job())
-    assert "fresh link" in info.value.hint and "tok1" not in str(info.value)
+    assert "fresh link" in hint_for(info.value) and "tok1" not in str(info.value)
     assert not (tmp_path / "p.mp4").exists()
 
 
@@ -167,3 +168,34 @@ def test_short_body_without_error_is_resumed(tmp_path):
     result = client_for(cdn).downloads.download("job_1", tmp_path / "o.mp4", job=job())
     downloads = [r for r in cdn.requests if "/downloads/" in r.url.path]
     assert downloads[1].headers["range"] == "bytes=4000-" and result.sha256 == SHA
+
+
+@pytest.mark.parametrize(
+    "status,retryable",
+    [(501, None), (503, False), (429, False)],
+)
+def test_download_retries_follow_the_one_retry_policy(tmp_path, status, retryable):
+    # the API's rule: 501 is never retried, an explicit "retryable": false stops retries
+    def refuse(request):
+        err = {"code": "nope", "message": "no", "request_id": "req_x"}
+        if retryable is not None:
+            err["retryable"] = retryable
+        return httpx.Response(status, json={"error": err})
+
+    cdn = CDN(behaviours=[refuse] * 5)
+    with pytest.raises(APIError) as info:
+        client_for(cdn).downloads.download("job_1", tmp_path / "o.mp4", job=job())
+    downloads = [r for r in cdn.requests if "/downloads/" in r.url.path]
+    assert info.value.status == status and len(downloads) == 1 and info.value.attempts == 1
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_download_retries_a_503_like_any_request(tmp_path):
+    unavailable = lambda r: httpx.Response(503, json={"error": {"code": "busy", "message": "b"}})  # noqa: E731
+    cdn = CDN(behaviours=[unavailable, unavailable])
+    sleeps: list[float] = []
+    c = SophonClient(
+        "http://api.test/base", KEY, transport=httpx.MockTransport(cdn), sleep=sleeps.append, max_retries=3
+    )
+    c.downloads.download("job_1", tmp_path / "o.mp4", job=job())
+    assert (tmp_path / "o.mp4").read_bytes() == DATA and len(sleeps) == 2

@@ -11,7 +11,8 @@ import logging
 import httpx
 import pytest
 
-from sophon_cli.client.errors import APIError, AuthError, NotFoundError, ServerError
+from sophon_cli.cli.hints import hint_for
+from sophon_cli.client.errors import APIError, AuthError, NotFoundError, ServerError, error_class_for_status
 from sophon_cli.client.http import SophonClient, display_url, redact
 
 KEY = "xt_live_TOPSECRETKEY42"
@@ -37,7 +38,7 @@ def test_non_json_error_body_still_yields_typed_error_with_header_request_id():
     err = info.value
     assert err.status == 502 and err.code == "http_502" and err.request_id == "req_hdr"
     assert "502" in str(err) and "\n" not in str(err)
-    assert err.hint
+    assert hint_for(err)
 
 
 def test_envelope_request_id_wins_over_header_and_missing_one_falls_back():
@@ -54,7 +55,7 @@ def test_envelope_request_id_wins_over_header_and_missing_one_falls_back():
         c.jobs.get("job_b")
     assert a.value.request_id == "req_body"
     assert b.value.request_id == "req_hdr"
-    assert "sophon job list" in a.value.hint
+    assert "sophon job list" in hint_for(a.value)
 
 
 @pytest.mark.parametrize(
@@ -72,7 +73,7 @@ def test_hints_name_the_next_step(path_call, status, hint_part):
 
     with pytest.raises(APIError) as info:
         path_call(client_for(handler))
-    assert hint_part in info.value.hint
+    assert hint_part in hint_for(info.value)
 
 
 def test_multiline_or_secret_echoing_messages_are_cleaned():
@@ -152,3 +153,49 @@ def test_redact_and_display_url_helpers():
     assert redact("GET /v1/downloads/abc.def?x", ()) == "GET /v1/downloads/***?x"
     assert redact("https://s3/x?X-Amz-Signature=deadbeef&a=1") == "https://s3/x?X-Amz-Signature=***&a=1"
     assert redact("key xt_live_ABCDEF", ("xt_live_ABCDEF",)) == "key ***"
+
+
+def test_library_hints_never_name_command_line_flags():
+    # the library says what to do next as data (NextStep) and in plain words; only cli/hints.py
+    # words it as flags and commands. Every hint literal of these modules must be flag-free.
+    import re
+    from pathlib import Path
+
+    import sophon_cli.client as pkg
+
+    root = Path(pkg.__file__).parent
+    owned = [
+        "http.py",
+        "errors.py",
+        "downloads.py",
+        "jobs.py",
+        "models.py",
+        "retry.py",
+        "files.py",
+        "text.py",
+    ]
+    offenders = []
+    for name in owned:
+        source = (root / name).read_text(encoding="utf-8")
+        for literal in re.findall(r'hint="([^"]*)"', source):
+            if re.search(r"(^|\s)--[a-z]|`sophon ", literal):
+                offenders.append(f"{name}: {literal}")
+    assert offenders == []
+
+
+@pytest.mark.parametrize(
+    "status,code,path,words",
+    [
+        (409, "conflict", "/v1/jobs", "--new"),
+        (409, "output_not_ready", "/v1/jobs/j/output", "sophon job wait"),
+        (404, "not_found", "/v1/jobs/j", "sophon job list"),
+        (403, "forbidden", "/v1/downloads/***", "fresh link"),
+    ],
+)
+def test_the_cli_table_words_api_errors(status, code, path, words):
+    from sophon_cli.cli.errors import classify
+
+    err = error_class_for_status(status)(status, code, "m", request_id="req_1", path=path)
+    assert err.hint is None and words in hint_for(err)
+    _, line = classify(err)
+    assert words in line and line.endswith("(request id req_1)")

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from sophon_cli.client.errors import AuthError, ConflictError, InputError
-from sophon_cli.client.http import error_from_response
+from sophon_cli.cli.hints import hint_for
+from sophon_cli.client.errors import AuthError, ConflictError, InputError, error_from_response
 
 
 def _sha(path):
@@ -48,7 +48,7 @@ def test_existing_target_needs_force(client, completed_job, tmp_path, request_lo
     target.write_bytes(b"precious")
     with pytest.raises(InputError) as info:
         client.downloads.download(job.id, target, job=job)
-    assert "--force" in info.value.hint and target.read_bytes() == b"precious"
+    assert "--force" in hint_for(info.value) and target.read_bytes() == b"precious"
     assert request_log.entries() == []  # refused before any request
     client.downloads.download(job.id, target, job=job, force=True)
     assert _sha(target) == job.output.sha256
@@ -84,7 +84,7 @@ def test_unfinished_job_surfaces_output_not_ready(client, server, clip, tmp_path
     target = tmp_path / "early.mp4"
     with pytest.raises(ConflictError) as info:
         client.downloads.download(jobs[-1].id, target)
-    assert info.value.code == "output_not_ready" and "wait" in info.value.hint
+    assert info.value.code == "output_not_ready" and "wait" in hint_for(info.value)
     assert list(tmp_path.iterdir()) == []
     client.jobs.wait_many([j.id for j in jobs], timeout=180)
 
@@ -106,7 +106,7 @@ def test_bad_token_maps_to_auth_error_without_the_token(client, completed_job):
     response = client.anon_client().get(url[:-4] + "AAAA")
     err = error_from_response(response)
     assert isinstance(err, AuthError) and err.status == 403
-    assert "fresh link" in err.hint and token[:-4] not in str(err)
+    assert "fresh link" in hint_for(err) and token[:-4] not in str(err)
 
 
 def test_key_and_tokens_never_reach_the_logs(client, completed_job, tmp_path, caplog, server):

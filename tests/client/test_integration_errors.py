@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from sophon_cli.cli.hints import hint_for
 from sophon_cli.client.errors import (
     AuthError,
     BadRequestError,
@@ -13,7 +14,7 @@ from sophon_cli.client.errors import (
     RateLimitError,
     TransportError,
 )
-from sophon_cli.client.http import RETRY_AFTER_CAP
+from sophon_cli.client.retry import RETRY_AFTER_CAP
 
 from .conftest import RequestLog
 
@@ -25,7 +26,7 @@ def test_wrong_key_is_auth_error_with_next_step(server, make_client):
         client.jobs.list()
     err = info.value
     assert err.status == 401 and err.code == "unauthorized" and err.request_id.startswith("req_")
-    assert "SOPHON_API_KEY" in err.hint
+    assert "SOPHON_API_KEY" in hint_for(err)
     assert bad not in str(err) and bad not in repr(err) and bad not in repr(client)
 
 

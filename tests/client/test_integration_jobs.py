@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sophon_cli.cli.hints import hint_for
 from sophon_cli.client.errors import ConflictError, InputError, NotFoundError, WaitTimeoutError
 from sophon_cli.client.idempotency import intent_key, route_key
 from sophon_cli.client.jobs import is_terminal
@@ -39,7 +40,7 @@ def test_create_replays_with_the_same_key(client, upload_id):
     assert a.id == b.id
     with pytest.raises(ConflictError) as info:  # same key, different body
         client.jobs.create(upload_id, profile="sophon-cortado", idempotency_key=key)
-    assert info.value.code == "conflict" and "--new" in info.value.hint
+    assert info.value.code == "conflict" and "--new" in hint_for(info.value)
     client.jobs.wait(a.id, timeout=120)
 
 
@@ -58,7 +59,7 @@ def test_cancel_a_queued_job_and_cancel_again_conflicts(client, upload_id):
     assert canceled.status == "canceled"
     with pytest.raises(ConflictError) as info:
         client.jobs.cancel(jobs[-1].id)
-    assert info.value.code == "job_not_cancelable" and info.value.hint
+    assert info.value.code == "job_not_cancelable" and hint_for(info.value)
     finals = client.jobs.wait_many([j.id for j in jobs], timeout=120)
     assert [j.id for j in finals] == [j.id for j in jobs]
     assert finals[-1].status == "canceled"  # returned, not raised: the caller decides
@@ -69,7 +70,7 @@ def test_wait_times_out_with_the_pending_ids(client, upload_id):
     job = client.jobs.create(upload_id, profile="sophon-espresso")
     with pytest.raises(WaitTimeoutError) as info:
         client.jobs.wait(job.id, timeout=0)
-    assert info.value.job_ids == [job.id] and info.value.hint
+    assert info.value.job_ids == [job.id] and hint_for(info.value)
     client.jobs.wait(job.id, timeout=120)
 
 
@@ -105,4 +106,19 @@ def test_list_and_iter_follow_cursors(client, upload_id, request_log):
 def test_unknown_job_is_not_found(client):
     with pytest.raises(NotFoundError) as info:
         client.jobs.get("job_nope")
-    assert info.value.status == 404 and info.value.request_id and "sophon job list" in info.value.hint
+    assert info.value.status == 404 and info.value.request_id and "sophon job list" in hint_for(info.value)
+
+
+def test_poll_is_one_round_of_reads_in_the_order_asked(client, upload_id, request_log):
+    ids = [client.jobs.create(upload_id, profile="sophon-espresso").id for _ in range(3)]
+    request_log.mark()
+    few = client.jobs.poll(ids[:2])  # below the list threshold: one get per id
+    assert [j.id for j in few] == ids[:2]
+    assert len(request_log.entries("GET", "GET /v1/jobs/{id}")) == 2
+    request_log.mark()
+    many = client.jobs.poll(list(reversed(ids)) + [ids[0]])  # duplicates asked once
+    assert [j.id for j in many] == list(reversed(ids))
+    entries = request_log.entries("GET")
+    assert [e["route"] for e in entries] == ["GET /v1/jobs"], "three ids: one list page, no gets"
+    client.jobs.wait_many(ids, timeout=180)
+    assert all(is_terminal(j.status) and j.is_terminal for j in client.jobs.poll(ids))

@@ -8,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from sophon_cli.cli.hints import hint_for
 from sophon_cli.client import webhooks as wh
 from sophon_cli.client.errors import NotFoundError, SignatureError
 from sophon_cli.client.models import WebhookEvent
@@ -44,7 +45,7 @@ def test_crud(client):
     assert hook.id not in {w.id for w in client.webhooks.list() if w.active is not False}
     with pytest.raises(NotFoundError) as info:
         client.webhooks.delete(hook.id)
-    assert "sophon webhooks list" in info.value.hint
+    assert "sophon webhooks list" in hint_for(info.value)
 
 
 def test_same_key_replays_create(client):

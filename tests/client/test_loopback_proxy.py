@@ -22,7 +22,7 @@ def test_is_loopback(url, expected):
     assert is_loopback(url) is expected
 
 
-def test_local_server_is_reached_despite_a_proxy_in_the_environment(server, monkeypatch):
+def test_local_server_is_reached_despite_a_proxy_in_the_environment(server, monkeypatch, request_log):
     # a proxy that does not exist: any request routed through it would fail
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
@@ -30,4 +30,9 @@ def test_local_server_is_reached_despite_a_proxy_in_the_environment(server, monk
     monkeypatch.delenv("no_proxy", raising=False)
     with SophonClient(server.url, server.api_keys[0], max_retries=0) as client:
         assert client.healthz() is True
-        assert client.jobs.list(limit=1).has_more in (True, False)
+        page = client.jobs.list(limit=1)
+    # the server itself logged the list call (a proxy would have refused the connection), with
+    # the limit that was sent, and answered a page of at most that many jobs
+    calls = request_log.entries("GET", "GET /v1/jobs")
+    assert len(calls) == 1 and calls[0]["status"] == 200
+    assert len(page.jobs) <= 1 and isinstance(page.has_more, bool)

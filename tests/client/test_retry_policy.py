@@ -22,10 +22,10 @@ from sophon_cli.client.errors import (
     ServerError,
     TransportError,
 )
-from sophon_cli.client.http import (
+from sophon_cli.client.http import SophonClient
+from sophon_cli.client.retry import (
     BACKOFF_CAP,
     RETRY_AFTER_CAP,
-    SophonClient,
     backoff_delay,
     parse_retry_after,
     retry_delay,

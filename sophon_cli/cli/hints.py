@@ -1,0 +1,104 @@
+"""The one table of next steps as a terminal user reads them (which command or flag to try).
+
+The library raises structured errors (a class, ``status``/``code``/``path`` for API errors, a
+:class:`~sophon_cli.client.errors.NextStep`) and words nothing in terms of the command line; this
+module turns them into the words the CLI prints after an error message. ``cli/errors.py`` is its
+only caller for errors; other commands may use :data:`RESUME` for their interrupted-run line.
+"""
+
+from __future__ import annotations
+
+#: what an interrupted command prints (one wording everywhere)
+RESUME = "run the same command again to resume"
+INTERRUPTED = f"interrupted; {RESUME}"
+
+#: NextStep value -> the words (``{job_id}`` filled from the error when it names one)
+NEXT_STEPS: dict[str, str] = {
+    "overwrite": "use --force to overwrite it",
+    "new_session": "upload again with --new",
+    "fresh_job": "run again with --force for a fresh job",
+    "wait_for_job": "wait for the job to finish (`sophon job wait <id>`), then download",
+    "wait_again": "wait again with `sophon job wait <id>` or raise --timeout",
+    "resume": RESUME,
+    "set_key": "check SOPHON_API_KEY or run `sophon config set-key`",
+    "check_connection": "check your network and SOPHON_BASE_URL (or use --local for the local server)",
+}
+
+#: API error code -> words
+API_CODES: dict[str, str] = {
+    "output_not_ready": "wait for the job to finish (`sophon job wait <id>`), then download",
+    "job_not_cancelable": "the job already finished; see it with `sophon job get <id>`",
+    "conflict": "an earlier request used the same idempotency key with different data; rerun with --new",
+    "quota_exceeded": "your plan's quota is used up; wait for it to reset or upgrade the plan",
+    "capacity_exceeded": "the server is short of disk space; try again later",
+    "source_invalid": "check that the file is a playable video (try opening it in a player)",
+    "source_unsupported": "convert the source to a common format (e.g. H.264 MP4) and retry",
+    "validation_error": "check the options you passed (see `--help`)",
+    "rate_limited": "slow down: wait a moment and retry",
+    "output_persistence_failed": "the server could not store the output; submit the job again",
+    "invalid_response": "check SOPHON_BASE_URL points at a SOPHON API server",
+}
+
+
+def api_hint(status: int, code: str, path: str) -> str:
+    """The next step for an API error response."""
+    if code in API_CODES:
+        return API_CODES[code]
+    if status == 401:
+        return NEXT_STEPS["set_key"]
+    if status == 403:
+        if "/downloads/" in path:
+            return "the download link expired or is invalid; run the download again for a fresh link"
+        return "the API key lacks the permission for this; use a key with the needed scope"
+    if status == 404:
+        if path.startswith("/v1/webhooks"):
+            return "check the id (`sophon webhooks list`)"
+        if path.startswith("/v1/uploads"):
+            return "the upload session is gone or expired; upload the file again"
+        if "/downloads/" in path:
+            return "the output file is gone; run the download again"
+        return "check the id (`sophon job list`)"
+    if status == 409:
+        return "the resource is in the wrong state for this; check it with `sophon job get <id>`"
+    if status == 429:
+        return "slow down: wait a moment and retry"
+    if status >= 500:
+        return "the server failed; try again later and quote the request id if it persists"
+    return "check the request (see `--help`)"
+
+
+def hint_for(exc: BaseException) -> str | None:
+    """The words of the next step after ``exc``'s message (None when there is nothing to add).
+
+    Order: the error's NextStep; for an error the server answered, its code/status/path; the
+    library's own (flag-free) hint; a default for the error's class.
+    """
+    from sophon_cli.client import errors as e
+
+    step = getattr(exc, "next_step", None)
+    if step is not None:
+        words = NEXT_STEPS.get(getattr(step, "value", str(step)))
+        if words:
+            return words
+    if isinstance(exc, e.MalformedResponseError):
+        return API_CODES["invalid_response"]
+    if isinstance(exc, e.APIError) and exc.hint is None:
+        return api_hint(exc.status, exc.code, exc.path)
+    hint = getattr(exc, "hint", None)
+    if hint:
+        return hint
+    return _class_default(exc)
+
+
+def _class_default(exc: BaseException) -> str | None:
+    from sophon_cli.client import errors as e
+
+    if isinstance(exc, e.AuthError):
+        return NEXT_STEPS["set_key"]
+    if isinstance(exc, e.NotFoundError):
+        return "check the id"
+    if isinstance(exc, e.TransportError):
+        return "check the URL and your network, or use --local"
+    if isinstance(exc, e.APIError) and exc.retryable:
+        return "try again later"
+    return None
