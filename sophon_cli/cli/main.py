@@ -45,6 +45,7 @@ COMMANDS: list[tuple[str, str, str, str]] = [
         "encode_command",
         "Encode files or globs end to end: upload, encode, download; safe to re-run.",
     ),
+    ("compare", "compare", "compare_command", "Score an encode against its source: VMAF, SSIM and PSNR."),
     ("webhooks", "webhooks", "app", "Manage webhooks; verify and receive signed deliveries."),
     ("health", "health", "health_command", "Check that the server is alive, ready, and accepts your key."),
     (
