@@ -67,7 +67,10 @@ def server_encode(server, source, qdir):
             with SophonClient(server.url, server.api_keys[0]) as client:
                 up = client.uploads.upload_file(source)
                 job = client.jobs.create(
-                    up.upload_id, profile=profile, target_height=height, idempotency_key=f"q-{up.upload_id}-{profile}-{height}"
+                    up.upload_id,
+                    profile=profile,
+                    target_height=height,
+                    idempotency_key=f"q-{up.upload_id}-{profile}-{height}",
                 )
                 job = client.jobs.wait(job.id, timeout=120)
                 assert job.status == "completed", job

@@ -230,9 +230,7 @@ def test_command_leaves_matching_streams_alone_and_keeps_high_bit_depth():
 
 
 def _python(code: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
 
 
 def test_library_runs_without_loading_typer_or_rich(source):
