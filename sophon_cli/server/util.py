@@ -37,7 +37,7 @@ def new_id(prefix: str) -> str:
 
 
 def dumps(obj) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=False)
+    return json.dumps(obj, separators=(",", ":"), sort_keys=False, allow_nan=False)  # strict JSON only
 
 
 def redact_path(path: str) -> str:

@@ -21,12 +21,18 @@ def ok(body: Any, status: int = 200, headers=None) -> Response:
     return Response(dumps(body).encode(), status_code=status, media_type="application/json", headers=headers)
 
 
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
 async def json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
-        data = json.loads(raw or b"null")
-    except ValueError:
-        raise invalid("the request body is not valid JSON") from None
+        # NaN, Infinity and -Infinity are not JSON: refused, so they can never be echoed back
+        data = json.loads(raw or b"null", parse_constant=_no_constant)
+    except ValueError as exc:
+        detail = f": {exc}" if str(exc).endswith("is not JSON") else ""
+        raise invalid(f"the request body is not valid JSON{detail}") from None
     if not isinstance(data, dict):
         raise invalid("the request body must be a JSON object")
     return data

@@ -19,6 +19,7 @@ from ..worker import finish_job, progress_doc
 from .common import core_of, json_body, ok
 
 METADATA_LIMIT = 16 * 1024
+MAX_SEQ = (1 << 63) - 1
 
 
 def job_json(job: dict[str, Any]) -> dict[str, Any]:
@@ -184,8 +185,10 @@ def decode_cursor(text: str) -> int:
         tag, _, seq = raw.partition(":")
         if tag != "v1":
             raise ValueError
+        if not seq.isdigit() or len(seq) > 19:
+            raise ValueError
         value = int(seq)
-        if value < 0:
+        if value > MAX_SEQ:  # SQLite integers are signed 64-bit
             raise ValueError
         return value
     except (ValueError, UnicodeDecodeError):

@@ -129,9 +129,10 @@ async def put_part(request: Request) -> Response:
         async for _ in request.stream():  # drain; a received part is never rewritten
             pass
         return ok({"part_number": n, "received": True})
+    wrong_length = f"part {n} must be exactly {expected} bytes"
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > expected:
-        raise invalid(f"part {n} must be at most {expected} bytes")
+    if declared is not None and declared.isdigit() and int(declared) != expected:
+        raise invalid(f"{wrong_length}, not {int(declared)}")
     written = 0
     try:
         fh = open(row["path"], "r+b")
@@ -146,13 +147,13 @@ async def put_part(request: Request) -> Response:
                     continue
                 written += len(block)
                 if written > expected:
-                    raise invalid(f"part {n} must be at most {expected} bytes")
+                    raise invalid(f"{wrong_length}; the body is longer")
                 fh.write(block)
     finally:
         if hasher is not None and written:
             hasher.wrote_at(n * chunk)  # the bytes are in the file now (fh is closed)
-    if written == 0:
-        raise invalid(f"part {n} has an empty body")
+    if written != expected:  # not recorded: a correct PUT of the same part is still accepted
+        raise invalid(f"{wrong_length}, not {written}")
     core.store.add_part(uid, n, written)
     if hasher is not None and written == expected:
         hasher.add(n, written)

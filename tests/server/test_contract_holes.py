@@ -1,0 +1,103 @@
+"""Issue 16: places where the local server was looser than the published contract, each checked
+against the real server over loopback."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+
+from .helpers import Api
+
+
+@pytest.fixture
+def api(make_server):
+    a = Api(make_server(chunk_size=4096))
+    yield a
+    a.close()
+
+
+def _strict_json(text: str):
+    def refuse(name):
+        raise AssertionError(f"{name} in a response body")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+# -- 1. a part must have exactly its expected length -------------------------------------------
+
+
+def test_short_or_long_parts_are_refused_and_not_stored(api, clip):
+    data = clip.read_bytes()
+    up = api.create_upload("clip.mp4", len(data))
+    uid, cs, total = up["id"], up["chunk_size"], up["total_chunks"]
+    assert cs == 4096 and total >= 3
+    last = total - 1
+    last_len = len(data) - last * cs
+    bad = [
+        (0, data[:4000]),  # short
+        (0, data[: cs + 1]),  # long
+        (last, data[last * cs : last * cs + last_len - 1]),  # short last part
+        (last, data[last * cs :] + b"x"),  # long last part
+    ]
+    for n, body in bad:
+        r = api.put(f"/v1/uploads/{uid}/parts/{n}", content=body)
+        expected = cs if n == 0 else last_len
+        assert r.status_code == 400, (n, len(body), r.text)
+        err = r.json()["error"]
+        assert err["code"] == "validation_error" and f"exactly {expected} bytes" in err["message"]
+    # without a Content-Length (chunked transfer) the short body is caught after reading it
+    r = api.put(f"/v1/uploads/{uid}/parts/1", content=iter([data[cs : cs + 100], data[cs + 100 : cs + 200]]))
+    assert r.status_code == 400 and f"exactly {cs} bytes" in r.json()["error"]["message"]
+    assert api.get(f"/v1/uploads/{uid}").json()["received_chunks"] == []
+    for n in range(total):  # the correct PUTs are accepted: nothing was poisoned
+        r = api.put(f"/v1/uploads/{uid}/parts/{n}", content=data[n * cs : (n + 1) * cs])
+        assert r.status_code == 200, r.text
+    r = api.post(f"/v1/uploads/{uid}/complete", headers=api.ikey())
+    assert r.status_code == 200, r.text
+
+
+# -- 2. NaN / Infinity are not JSON --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_json_numbers_in_a_body_are_refused(api, clip, constant):
+    uid = api.upload(clip)
+    raw = (
+        '{"source": {"type": "upload", "upload_id": "%s"}, "profile": "sophon-espresso",'
+        ' "metadata": {"x": %s}}' % (uid, constant)
+    )
+    r = api.post("/v1/jobs", headers={**api.ikey(), "Content-Type": "application/json"}, content=raw)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "validation_error" and "not JSON" in r.json()["error"]["message"]
+    listed = api.get("/v1/jobs")
+    assert _strict_json(listed.text)["jobs"] == []  # nothing was created
+
+
+# -- 3. cursors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"v1:" + str(10**30).encode(), b"v1:9223372036854775808", b"v1:-1", b"v1:1e3", b"v1: 5", b"v2:5"],
+)
+def test_out_of_range_or_malformed_cursors_are_400(api, raw):
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    r = api.get("/v1/jobs", params={"cursor": cursor})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "validation_error" and err["retryable"] is False
+
+
+def test_undecodable_cursors_are_400(api):
+    for cursor in ("%%%", "a", "////", "\u00e9"):
+        r = api.get("/v1/jobs", params={"cursor": cursor})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "validation_error", cursor
+
+
+def test_the_largest_cursor_is_accepted(api):
+    cursor = base64.urlsafe_b64encode(b"v1:9223372036854775807").decode().rstrip("=")
+    r = api.get("/v1/jobs", params={"cursor": cursor})
+    assert r.status_code == 200 and r.json()["jobs"] == []
