@@ -4,7 +4,8 @@ Each terminal transition of a job inserts one ``deliveries`` row per active webh
 (in the same transaction as the transition). The sender signs every attempt with the webhook's
 secret: ``X-Turbo-Signature-256: sha256=<hex HMAC-SHA256(secret, "{timestamp}.{raw_body}")>``,
 ``X-Turbo-Timestamp`` (RFC 3339) and ``X-Turbo-Event-Id``. An attempt times out after 10 s; up to
-3 attempts with the configured delays between them; a 2xx ends it. Rows are leased while being
+3 attempts with the configured delays between them; a 2xx ends it, anything else (a 3xx included:
+redirects are not followed) is a failed attempt. Rows are leased while being
 sent, so a restart (or a second process on the data dir) resumes pending deliveries: at-least-once.
 """
 
@@ -52,6 +53,17 @@ def event_for(job: dict[str, Any], webhook_id: str, t: float) -> tuple[str, byte
 
 class _Refused(Exception):
     pass
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx answer is a failed attempt (the spec: any non-2xx is a failure and is retried): the
+    redirect is never followed, so its target is never contacted unchecked."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError(code)
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def _private_target(url: str) -> str | None:
@@ -144,7 +156,7 @@ class DeliveryWorker:
         try:
             if error is not None:
                 raise _Refused(error)
-            with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+            with _OPENER.open(req, timeout=TIMEOUT) as resp:
                 code = resp.status
                 resp.read(65536)
             if not 200 <= code < 300:

@@ -43,7 +43,11 @@ def test_chunked_upload_any_order_and_reput_is_a_noop(chunked):
     r = chunked.post(f"/v1/uploads/{uid}/complete", headers=chunked.ikey())
     assert r.status_code == 422  # the bytes are not a video...
     assert r.json()["error"]["code"] == "source_invalid"
-    assert not staged.exists()  # ...and the staged data is gone
+    # ...and nothing changed: only DELETE cancels a session (issue 16 item 14)
+    assert chunked.get(f"/v1/uploads/{uid}").json()["status"] == "uploading"
+    assert staged.read_bytes() == data
+    assert chunked.delete(f"/v1/uploads/{uid}").status_code == 204
+    assert not staged.exists()  # the staged data goes with the cancel
 
 
 def test_chunk_size_tiers_without_override(server):

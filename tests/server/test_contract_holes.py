@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 
 import pytest
 
@@ -65,10 +64,12 @@ def test_short_or_long_parts_are_refused_and_not_stored(api, clip):
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_non_json_numbers_in_a_body_are_refused(api, clip, constant):
     uid = api.upload(clip)
-    raw = (
-        '{"source": {"type": "upload", "upload_id": "%s"}, "profile": "sophon-espresso",'
-        ' "metadata": {"x": %s}}' % (uid, constant)
-    )
+    body = {
+        "source": {"type": "upload", "upload_id": uid},
+        "profile": "sophon-espresso",
+        "metadata": {"x": 0},
+    }
+    raw = json.dumps(body).replace('"x": 0', f'"x": {constant}')
     r = api.post("/v1/jobs", headers={**api.ikey(), "Content-Type": "application/json"}, content=raw)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "validation_error" and "not JSON" in r.json()["error"]["message"]
@@ -101,3 +102,25 @@ def test_the_largest_cursor_is_accepted(api):
     cursor = base64.urlsafe_b64encode(b"v1:9223372036854775807").decode().rstrip("=")
     r = api.get("/v1/jobs", params={"cursor": cursor})
     assert r.status_code == 200 and r.json()["jobs"] == []
+
+
+# -- 14. a failed complete changes nothing -------------------------------------------------------
+
+
+def test_a_422_on_complete_keeps_the_session_and_a_retry_answers_422_again(api):
+    data = bytes(range(256)) * 40  # not a video
+    up = api.create_upload("noise.mp4", len(data))
+    uid, cs = up["id"], up["chunk_size"]
+    for n in range(up["total_chunks"]):
+        assert api.put(f"/v1/uploads/{uid}/parts/{n}", content=data[n * cs : (n + 1) * cs]).status_code == 200
+    key = api.ikey()
+    first = api.post(f"/v1/uploads/{uid}/complete", headers=key)
+    assert first.status_code == 422 and first.json()["error"]["code"] == "source_invalid"
+    status = api.get(f"/v1/uploads/{uid}").json()
+    assert status["status"] == "uploading"
+    assert status["received_chunks"] == list(range(up["total_chunks"]))
+    again = api.post(f"/v1/uploads/{uid}/complete", headers=key)  # the client's retry
+    assert again.status_code == 422 and again.json()["error"]["code"] == "source_invalid"
+    assert again.json()["error"]["message"] == first.json()["error"]["message"]
+    assert api.delete(f"/v1/uploads/{uid}").status_code == 204  # only DELETE cancels
+    assert api.get(f"/v1/uploads/{uid}").json()["status"] == "canceled"

@@ -17,9 +17,10 @@ from .helpers import Api
 
 
 class Receiver:
-    """A real HTTP endpoint on 127.0.0.1 recording deliveries; answers ``statuses`` in turn, then 200."""
+    """A real HTTP endpoint on 127.0.0.1 recording deliveries; answers ``statuses`` in turn, then 200
+    (a 3xx with ``Location: location``)."""
 
-    def __init__(self, statuses=()):
+    def __init__(self, statuses=(), location=None):
         self.deliveries: list[tuple[dict, bytes]] = []
         self.statuses = list(statuses)
         self.event = threading.Event()
@@ -31,6 +32,8 @@ class Receiver:
                 outer.deliveries.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 code = outer.statuses.pop(0) if outer.statuses else 200
                 self.send_response(code)
+                if 300 <= code < 400 and location:
+                    self.send_header("Location", location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 outer.event.set()
@@ -244,3 +247,27 @@ def test_two_servers_on_one_data_dir_encode_each_job_once(make_server, clip, tmp
     finally:
         api_a.close()
         api_b.close()
+
+
+def test_a_redirect_is_a_failed_attempt_and_is_not_followed(make_server, clip):
+    target = Receiver()
+    redirecting = Receiver(statuses=[302, 302, 302], location=target.url)
+    srv = make_server(webhook_retry_delays=(0.1, 0.1))
+    api = Api(srv)
+    try:
+        hook = api.post("/v1/webhooks", headers=api.ikey(), json={"url": redirecting.url}).json()
+        job = api.create_job(
+            api.upload(clip),
+            "sophon-espresso",
+            webhook_ids=[hook["id"]],
+            metadata={"sophon_local_fail": True},
+        )
+        api.wait(job["id"])
+        rows = settled(srv, hook["id"])
+        assert [(d["state"], d["attempts"], d["last_error"]) for d in rows] == [("dropped", 3, "HTTP 302")]
+        assert len(redirecting.deliveries) == 3  # each 302 was retried like any non-2xx
+        assert target.deliveries == []  # the redirect target was never contacted
+    finally:
+        api.close()
+        target.close()
+        redirecting.close()

@@ -212,12 +212,16 @@ async def complete_upload(request: Request) -> Response:
         else:
             digest = await run_in_threadpool(sha256_file, staging)
         info = await run_in_threadpool(media.probe, staging)
-    except media.ProbeError as exc:
-        core.store.cancel_upload(uid)
-        staging.unlink(missing_ok=True)
-        raise ApiError(422, Code.SOURCE_INVALID, f"the uploaded file is not a usable video: {exc}") from None
-    except BaseException:
+    except BaseException as exc:
+        # nothing changes on a failed complete (only DELETE cancels a session): the parts stay,
+        # so a retry of complete gives the same answer and the session can still be canceled
         core.store.abort_assembling(uid)
+        if isinstance(exc, media.ProbeError):
+            raise ApiError(
+                422,
+                Code.SOURCE_INVALID,
+                f"the uploaded file is not a usable video: {exc}; cancel the upload and send a video",
+            ) from None
         raise
     os.replace(staging, final)
     core.store.complete_upload(uid, sha256=digest, probe=info, path=str(final))
