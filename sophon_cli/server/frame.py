@@ -20,6 +20,7 @@ from .errors import ApiError, Code, envelope
 from .routes import is_public, route_template
 from .util import redact_path
 
+SESSION_COOKIE = "sophon_api_session"
 FAULT_CODES = {429: Code.RATE_LIMITED, 503: Code.CAPACITY_EXCEEDED}
 
 
@@ -129,19 +130,38 @@ class Frame:
         await send({"type": "http.response.body", "body": b'{"error":', "more_body": True})
 
     def _authorized(self, scope) -> bool:
-        auth = b""
-        for k, v in scope.get("headers", []):
-            if k == b"authorization":
-                auth = v
-                break
-        scheme, _, token = auth.decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        """A known API key as ``Authorization: Bearer <key>`` or, the spec's second scheme, as the
+        ``sophon_api_session`` cookie. The caller's identity (a hash of the key, never the key)
+        goes to ``scope["state"]["principal"]``: idempotency records are scoped by it."""
+        token = self._credential(scope)
+        if not token:
             return False
-        token_b = token.strip().encode()
-        good = False
+        token_b = token.encode("latin-1")
+        good = None
         for key in self.core.api_keys:
-            good |= hmac.compare_digest(token_b, key.encode())
-        return good
+            if hmac.compare_digest(token_b, key.encode()):
+                good = key
+        if good is None:
+            return False
+        scope["state"]["principal"] = hashlib.sha256(good.encode()).hexdigest()[:32]
+        return True
+
+    @staticmethod
+    def _credential(scope) -> str:
+        auth = cookie = ""
+        for k, v in scope.get("headers", []):
+            if k == b"authorization" and not auth:
+                auth = v.decode("latin-1")
+            elif k == b"cookie":
+                cookie += ";" + v.decode("latin-1")
+        if auth:
+            scheme, _, token = auth.partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else ""
+        for part in cookie.split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == SESSION_COOKIE:
+                return value.strip().strip('"')
+        return ""
 
     def _log(self, scope, method, path, status, rid, ms) -> None:
         cfg = self.core.config

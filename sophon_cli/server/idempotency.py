@@ -1,7 +1,17 @@
 """Idempotency-Key handling for POST routes (:func:`idempotent`).
 
-Only 2xx answers are stored as idempotency records (so a retry after a 4xx/5xx re-runs the
-request); records live 24 h. A second request with the key of one still running waits for it.
+- Records are scoped per API key: the same Idempotency-Key sent with another API key is a new
+  request (it neither replays nor conflicts with the first key's record). Within one API key a
+  record remembers its route and body: the same key on another route, or with another body, is a
+  409 ``conflict``.
+- Only 2xx answers are stored and replayed (with ``Idempotent-Replayed: true``) for 24 h. A non-2xx
+  answer is not stored: every error of this server leaves nothing changed, so a retry with the same
+  key and body simply runs again and answers from the current state (the same error while the
+  cause is still there, e.g. the 422 of a complete on a file that is not a video; a success once
+  the cause is gone, e.g. a job created after its upload was completed). This is how "replaying
+  returns the original response without side effects" is kept for errors: there was no side
+  effect to protect, and a deterministic key never gets stuck on an old error.
+- A second request with the key of one still running waits for it (up to 60 s), then replays.
 """
 
 from __future__ import annotations
@@ -25,17 +35,29 @@ def body_hash(body: bytes) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
+def _characters(header_value: str) -> str:
+    """The header as the client sent it: HTTP stacks hand headers over as latin-1; a UTF-8 key
+    is decoded back so its length counts characters, as the spec's ``maxLength`` does."""
+    try:
+        return header_value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return header_value
+
+
 def idempotent(handler):
     async def wrapper(request: Request) -> Response:
         core = request.app.state.core
         key = request.headers.get("idempotency-key")
         if not key or not key.strip():
             raise invalid("the Idempotency-Key header is required on POST requests")
+        key = _characters(key)
         if len(key) > 128:
             raise invalid("Idempotency-Key must be 1 to 128 characters")
         body = await request.body()
         route = f"POST {request.url.path}"
         h = body_hash(body)
+        # the stored key is scoped by the caller (a hash of its API key; see Frame._authorized)
+        key = f"{request.scope.get('state', {}).get('principal', '-')}:{key}"
         deadline = time.monotonic() + 60.0
         while True:
             state, row = core.store.idem_begin(key, route, h)

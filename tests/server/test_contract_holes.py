@@ -124,3 +124,50 @@ def test_a_422_on_complete_keeps_the_session_and_a_retry_answers_422_again(api):
     assert again.json()["error"]["message"] == first.json()["error"]["message"]
     assert api.delete(f"/v1/uploads/{uid}").status_code == 204  # only DELETE cancels
     assert api.get(f"/v1/uploads/{uid}").json()["status"] == "canceled"
+
+
+# -- 7. idempotency records are per API key; errors are not replayed ------------------------------
+
+
+def test_idempotency_keys_are_scoped_per_api_key(make_server):
+    srv = make_server(api_keys=["key-a-0123456789", "key-b-0123456789"])
+    a, b = Api(srv, "key-a-0123456789"), Api(srv, "key-b-0123456789")
+    try:
+        body = {"file_name": "x.mp4", "file_size": 10, "mime_type": "video/mp4"}
+        key = {"Idempotency-Key": "shared-key-1"}
+        first = a.post("/v1/uploads", headers=key, json=body)
+        assert first.status_code == 201
+        replay = a.post("/v1/uploads", headers=key, json=body)
+        assert replay.json()["id"] == first.json()["id"] and replay.headers["idempotent-replayed"] == "true"
+        other = b.post("/v1/uploads", headers=key, json=body)  # another API key: a new request
+        assert other.status_code == 201 and "idempotent-replayed" not in other.headers
+        assert other.json()["id"] != first.json()["id"]
+        changed = b.post(
+            "/v1/uploads", headers={"Idempotency-Key": "shared-key-1"}, json={**body, "file_size": 11}
+        )
+        assert changed.status_code == 409  # within key B, its own record decides
+        assert a.post("/v1/uploads", headers=key, json=body).json()["id"] == first.json()["id"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_non_2xx_answer_is_not_replayed_the_retry_runs_again(api, clip):
+    data = clip.read_bytes()
+    up = api.create_upload("clip.mp4", len(data))
+    body = {"source": {"type": "upload", "upload_id": up["id"]}, "profile": "sophon-espresso"}
+    key = {"Idempotency-Key": "create-job-after-complete"}
+    early = api.post("/v1/jobs", headers=key, json=body)
+    assert early.status_code == 422 and early.json()["error"]["code"] == "source_invalid"
+    cs = up["chunk_size"]
+    for n in range(up["total_chunks"]):
+        assert (
+            api.put(f"/v1/uploads/{up['id']}/parts/{n}", content=data[n * cs : (n + 1) * cs]).status_code
+            == 200
+        )
+    assert api.post(f"/v1/uploads/{up['id']}/complete", headers=api.ikey()).status_code == 200
+    created = api.post("/v1/jobs", headers=key, json=body)  # same key, same body: runs again
+    assert created.status_code == 201 and "idempotent-replayed" not in created.headers
+    replay = api.post("/v1/jobs", headers=key, json=body)  # the 2xx is stored from now on
+    assert replay.status_code == 201 and replay.json()["id"] == created.json()["id"]
+    assert replay.headers["idempotent-replayed"] == "true"
