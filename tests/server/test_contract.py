@@ -135,10 +135,13 @@ def test_create_upload_validation(api, v):
 
 def test_complete_rejects_size_mismatch_and_non_video(api, v, tmp_path):
     up = api.create_upload("short.mp4", 100)
-    assert api.put(f"/v1/uploads/{up['id']}/parts/0", content=b"x" * 60).status_code == 200
+    # a short part is refused when it arrives (issue 16 item 1), so complete finds it missing
+    r = api.put(f"/v1/uploads/{up['id']}/parts/0", content=b"x" * 60)
+    v.check("/v1/uploads/{id}/parts/{part_number}", "PUT", r)
+    assert r.status_code == 400 and "exactly 100 bytes" in r.json()["error"]["message"]
     r = api.post(f"/v1/uploads/{up['id']}/complete", headers=api.ikey())
     v.check("/v1/uploads/{id}/complete", "POST", r)
-    assert r.status_code == 422 and "does not match" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "1 of 1 parts are missing" in r.json()["error"]["message"]
 
     text = tmp_path / "notes.mp4"
     text.write_bytes(b"this is not a video at all\n" * 40)
