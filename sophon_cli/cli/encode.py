@@ -71,10 +71,24 @@ def encode_command(
         typer.Option(
             "--fallback",
             metavar="copy|skip|fail",
-            help="When no smaller encode is made (job failed, original kept, output larger): copy the "
-            "original to the output path, write nothing, or count the file as failed.",
+            help="When no smaller encode is made (job failed, original kept, output larger, VMAF below "
+            "--min-vmaf): copy the original to the output path, write nothing, or count the file as failed.",
         ),
     ] = "copy",
+    min_vmaf: Annotated[
+        float | None,
+        typer.Option(
+            "--min-vmaf",
+            metavar="SCORE",
+            min=0.0,
+            max=100.0,
+            help="Score each output against its source; below this mean VMAF keep the original (--fallback).",
+        ),
+    ] = None,
+    check_quality: Annotated[
+        bool,
+        typer.Option("--check-quality", help="Score each output (VMAF, SSIM, PSNR) without a threshold."),
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Start fresh jobs even for files already done or in progress.")
     ] = False,
@@ -111,6 +125,7 @@ def encode_command(
     from sophon_cli import encode as pl
     from sophon_cli.cli.job import build_metadata, check_height, check_timeout
     from sophon_cli.client.errors import InputError
+    from sophon_cli.encode import quality_gate
     from sophon_cli.exitcodes import ExitCode
     from sophon_cli.state import StateStore
 
@@ -134,6 +149,8 @@ def encode_command(
         fallback=fallback,
         force=force,
         timeout=check_timeout(timeout),
+        min_vmaf=min_vmaf,
+        check_quality=check_quality,
     )
     shard_spec = pl.parse_shard(shard)
 
@@ -194,6 +211,8 @@ def encode_command(
             )
         return
 
+    if quality_gate.requested(options):
+        quality_gate.check_available()  # before anything is uploaded
     client = app_ctx.client()
     renderer = _Renderer(out, len(sources))
     pipe = pl.Pipeline(
@@ -308,22 +327,27 @@ def _summary_table(out: Any, results: list[Any]) -> None:
         if r.effective_profile and r.effective_profile != r.profile:
             prof = f"{prof}/{r.effective_profile}"
         rows.append(
-            (
+            [
                 r.file,
                 human_bytes(r.source_bytes),
                 human_bytes(r.output_bytes),
                 saved,
                 prof,
                 _result_text(r),
-            )
+            ]
         )
     src = sum(r.source_bytes or 0 for r in results)
     dst = sum(r.output_bytes or 0 for r in results if r.output_bytes is not None)
+    columns = ["file", "source", "output", "saved", "profile", "result"]
+    if any(r.vmaf is not None for r in results):
+        columns.insert(4, "vmaf")
+        for row, r in zip(rows, results, strict=True):
+            row.insert(4, "-" if r.vmaf is None else f"{r.vmaf:.2f}")
     title = None
     if results and out.is_tty:
         saved_all = f", saved {100.0 * (src - dst) / src:.1f}%" if src and dst else ""
         title = f"{len(results)} files, {human_bytes(src)} -> {human_bytes(dst)}{saved_all}"
-    out.table(["file", "source", "output", "saved", "profile", "result"], rows, title=title)
+    out.table(columns, rows, title=title)
 
 
 class _Renderer:
@@ -434,6 +458,10 @@ def _plain_line(ev: Any) -> str:
         extra = f": {d.get('reason')}"
     elif state == "fallback":
         extra = f": keeping the original ({d.get('reason')})"
+    elif state == "scored" and isinstance(d.get("vmaf"), (int, float)):
+        extra = f" (VMAF {d['vmaf']:.2f})"
+    elif state == "scoring_failed":
+        extra = f": {d.get('reason')}"
     elif state == "timed_out":
         extra = f": still {d.get('job_status')}; run again to resume"
     return f"{ev.file}: {state.replace('_', ' ')}{extra}"

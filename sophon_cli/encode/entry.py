@@ -110,6 +110,11 @@ class FileEntry:
     saved_percent: float | None = None
     fallback: str | None = None  # the --fallback a fallback result was decided under
     failed_at_state: str | None = None
+    # quality (encode/quality_gate.py)
+    vmaf: float | None = None  # mean VMAF of the output against the source
+    vmaf_sha256: str | None = None  # the output (its job's sha256) that score belongs to
+    quality: dict[str, Any] | None = None  # the whole QualityReport (SSIM, PSNR, 1% low, ...)
+    quality_below_threshold: bool | None = None  # the original was kept for a score below --min-vmaf
     # bookkeeping (written by the store)
     created_at: float | None = None
     updated_at: float | None = None

@@ -54,8 +54,12 @@ class EncodeOptions:
     fallback: str = "copy"
     force: bool = False
     timeout: float | None = None
+    min_vmaf: float | None = None  # keep the original when the encode's mean VMAF is below this
+    check_quality: bool = False  # score every output (implied by min_vmaf); never part of a key
 
     def __post_init__(self) -> None:
+        if self.min_vmaf is not None and not 0 <= self.min_vmaf <= 100:
+            raise InputError(f"--min-vmaf {self.min_vmaf:g} is out of range", hint="use a score from 0 to 100")
         if self.fallback not in FALLBACKS:
             raise InputError(f"unknown --fallback {self.fallback!r}", hint="use copy, skip or fail")
         if self.container is not None and self.container not in CONTAINERS:

@@ -26,6 +26,8 @@ class FileResult:
     upload_id: str | None = None
     cached: bool = False  # done by an earlier run; nothing was sent this time
     timed_out: bool = False  # --timeout gave up on the job (a rerun resumes waiting)
+    vmaf: float | None = None  # mean VMAF of the encode vs its source (--min-vmaf / --check-quality)
+    quality_below_threshold: bool = False  # the encode scored below --min-vmaf (reason has the score)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

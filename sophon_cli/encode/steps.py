@@ -14,7 +14,8 @@ so a replayed POST returns the original session or job.
 Fallback (the encode is an enhancement, the original is never lost): with ``copy``, a failed or
 canceled job, a source the server rejected, a ``final_artifact: "original"`` result or an output
 larger than its source puts a copy of the original at the output path (with the source's
-extension); ``skip`` leaves nothing there; ``fail`` makes the file an error.
+extension); ``skip`` leaves nothing there; ``fail`` makes the file an error. So does an encode
+whose VMAF is below ``min_vmaf`` (``quality_gate``, scored after the download).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sophon_cli.client.errors import (
     ConflictError,
     SophonError,
 )
+from sophon_cli.encode import quality_gate
 from sophon_cli.encode.entry import ENTRY_SCHEMA, FileEntry, Result, State
 from sophon_cli.encode.events import EventSink, Progress
 from sophon_cli.encode.inputs import Source
@@ -242,6 +244,9 @@ def finish(ctx: Context, item: Item) -> FileResult:
         # The job says its output is larger than the source: no need to fetch it to know.
         _unlink(out)
         return fallback(ctx, item, _larger(server_bytes, item.size))
+    if (low := quality_gate.cached_verdict(ctx, item)) is not None:
+        _unlink(out)
+        return fallback(ctx, item, low)
     if not (e.state == State.DOWNLOADED and out.exists() and e.output == str(out)):
         ctx.check_stop()
         expected = e.output_sha256
@@ -266,6 +271,9 @@ def finish(ctx: Context, item: Item) -> FileResult:
     if out_bytes > item.size:
         _unlink(out)
         return fallback(ctx, item, _larger(out_bytes, item.size))
+    if (low := quality_gate.check(ctx, item, out)) is not None:
+        _unlink(out)
+        return fallback(ctx, item, low)
     return _done(ctx, item, Result.ENCODED, None, output=str(out), output_bytes=out_bytes)
 
 
@@ -366,6 +374,8 @@ def result_of(ctx: Context, item: Item, *, cached: bool = False) -> FileResult:
         job_id=e.job_id,
         upload_id=e.upload_id,
         cached=cached,
+        vmaf=e.vmaf,
+        quality_below_threshold=bool(e.quality_below_threshold),
     )
 
 
@@ -376,6 +386,8 @@ def is_done(ctx: Context, item: Item) -> bool:
         return False
     if e.result != Result.ENCODED and e.fallback != ctx.options.fallback:
         return False  # fell back under another --fallback: decide again (locally)
+    if not quality_gate.still_stands(ctx, item):
+        return False  # scored under another --min-vmaf (or not yet scored): decide again
     if e.result in (Result.ENCODED, Result.ORIGINAL_KEPT):
         return bool(e.output) and Path(e.output).exists()  # type: ignore[arg-type]
     return e.result == Result.SKIPPED

@@ -79,3 +79,7 @@ def server_encode(server, source, qdir):
         return done[key]
 
     return encode
+
+
+# the `sophon encode` test world (a fresh local server per test, the CLI as a subprocess)
+from tests.encode.conftest import Env, Run, world  # noqa: E402,F401
