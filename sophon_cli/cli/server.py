@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from sophon_cli.server.config import RETENTION, UPLOAD_TTL  # stdlib only: no server dependencies
+
 
 def _default_data_dir() -> Path:
     from sophon_cli.local import default_data_dir
@@ -84,6 +86,26 @@ def server_command(
             "--webhook-retry-delays", metavar="SECONDS,...", help="Seconds between delivery attempts."
         ),
     ] = "10,60",
+    upload_ttl: Annotated[
+        float,
+        typer.Option(
+            "--upload-ttl",
+            metavar="SECONDS",
+            min=0.001,
+            help="How long an upload can be completed and used by new jobs [default: 86400, 24 h].",
+            show_default=False,
+        ),
+    ] = UPLOAD_TTL,
+    retention: Annotated[
+        float,
+        typer.Option(
+            "--retention",
+            metavar="SECONDS",
+            min=0.001,
+            help="How long a job's output stays downloadable [default: 604800, 7 days].",
+            show_default=False,
+        ),
+    ] = RETENTION,
     idle_timeout: Annotated[
         Optional[float],  # noqa: UP045
         typer.Option(
@@ -127,6 +149,8 @@ def server_command(
         request_log=request_log,
         log_requests=not quiet_requests,
         idle_timeout=idle_timeout,
+        upload_ttl=upload_ttl,
+        retention=retention,
     )
     try:
         code = serve(config, announce=lambda text: typer.echo(text, err=True))

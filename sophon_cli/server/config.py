@@ -12,6 +12,8 @@ TOKEN_SECRET_FILE = "token_secret"
 DB_FILE = "sophon.db"
 STATE_FILE = "server.json"
 KEYS_ENV = "SOPHON_SERVER_API_KEYS"
+UPLOAD_TTL = 24 * 3600.0  # seconds an upload session (and its completed source) can be used
+RETENTION = 7 * 24 * 3600.0  # seconds a job's output stays downloadable after completion
 
 
 @dataclass
@@ -30,6 +32,8 @@ class ServerConfig:
     log_requests: bool = False  # one human line per request on stderr (the CLI turns this on)
     idle_timeout: float | None = None
     lease_seconds: float = 30.0
+    upload_ttl: float = UPLOAD_TTL
+    retention: float = RETENTION
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
@@ -40,6 +44,8 @@ class ServerConfig:
             raise ValueError("workers must be >= 1")
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError("chunk_size must be >= 1")
+        if not (self.upload_ttl > 0 and self.retention > 0):
+            raise ValueError("upload_ttl and retention must be > 0 seconds")
 
 
 def ensure_private_dir(path: Path) -> Path:

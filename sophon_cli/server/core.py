@@ -57,6 +57,7 @@ class Core:
             config.data_dir,
             workers=config.workers,
             lease=config.lease_seconds,
+            retention=config.retention,
             metrics=self.metrics,
             on_terminal=self.delivery.notify,
         )

@@ -344,6 +344,15 @@ class Store:
         sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         return self.all(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit))
 
+    def outputs_past_retention(self, t: float) -> list[str]:
+        """Output files of completed jobs whose retention ended before ``t``."""
+        rows = self.conn().execute(
+            "SELECT output_path FROM jobs WHERE status='completed' AND output_path IS NOT NULL"
+            " AND json_extract(output, '$.retention_expires_at') < ?",
+            (t,),
+        )
+        return [r[0] for r in rows]
+
     def upload_has_jobs(self, upload_id: str) -> bool:
         row = self.conn().execute("SELECT 1 FROM jobs WHERE upload_id=? LIMIT 1", (upload_id,)).fetchone()
         return row is not None

@@ -31,7 +31,6 @@ from .util import now
 
 log = logging.getLogger("sophon.server.worker")
 
-RETENTION_SECONDS = 7 * 24 * 3600
 PROGRESS_INTERVAL = 0.25  # at most 4 progress writes per second per job
 PHASE_SPAN = {
     "probing": (0.0, 5.0),
@@ -113,7 +112,18 @@ def sha256_file(path: Path) -> str:
 
 
 class WorkerPool:
-    def __init__(self, store: Store, data_dir: Path, *, workers: int, lease: float, metrics, on_terminal):
+    def __init__(
+        self,
+        store: Store,
+        data_dir: Path,
+        *,
+        workers: int,
+        lease: float,
+        metrics,
+        on_terminal,
+        retention: float = 7 * 24 * 3600.0,
+    ):
+        self.retention = retention
         self.store = store
         self.data_dir = data_dir
         self.outputs = data_dir / "outputs"
@@ -185,8 +195,16 @@ class WorkerPool:
                     self._wake.set()
                 self.store.release_stale_assembling(owner_is_dead)
                 expire_uploads(self.store)
+                self._drop_expired_outputs()
             except Exception:
                 log.exception("maintenance error")
+
+    def _drop_expired_outputs(self) -> None:
+        """Delete encoded outputs past their retention (an "original" output is the source: kept)."""
+        for path in self.store.outputs_past_retention(now()):
+            p = Path(path)
+            if p.parent == self.outputs:
+                p.unlink(missing_ok=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -322,7 +340,7 @@ class WorkerPool:
         self._update(jid, status="uploading_output", progress=progress_doc("uploading_output", 0.0))
         out_bytes = tmp.stat().st_size
         src_bytes = int(upload["file_size"])
-        retention = now() + RETENTION_SECONDS
+        retention = now() + self.retention
         if profile == "sophon-auto" and out_bytes >= src_bytes:
             # nothing better than the source was made: hand back the original
             output_path = src

@@ -68,7 +68,9 @@ class Api:
     def download(self, job_id: str) -> httpx.Response:
         r = self.http.get(f"/v1/jobs/{job_id}/output")
         assert r.status_code == 302, r.text
-        return httpx.get(self.server.url + r.headers["location"], timeout=60)
+        location = r.headers["location"]
+        assert location.startswith(self.server.url + "/v1/downloads/"), location  # absolute (format: uri)
+        return httpx.get(location, timeout=60)
 
 
 def _nullable(node: Any) -> Any:

@@ -188,8 +188,8 @@ def test_jobs_operations(api, v, upload_id, done_job):
 
     r = api.get(f"/v1/jobs/{done_job['id']}/output")
     v.check("/v1/jobs/{id}/output", "GET", r)
-    assert r.status_code == 302 and r.headers["location"].startswith("/v1/downloads/")
-    r = httpx.get(api.server.url + r.headers["location"])
+    assert r.status_code == 302 and r.headers["location"].startswith(f"{api.server.url}/v1/downloads/")
+    r = httpx.get(r.headers["location"])
     v.check("/v1/downloads/{token}", "GET", r)
     assert r.status_code == 200
 

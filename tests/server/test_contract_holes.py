@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 
@@ -171,3 +172,143 @@ def test_a_non_2xx_answer_is_not_replayed_the_retry_runs_again(api, clip):
     replay = api.post("/v1/jobs", headers=key, json=body)  # the 2xx is stored from now on
     assert replay.status_code == 201 and replay.json()["id"] == created.json()["id"]
     assert replay.headers["idempotent-replayed"] == "true"
+
+
+# -- 8. upload expiry and output retention are enforced -------------------------------------------
+
+
+def test_an_expired_upload_cannot_be_used_and_an_expired_output_is_gone(make_server, clip):
+    srv = make_server(upload_ttl=1.5, retention=1.5)
+    api = Api(srv)
+    try:
+        t0 = time.monotonic()
+        stale = api.upload(clip)
+        fresh_job = api.wait(api.create_job(stale, "sophon-espresso")["id"])  # within its TTL: fine
+        assert fresh_job["status"] == "completed" and fresh_job["output"]["state"] == "available"
+        assert api.get(f"/v1/jobs/{fresh_job['id']}/output").status_code == 302
+        time.sleep(max(0.0, 1.6 - (time.monotonic() - t0)))
+        r = api.post(
+            "/v1/jobs",
+            headers=api.ikey(),
+            json={"source": {"type": "upload", "upload_id": stale}, "profile": "sophon-espresso"},
+        )
+        assert r.status_code == 422 and r.json()["error"]["code"] == "source_invalid"
+        assert "expired" in r.json()["error"]["message"]
+        deadline = time.monotonic() + 10
+        while (job := api.get(f"/v1/jobs/{fresh_job['id']}").json())["output"]["state"] != "expired":
+            assert time.monotonic() < deadline, job["output"]
+            time.sleep(0.05)
+        r = api.get(f"/v1/jobs/{fresh_job['id']}/output")
+        assert r.status_code == 409 and r.json()["error"]["code"] == "output_not_ready"
+        assert "expired" in r.json()["error"]["message"]
+    finally:
+        api.close()
+
+
+def test_a_download_link_stops_working_when_retention_ends(make_server, clip):
+    srv = make_server(retention=2.0)
+    api = Api(srv)
+    try:
+        job = api.wait(api.create_job(api.upload(clip), "sophon-espresso")["id"])
+        link = api.get(f"/v1/jobs/{job['id']}/output").headers["location"]
+        import httpx
+
+        assert httpx.get(link).status_code == 200
+        deadline = time.monotonic() + 10
+        while httpx.get(link).status_code == 200:
+            assert time.monotonic() < deadline, "the output is still served after its retention"
+            time.sleep(0.1)
+        r = httpx.get(link)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    finally:
+        api.close()
+
+
+# -- 9. Location is absolute ------------------------------------------------------------------------
+
+
+def test_output_redirect_location_is_an_absolute_url(api, clip):
+    job = api.wait(api.create_job(api.upload(clip), "sophon-espresso")["id"])
+    r = api.get(f"/v1/jobs/{job['id']}/output")
+    assert r.status_code == 302
+    assert r.headers["location"].startswith(f"{api.server.url}/v1/downloads/")
+
+
+# -- 10. output.audio is what the result contains ----------------------------------------------------
+
+
+def test_output_audio_is_false_until_the_result_is_known(api, make_clip, tmp_path):
+    with_audio = make_clip(tmp_path / "a.mp4", audio=True)
+    silent = make_clip(tmp_path / "s.mp4")
+    job = api.create_job(
+        api.upload(with_audio),
+        "sophon-espresso",
+        output={"audio": True},
+        metadata={"sophon_local_delay": 0.5},
+    )
+    assert job["output"]["audio"] is False  # not known yet
+    assert api.get(f"/v1/jobs/{job['id']}").json()["output"]["audio"] is False
+    assert api.wait(job["id"])["output"]["audio"] is True
+    job = api.wait(api.create_job(api.upload(silent), "sophon-espresso", output={"audio": True})["id"])
+    assert job["status"] == "completed" and job["output"]["audio"] is False  # nothing to mux
+
+
+# -- 11. smaller ---------------------------------------------------------------------------------------
+
+
+def test_416_carries_the_error_envelope(api, clip):
+    import httpx
+
+    job = api.wait(api.create_job(api.upload(clip), "sophon-espresso")["id"])
+    link = api.get(f"/v1/jobs/{job['id']}/output").headers["location"]
+    r = httpx.get(link, headers={"Range": f"bytes={job['output']['bytes'] + 10}-"})
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{job['output']['bytes']}"
+    err = r.json()["error"]
+    assert err["code"] == "validation_error" and err["request_id"] == r.headers["x-request-id"]
+    assert err["retryable"] is False
+
+
+def test_a_canceled_jobs_output_is_not_something_to_wait_for(api, clip):
+    job = api.create_job(api.upload(clip), "sophon-espresso", metadata={"sophon_local_delay": 30})
+    assert api.delete(f"/v1/jobs/{job['id']}").status_code == 200
+    r = api.get(f"/v1/jobs/{job['id']}/output")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "output_not_ready"
+    message = r.json()["error"]["message"]
+    assert "canceled" in message and "wait until" not in message
+
+
+def test_the_session_cookie_is_accepted_like_the_bearer_key(api):
+    import httpx
+
+    url = api.server.url + "/v1/jobs"
+    assert httpx.get(url, cookies={"sophon_api_session": api.key}).status_code == 200
+    assert httpx.get(url, cookies={"sophon_api_session": "wrong"}).status_code == 401
+    assert httpx.get(url, cookies={"other": api.key}).status_code == 401
+
+
+# -- 15. integers as JSON Schema counts them; key length in characters ---------------------------
+
+
+def test_integral_numbers_are_integers_and_key_length_counts_characters(api, clip):
+    r = api.post(
+        "/v1/uploads",
+        headers=api.ikey(),
+        json={"file_name": "f.mp4", "file_size": 114.0, "mime_type": "video/mp4"},
+    )
+    assert r.status_code == 201, r.text
+    r = api.post(
+        "/v1/uploads",
+        headers=api.ikey(),
+        json={"file_name": "f.mp4", "file_size": 114.5, "mime_type": "video/mp4"},
+    )
+    assert r.status_code == 400
+    job = api.create_job(api.upload(clip), "sophon-espresso", output={"target_height": 144.0})
+    assert job["output"]["target_height"] == 144 and isinstance(job["output"]["target_height"], int)
+    body = {"file_name": "f.mp4", "file_size": 10, "mime_type": "video/mp4"}
+    key = "é" * 128  # 128 characters, 256 UTF-8 bytes
+    r = api.post("/v1/uploads", headers={"Idempotency-Key": key.encode()}, json=body)
+    assert r.status_code == 201, r.text
+    r = api.post(
+        "/v1/uploads", headers={"Idempotency-Key": ("é" * 129).encode()}, json=body
+    )
+    assert r.status_code == 400 and "Idempotency-Key" in r.json()["error"]["message"]

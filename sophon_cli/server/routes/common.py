@@ -21,6 +21,18 @@ def ok(body: Any, status: int = 200, headers=None) -> Response:
     return Response(dumps(body).encode(), status_code=status, media_type="application/json", headers=headers)
 
 
+def as_int(value: Any) -> int | None:
+    """``value`` as an integer the way JSON Schema counts them (``114`` and ``114.0`` are both the
+    integer 114; ``true`` and ``114.5`` are not), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 

@@ -11,19 +11,27 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from ..core import Core
-from ..errors import ApiError, Code, invalid
+from ..errors import ApiError, Code, envelope, invalid
 from ..idempotency import idempotent
 from ..tokens import TokenError
 from ..util import JOB_STATUSES, PROFILES, TERMINAL, iso, new_id, now
 from ..worker import finish_job, progress_doc
-from .common import core_of, json_body, ok
+from .common import as_int, core_of, json_body, ok
 
 METADATA_LIMIT = 16 * 1024
 MAX_SEQ = (1 << 63) - 1
 
 
+def output_expired(job: dict[str, Any]) -> bool:
+    """The job's retention ended: its output is no longer downloadable."""
+    until = job["output"].get("retention_expires_at")
+    return until is not None and until <= now()
+
+
 def job_json(job: dict[str, Any]) -> dict[str, Any]:
     out = dict(job["output"])
+    if out.get("state") == "available" and output_expired(job):
+        out["state"] = "expired"  # not in the spec's enum (pending, available): see the README
     out["retention_expires_at"] = iso(out.get("retention_expires_at"))
     doc: dict[str, Any] = {
         "id": job["id"],
@@ -87,8 +95,10 @@ async def create_job(request: Request) -> Response:
     if not isinstance(audio, bool):
         raise invalid("output.audio must be true or false")
     th = output.get("target_height")
-    if th is not None and (isinstance(th, bool) or not isinstance(th, int) or not 144 <= th <= 4320):
-        raise invalid("output.target_height must be an integer from 144 to 4320")
+    if th is not None:
+        th = as_int(th)
+        if th is None or not 144 <= th <= 4320:
+            raise invalid("output.target_height must be an integer from 144 to 4320")
     hooks = data.get("webhook_ids", [])
     if hooks is None:
         hooks = []
@@ -109,6 +119,12 @@ async def create_job(request: Request) -> Response:
         raise invalid(f"upload {upload_id} not found")
     if upload["status"] != "completed":
         raise ApiError(422, Code.SOURCE_INVALID, f"upload {upload_id} is {upload['status']}, not completed")
+    if upload["expires_at"] <= now():
+        raise ApiError(
+            422,
+            Code.SOURCE_INVALID,
+            f"upload {upload_id} expired at {iso(upload['expires_at'])}; upload the file again",
+        )
     probe = upload["probe"] or {}
     src_info = {
         "name": upload["file_name"],
@@ -121,7 +137,7 @@ async def create_job(request: Request) -> Response:
     out_info = {
         "state": "pending",
         "container": container,
-        "audio": audio,
+        "audio": False,  # what the muxed result contains: known at completion (the spec)
         "target_height": th,
         "width": None,
         "height": None,
@@ -228,12 +244,22 @@ async def job_output(request: Request) -> Response:
     core = core_of(request)
     jid = request.path_params["id"]
     job = job_or_404(core, jid)
-    if job["status"] != "completed" or not job["output_path"]:
+    status = job["status"]
+    if status in ("failed", "canceled"):
+        raise ApiError(409, Code.OUTPUT_NOT_READY, f"job {jid} is {status}; it has no output")
+    if status != "completed" or not job["output_path"]:
+        raise ApiError(409, Code.OUTPUT_NOT_READY, f"job {jid} is {status}; wait until it is completed")
+    if output_expired(job):
         raise ApiError(
-            409, Code.OUTPUT_NOT_READY, f"job {jid} is {job['status']}; wait until it is completed"
+            409,
+            Code.OUTPUT_NOT_READY,
+            f"the output of job {jid} expired at {iso(job['output']['retention_expires_at'])}"
+            " (retention); it is no longer downloadable, create a new job",
         )
     token, _exp = core.signer.issue(jid)
-    return Response(status_code=302, headers={"Location": f"/v1/downloads/{token}"})
+    # absolute, as the spec types Location (format: uri): built from the request's own base URL
+    base = str(request.base_url).rstrip("/")
+    return Response(status_code=302, headers={"Location": f"{base}/v1/downloads/{token}"})
 
 
 async def download(request: Request) -> Response:
@@ -245,7 +271,8 @@ async def download(request: Request) -> Response:
             403, Code.FORBIDDEN, f"{exc}; request a new link from GET /v1/jobs/{{id}}/output"
         ) from None
     job = core.store.get_job(jid)
-    if job is None or not job["output_path"] or not Path(job["output_path"]).is_file():
+    gone = job is None or not job["output_path"] or output_expired(job)
+    if gone or not Path(job["output_path"]).is_file():
         raise ApiError(404, Code.NOT_FOUND, "the output file is not available")
     container = job["output"].get("container") or "mp4"
     if job["final_artifact"] == "original":
@@ -256,7 +283,7 @@ async def download(request: Request) -> Response:
         media_type = "video/mp4" if container == "mp4" else "video/x-matroska"
     stem = Path(job["source"].get("name") or jid).stem or jid
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:100] or jid
-    resp = FileResponse(
+    resp = _OutputFile(
         job["output_path"],
         media_type=media_type,
         filename=f"{safe}.sophon{suffix}",
@@ -264,3 +291,40 @@ async def download(request: Request) -> Response:
     )
     resp.chunk_size = 1 << 20  # 1 MiB per worker-thread read instead of starlette's 64 KiB
     return resp
+
+
+class _OutputFile(FileResponse):
+    """A FileResponse whose Range errors (416, and 400 for a malformed Range) carry the error
+    envelope instead of Starlette's plain text; everything else is Starlette's own handling."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        held: dict[str, Any] = {}
+
+        async def send_or_replace(message) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (400, 416):
+                held["status"] = message["status"]
+                held["headers"] = {
+                    k.decode("latin-1"): v.decode("latin-1")
+                    for k, v in message.get("headers", [])
+                    if k.lower() == b"content-range"
+                }
+                return
+            if held:
+                if message["type"] == "http.response.body" and not message.get("more_body", False):
+                    status = held["status"]
+                    text = (
+                        "the requested range is not satisfiable"
+                        if status == 416
+                        else "the Range header is malformed"
+                    )
+                    size = held["headers"].get("content-range", "").rpartition("/")[2]
+                    if status == 416 and size:
+                        text += f" (the file has {size} bytes)"
+                    rid = scope.get("state", {}).get("request_id")
+                    await envelope(status, Code.VALIDATION_ERROR, text, rid, held["headers"])(
+                        scope, receive, send
+                    )
+                return
+            await send(message)
+
+        await super().__call__(scope, receive, send_or_replace)

@@ -19,11 +19,10 @@ from ..idempotency import idempotent
 from ..uploadhash import PrefixHash
 from ..util import iso, new_id, now
 from ..worker import expire_uploads, sha256_file
-from .common import core_of, json_body, ok
+from .common import as_int, core_of, json_body, ok
 
 MB = 1024 * 1024
 MAX_FILE_SIZE = 1 << 40  # 1 TiB
-UPLOAD_TTL = 24 * 3600
 DISK_RESERVE = 64 * MB  # uploads and readiness keep this much disk free
 
 
@@ -60,7 +59,8 @@ async def create_upload(request: Request) -> Response:
     name, size, mime = data.get("file_name"), data.get("file_size"), data.get("mime_type")
     if not isinstance(name, str) or not name.strip():
         raise invalid("file_name must be a non-empty string")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    size = as_int(size)
+    if size is None or size < 1:
         raise invalid("file_size must be an integer >= 1")
     if size > MAX_FILE_SIZE:
         raise invalid(f"file_size exceeds the maximum of {MAX_FILE_SIZE} bytes")
@@ -77,6 +77,7 @@ async def create_upload(request: Request) -> Response:
     with open(staging, "wb") as fh:
         fh.truncate(size)  # sparse: parts are written at their offsets
     t = now()
+    expires = t + core.config.upload_ttl
     core.store.insert_upload(
         id=uid,
         file_name=name,
@@ -85,10 +86,10 @@ async def create_upload(request: Request) -> Response:
         chunk_size=chunk,
         total_chunks=total,
         created_at=t,
-        expires_at=t + UPLOAD_TTL,
+        expires_at=expires,
         path=str(staging),
     )
-    return ok({"id": uid, "chunk_size": chunk, "total_chunks": total, "expires_at": iso(t + UPLOAD_TTL)}, 201)
+    return ok({"id": uid, "chunk_size": chunk, "total_chunks": total, "expires_at": iso(expires)}, 201)
 
 
 def upload_json(core: Core, row: dict[str, Any]) -> dict[str, Any]:
