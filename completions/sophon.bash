@@ -22,7 +22,7 @@ _sophon() {
         '/encode') words='--output-dir -o --name-template --profile --container --audio --no-audio --height --webhook --metadata --concurrency -j --part-concurrency --fallback --min-vmaf --check-quality --force --dry-run --shard --timeout --recursive -r --state-file --help'; leaf=1 ;;
         '/compare') words='--subsample --threads --model --duration-tolerance --help'; leaf=1 ;;
         '/health') words='--help'; leaf=1 ;;
-        '/server') words='--host --port --data-dir --api-key --workers --chunk-size --faults --faults-seed --allow-insecure-webhooks --webhook-retry-delays --idle-timeout --request-log --no-request-log-lines --help'; leaf=1 ;;
+        '/server') words='--host --port --data-dir --api-key --workers --chunk-size --faults --faults-seed --allow-insecure-webhooks --webhook-retry-delays --upload-ttl --retention --idle-timeout --request-log --no-request-log-lines --help'; leaf=1 ;;
         '/completions') words='--help'; leaf=1 ;;
         '/uploads') words='get cancel --help'; leaf=0 ;;
         '/uploads/get') words='--help'; leaf=1 ;;

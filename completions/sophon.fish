@@ -86,6 +86,8 @@ complete -c sophon -n '__sophon_at /server' -l faults -d 'Fault injection rules,
 complete -c sophon -n '__sophon_at /server' -l faults-seed -d 'Seed for repeatable fault injection.'
 complete -c sophon -n '__sophon_at /server' -l allow-insecure-webhooks -d 'Accept http:// and private/loopback webhook URLs.'
 complete -c sophon -n '__sophon_at /server' -l webhook-retry-delays -d 'Seconds between delivery attempts.'
+complete -c sophon -n '__sophon_at /server' -l upload-ttl -d 'How long an upload can be completed and used by new jobs [default: 86400, 24 h].'
+complete -c sophon -n '__sophon_at /server' -l retention -d 'How long a job\'s output stays downloadable [default: 604800, 7 days].'
 complete -c sophon -n '__sophon_at /server' -l idle-timeout -d 'Exit after this many seconds without requests or active jobs.'
 complete -c sophon -n '__sophon_at /server' -l request-log -d 'Append one JSON object per request to this file.'
 complete -c sophon -n '__sophon_at /server' -l no-request-log-lines -d 'Do not print one line per request on stderr.'

@@ -308,7 +308,5 @@ def test_integral_numbers_are_integers_and_key_length_counts_characters(api, cli
     key = "é" * 128  # 128 characters, 256 UTF-8 bytes
     r = api.post("/v1/uploads", headers={"Idempotency-Key": key.encode()}, json=body)
     assert r.status_code == 201, r.text
-    r = api.post(
-        "/v1/uploads", headers={"Idempotency-Key": ("é" * 129).encode()}, json=body
-    )
+    r = api.post("/v1/uploads", headers={"Idempotency-Key": ("é" * 129).encode()}, json=body)
     assert r.status_code == 400 and "Idempotency-Key" in r.json()["error"]["message"]
