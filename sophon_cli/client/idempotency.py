@@ -1,7 +1,8 @@
 """Deterministic Idempotency-Keys: one key per *intent*, one suffix per *route*.
 
-An intent is everything that shapes a request body: for an upload the content hash, size, name and
-mime type; for a job the upload's content plus the job options. Hashing a canonical JSON of those
+An intent is everything that shapes a request body: for an upload the content (its fingerprint or
+its full sha256, see ``client.content``), size, and the name and mime type derived from the
+content; for a job the upload's content plus the job options. Hashing a canonical JSON of those
 fields gives the same key on a rerun, after the local cache was lost, or on another machine, so the
 server replays the original response instead of creating a second session or job. Passing a random
 ``nonce`` (``--new`` / ``--force``) makes a fresh intent on purpose.
@@ -9,9 +10,13 @@ server replays the original response instead of creating a second session or job
 The server scopes keys per route and answers 409 when one key is reused on another route, so every
 route gets its own suffix::
 
-    base = intent_key("upload", sha256=digest, size=n, name="a.mp4", mime="video/mp4")
+    base = intent_key("upload", fingerprint=fp, size=n, name="3f2a….mp4", mime="video/mp4")
     create_key = route_key(base, "create-upload")
     complete_key = route_key(base, "complete-upload")
+
+When the session an intent replays is unusable (canceled, expired, gone), its replacement is
+``generation_key(base, 1)``, then 2, …: every run and every machine probes the generations in
+the same order, so they all end on the same replacement instead of one random session each.
 
 Keys are at most 128 characters (the API's limit), ASCII only.
 """
@@ -57,6 +62,13 @@ def intent_key(kind: str, **fields: Any) -> str:
     short = _KIND_RE.sub("-", kind.lower()).strip("-")[:16] or "intent"
     digest = hashlib.sha256(canonical_json({"kind": kind, "fields": fields}).encode()).hexdigest()
     return f"{PREFIX}-{short}-{digest}"
+
+
+def generation_key(base: str, generation: int) -> str:
+    """The base key of the ``generation``-th replacement of an intent (0 is the intent itself)."""
+    if generation < 0:
+        raise ValueError("generation must be >= 0")
+    return base if generation == 0 else f"{base}-g{int(generation)}"
 
 
 def route_key(base: str, route: str) -> str:

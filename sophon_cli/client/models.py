@@ -191,11 +191,14 @@ class ErrorBody(_Model):
 
 class UploadResult(_Model):
     """What ``uploads.upload_file`` did. ``resumed`` is True when the server already had some parts
-    (or the whole upload) from an earlier run."""
+    (or the whole upload) from an earlier run. ``sha256`` is the full digest of the file's bytes
+    (checked against the server's); ``fingerprint`` the content fingerprint that keyed the session
+    (pass both back to ``upload_file`` to skip reading an unchanged file)."""
 
     file: str
     upload_id: str
     sha256: str
+    fingerprint: str | None = None
     bytes: int
     parts_total: int
     parts_sent: int

@@ -3,17 +3,24 @@
 ``Uploads.upload_file`` is the engine behind ``sophon upload`` / ``sophon encode``:
 
 1. local checks (missing, directory, empty, unreadable -> InputError naming the path);
-2. stream-hash the file (sha256) unless the caller already knows the digest;
-3. create the session with a deterministic Idempotency-Key (see ``idempotency``), so a rerun or
-   another machine gets the *same* session back instead of a second one;
-4. ``GET`` the session to learn ``received_chunks`` and send only the missing parts, in parallel,
-   each worker streaming its part from disk in 1 MiB blocks while sending it (no part-sized buffer
-   ever exists; a retried request re-reads the part from its start);
-5. complete with the deterministic complete-route key and check the server's sha256 and size
-   against the local ones (mismatch -> IntegrityError and the session is canceled).
+2. the content **fingerprint** (size + a few sampled blocks, ``client.content``), which keys the
+   session: a rerun, a copy under another name, or another machine gets the *same* session back
+   (the name and MIME type sent are derived from the content too, never from the path);
+3. ``GET`` the session to learn ``received_chunks``; then **one read pass** (``client.upload_pass``):
+   the file is read once, in order, every block hashed (sha256) and handed to the part being
+   sent, up to ``concurrency`` parts in flight; parts the server already holds are read and
+   hashed, not sent; a retried part is re-read from disk;
+4. complete with the deterministic complete-route key and check the server's sha256 and size
+   against the local ones.
 
-If a replayed session turns out to be unusable (canceled, expired, or gone), one fresh session is
-created with a random nonce.
+When they differ, the fingerprint's session holds other bytes (another file with the same
+fingerprint, or parts of an earlier version of this one). That session may be someone else's, so
+it is never canceled: the upload moves to the session keyed by the full sha256 (which only this
+content can have) and runs again. A mismatch there is an IntegrityError.
+
+A replayed session that is unusable (canceled, expired, gone; for a sha256 key also: completed
+with other bytes) is replaced by the next *generation* of its key (``idempotency.generation_key``),
+probed in order, so any number of runs and machines make one replacement, not one each.
 
 Progress: ``on_progress(sent_bytes, total_bytes)`` is called from the calling thread with the
 cumulative number of bytes the server holds (including parts it already had), first right after
@@ -23,16 +30,15 @@ the session's state is known and then after every part.
 from __future__ import annotations
 
 import hashlib
-import mimetypes
 import os
 import stat
-import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from sophon_cli.client.content import ShortRead, identify_fd
 from sophon_cli.client.errors import (
     BadRequestError,
     ConflictError,
@@ -40,11 +46,12 @@ from sophon_cli.client.errors import (
     IntegrityError,
     NotFoundError,
     ServerError,
-    SophonError,
 )
-from sophon_cli.client.idempotency import intent_key, new_nonce, route_key
+from sophon_cli.client.idempotency import generation_key, new_nonce, route_key
+from sophon_cli.client.upload_pass import PartSlice, PartStream, PassResult, part_range, run_pass
 
 if TYPE_CHECKING:  # pragma: no cover
+    from sophon_cli.client.content import UploadIdentity
     from sophon_cli.client.http import SophonClient
     from sophon_cli.client.models import (
         CompletedUpload,
@@ -56,33 +63,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ProgressCallback = Callable[[int, int], None]
 HASH_BLOCK = 1024 * 1024
-SEND_BLOCK = 1024 * 1024  # a streamed part is read from disk in blocks of this size
-DEFAULT_MIME = "video/mp4"
+MAX_GENERATIONS = 32  # replacement sessions probed per key before giving up
 COMPLETE_TIMEOUT = 300.0
-_EXTRA_MIME = {
-    ".mkv": "video/x-matroska",
-    ".mov": "video/quicktime",
-    ".mp4": "video/mp4",
-    ".m4v": "video/x-m4v",
-    ".webm": "video/webm",
-    ".avi": "video/x-msvideo",
-    ".ts": "video/mp2t",
-    ".mts": "video/mp2t",
-    ".mxf": "application/mxf",
-    ".y4m": "video/x-yuv4mpeg",
-}
 
 
 # -- pure-ish helpers ----------------------------------------------------------------------------
-
-
-def guess_mime_type(name: str) -> str:
-    """The MIME type for a file name, ``video/mp4`` when nothing better is known."""
-    ext = os.path.splitext(name)[1].lower()
-    if ext in _EXTRA_MIME:
-        return _EXTRA_MIME[ext]
-    guessed, _ = mimetypes.guess_type(name, strict=False)
-    return guessed or DEFAULT_MIME
 
 
 def check_local_file(path: str | os.PathLike[str]) -> tuple[Path, int]:
@@ -126,82 +111,41 @@ def file_sha256(path: str | os.PathLike[str], *, block: int = HASH_BLOCK) -> str
     return h.hexdigest()
 
 
-def part_range(part_number: int, chunk_size: int, file_size: int) -> tuple[int, int]:
-    """``(offset, length)`` of a 0-indexed part."""
-    offset = part_number * chunk_size
-    return offset, max(0, min(chunk_size, file_size - offset))
+def check_session_shape(session: UploadSession, size: int) -> None:
+    """A session whose parts do not tile the file is a broken (or hostile) server's answer: fail
+    with a classified error before anything is sized from it (``total_chunks=10**12`` would
+    otherwise mean a list of a trillion part numbers)."""
+    chunk, total = session.chunk_size, session.total_chunks
+    if chunk <= 0 or total <= 0 or total != -(-size // chunk):
+        raise ServerError(
+            200,
+            "invalid_response",
+            f"the server sent an upload session that does not fit the file "
+            f"({_clip(total)} parts of {_clip(chunk)} bytes for a file of {size} bytes)",
+            hint="check SOPHON_BASE_URL points at a compatible SOPHON API server",
+        )
 
 
-class _PartReader:
-    """Reads byte ranges of one open file from many threads (os.pread where available)."""
-
-    def __init__(self, fh: BinaryIO) -> None:
-        self._fh = fh
-        self._fd = fh.fileno()
-        self.fileno = self._fd
-        self._lock = threading.Lock()
-        self._pread = getattr(os, "pread", None)
-
-    def read(self, offset: int, length: int) -> bytes:
-        if self._pread is not None:
-            parts = []
-            while length > 0:
-                data = self._pread(self._fd, length, offset)
-                if not data:
-                    break
-                parts.append(data)
-                offset += len(data)
-                length -= len(data)
-            return b"".join(parts)
-        with self._lock:  # pragma: no cover - non-POSIX fallback
-            self._fh.seek(offset)
-            return self._fh.read(length)
-
-
-class PartSlice:
-    """Bytes ``[offset, offset + length)`` of a file, streamed in ``block``-sized reads.
-
-    Re-iterable: every iteration reads the range again from its start, so a retried request
-    re-sends the whole part. ``len()`` is the part's length (sent as ``Content-Length``). A file
-    that turns out shorter than the range raises InputError while iterating.
-    """
-
-    def __init__(
-        self,
-        reader: _PartReader,
-        offset: int,
-        length: int,
-        *,
-        block: int = SEND_BLOCK,
-        name: str = "file",
-        part_number: int | None = None,
-    ) -> None:
-        self._reader = reader
-        self.offset = offset
-        self.length = length
-        self._block = max(1, int(block))
-        self._name = name
-        self._part = part_number
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __iter__(self) -> Iterator[bytes]:
-        pos, end = self.offset, self.offset + self.length
-        while pos < end:
-            data = self._reader.read(pos, min(self._block, end - pos))
-            if not data:
-                which = "a part" if self._part is None else f"part {self._part}"
-                raise InputError(
-                    f"{self._name} changed while uploading ({which} is short)",
-                    hint="wait until the file is fully written, then upload again",
-                )
-            pos += len(data)
-            yield data
+def _clip(value: int) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else text[:20] + "..."
 
 
 class _StaleSession(Exception):
-    """The replayed session cannot be used any more; start a new one."""
+    """The replayed session cannot be used any more; probe the next generation."""
+
+
+@dataclass
+class _Outcome:
+    """How one session ended: ``ok`` when the server's sha256 and size are the local ones."""
+
+    ok: bool
+    session: UploadSession
+    local_sha256: str
+    server_sha256: str
+    server_bytes: int | None
+    parts_sent: int
+    resumed: bool
 
 
 # -- the resource --------------------------------------------------------------------------------
@@ -232,9 +176,10 @@ class Uploads:
 
         return parse_model(UploadStatus, self._c.request("GET", f"/v1/uploads/{_q(upload_id)}"))
 
-    def put_part(self, upload_id: str, part_number: int, data: bytes | PartSlice) -> UploadPart:
-        """Send one part. ``data`` is the part's bytes or a :class:`PartSlice` streamed from disk
-        (sent with an explicit Content-Length; a retry re-reads it from the start)."""
+    def put_part(self, upload_id: str, part_number: int, data: bytes | PartSlice | PartStream) -> UploadPart:
+        """Send one part. ``data`` is the part's bytes, or a re-iterable body with a length (a
+        :class:`PartSlice` read from disk, a :class:`PartStream` of the read pass), sent with an
+        explicit Content-Length; a retry iterates it again from the start."""
         from sophon_cli.client.models import UploadPart, parse_model
 
         headers = {"Content-Type": "application/octet-stream"}
@@ -274,116 +219,71 @@ class Uploads:
         concurrency: int = 4,
         new: bool = False,
         sha256: str | None = None,
+        fingerprint: str | None = None,
         on_progress: ProgressCallback | None = None,
         on_created: Callable[[str], None] | None = None,
         mime_type: str | None = None,
         file_name: str | None = None,
     ) -> UploadResult:
-        """Upload one file (resuming whatever the server already has) and return an UploadResult.
+        """Upload one file (resuming whatever the server already has) and return an UploadResult
+        whose ``sha256`` is the full digest of the bytes read (and the server's).
 
+        ``sha256`` and ``fingerprint`` are what the caller already knows of this file's content
+        (e.g. from a cache keyed by device, inode, size and mtime): with both, a file the server
+        already holds is not read at all. They are trusted as given, so only pass them for an
+        unchanged file; a wrong ``sha256`` only costs a read (the result carries the real digest).
         ``new=True`` forces a fresh session even if an identical upload exists.
-        ``on_created(upload_id)`` is called as soon as the session id is known.
+        ``on_created(upload_id)`` is called as soon as a session id is known (again if the upload
+        moves to another session). ``file_name`` / ``mime_type`` override the names derived from
+        the content (and become part of the upload's identity).
         """
         p, size = check_local_file(path)
-        digest = (sha256 or file_sha256(p)).lower()
-        name = file_name or p.name
-        mime = mime_type or guess_mime_type(name)
-        nonce = new_nonce() if new else None
-        for round_ in range(2):
-            base = intent_key("upload", sha256=digest, size=size, name=name, mime=mime, nonce=nonce)
+        try:
+            fh = open(p, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise InputError(f"cannot read {p} ({exc.strerror or exc})", hint="check the file") from None
+        with fh:
+            run = _Run(self, p, fh.fileno(), concurrency, on_progress, on_created)
+            size = run.size
             try:
-                return self._upload_with_key(
-                    p, size, digest, name, mime, base, concurrency, on_progress, on_created
+                ident = identify_fd(
+                    run.fd,
+                    size,
+                    p,
+                    fingerprint=fingerprint,
+                    file_name=file_name,
+                    mime_type=mime_type,
+                    nonce=new_nonce() if new else None,
                 )
-            except _StaleSession:
-                if round_ == 1:
-                    break
-                nonce = new_nonce()
-        raise ServerError(  # pragma: no cover - needs a server that keeps losing sessions
-            409,
-            "conflict",
-            f"the server keeps rejecting the upload session for {p}",
-            hint="try again later, or with --new",
-        )
+            except ShortRead:
+                raise run.changed() from None
+            known = sha256.lower() if sha256 else None
 
-    def _upload_with_key(
-        self,
-        p: Path,
-        size: int,
-        digest: str,
-        name: str,
-        mime: str,
-        base: str,
-        concurrency: int,
-        on_progress: ProgressCallback | None,
-        on_created: Callable[[str], None] | None,
-    ) -> UploadResult:
+            # 1. the session of this content's fingerprint (the same on every machine)
+            out = run.settle(ident.fingerprint_key(), ident, expected=known)
+            if not out.ok:
+                # Another file with the same fingerprint owns that session (or it holds bytes that
+                # are not this file's). It may be someone else's upload: leave it alone, and
+                # move to the session of the full sha256, which only this content can have.
+                digest = out.local_sha256
+                out = run.settle(ident.sha256_key(digest), ident, expected=digest, exact=True)
+                if not out.ok:
+                    raise IntegrityError(
+                        f"upload of {p} was corrupted: the server's sha256 {out.server_sha256 or '(none)'} "
+                        f"and size {out.server_bytes} differ from the local {out.local_sha256} and {size}",
+                        hint="check the file is not being modified, then upload it again",
+                    )
         from sophon_cli.client.models import UploadResult
 
-        session = self.create(name, size, mime, idempotency_key=route_key(base, "create-upload"))
-        if session.chunk_size <= 0 or session.total_chunks <= 0:
-            raise ServerError(
-                200,
-                "invalid_response",
-                f"the server returned an unusable upload session (chunk_size={session.chunk_size})",
-                hint="check SOPHON_BASE_URL points at a compatible SOPHON API server",
-            )
-        if on_created is not None:
-            on_created(session.id)
-        parts_sent = 0
-        resumed = False
-        for round_ in range(2):
-            status = self._status_or_stale(session.id)
-            if status.status == "completed":
-                resumed = True
-                if on_progress is not None:
-                    on_progress(size, size)
-            else:
-                total = session.total_chunks
-                received = {n for n in status.received_chunks if 0 <= n < total}
-                missing = [n for n in range(total) if n not in received]
-                done = sum(part_range(n, session.chunk_size, size)[1] for n in received)
-                resumed = resumed or bool(received)
-                if on_progress is not None:
-                    on_progress(done, size)
-                try:
-                    parts_sent += self._send_parts(p, size, session, missing, concurrency, on_progress, done)
-                except ConflictError:
-                    # someone else (another process or machine with the same intent) completed the
-                    # session meanwhile: the complete replay below returns their result
-                    if self._status_or_stale(session.id).status != "completed":
-                        raise
-            try:
-                completed = self.complete(session.id, idempotency_key=route_key(base, "complete-upload"))
-                break
-            except BadRequestError as exc:
-                # "not all chunks received": the server lost a part; look again once.
-                if round_ == 1 or exc.status != 400:
-                    raise
-            except ConflictError:
-                # The session is not uploading any more and the complete replay is unavailable.
-                raise _StaleSession() from None
-        if (completed.sha256 or "").lower() != digest:
-            self._cancel_quietly(session.id)
-            raise IntegrityError(
-                f"upload of {p} was corrupted: the server's sha256 {completed.sha256 or '(none)'} "
-                f"differs from the local {digest}",
-                hint="check the file is not being modified, then upload again with --new",
-            )
-        if completed.bytes is not None and completed.bytes != size:
-            self._cancel_quietly(session.id)
-            raise IntegrityError(
-                f"upload of {p} is incomplete: the server holds {completed.bytes} bytes, the file has {size}",
-                hint="check the file is not being modified, then upload again with --new",
-            )
         return UploadResult(
             file=str(p),
-            upload_id=session.id,
-            sha256=digest,
+            upload_id=out.session.id,
+            sha256=out.local_sha256,
+            fingerprint=ident.fingerprint,
             bytes=size,
-            parts_total=session.total_chunks,
-            parts_sent=parts_sent,
-            resumed=resumed,
+            parts_total=out.session.total_chunks,
+            parts_sent=run.parts_sent,
+            resumed=out.resumed,
         )
 
     def _status_or_stale(self, upload_id: str) -> UploadStatus:
@@ -403,65 +303,172 @@ class Uploads:
                 continue
             raise _StaleSession()
 
-    def _cancel_quietly(self, upload_id: str) -> None:
-        try:
-            self.cancel(upload_id)
-        except SophonError:
-            pass
 
-    def _send_parts(
+class _Run:
+    """One ``upload_file`` call: the open file, the callbacks, and the sessions it tries."""
+
+    def __init__(
         self,
+        uploads: Uploads,
         p: Path,
-        size: int,
-        session: UploadSession,
-        missing: list[int],
+        fd: int,
         concurrency: int,
         on_progress: ProgressCallback | None,
-        done: int,
-    ) -> int:
-        if not missing:
-            return 0
-        chunk = session.chunk_size
-        workers = max(1, min(int(concurrency or 1), len(missing)))
-        with open(p, "rb") as fh:
-            reader = _PartReader(fh)
-            abort = threading.Event()
+        on_created: Callable[[str], None] | None,
+    ) -> None:
+        self.up = uploads
+        self.p = p
+        self.fd = fd
+        self.stat = os.fstat(fd)
+        self.size = self.stat.st_size
+        if self.size <= 0:
+            raise InputError(f"{p} is empty (0 bytes)", hint="pass a non-empty video file")
+        self.concurrency = concurrency
+        self.on_progress = on_progress
+        self.on_created = on_created
+        self.parts_sent = 0
 
-            def send(n: int) -> int:
-                if abort.is_set():
-                    return 0
-                offset, length = part_range(n, chunk, size)
-                if os.fstat(reader.fileno).st_size < offset + length:
-                    raise InputError(
-                        f"{p} changed while uploading (part {n} is short)",
-                        hint="wait until the file is fully written, then upload again",
-                    )
-                # streamed from disk while sending: memory stays at a few blocks per worker
-                self.put_part(session.id, n, PartSlice(reader, offset, length, name=str(p), part_number=n))
-                return length
+    def changed(self) -> InputError:
+        return InputError(
+            f"{self.p} changed while uploading",
+            hint="wait until the file is fully written, then upload it again",
+        )
 
-            executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sophon-upload")
-            futures: set[Future[int]] = set()
-            sent_parts = 0
+    def _check_unchanged(self) -> None:
+        now = os.fstat(self.fd)
+        if (now.st_size, now.st_mtime_ns) != (self.stat.st_size, self.stat.st_mtime_ns):
+            raise self.changed()
+
+    def _progress(self, done: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(done, self.size)
+
+    def settle(
+        self, base: str, ident: UploadIdentity, *, expected: str | None, exact: bool = False
+    ) -> _Outcome:
+        """Use the first usable session among the generations of ``base``.
+
+        A generation is unusable when its session is canceled, expired or gone, and, with
+        ``exact`` (keys derived from the full sha256), when it completed with other bytes than
+        ``expected``. Every run probes the generations in the same order, so all of them end
+        on the same replacement.
+        """
+        for generation in range(MAX_GENERATIONS):
+            key = generation_key(base, generation)
             try:
-                futures = {executor.submit(send, n) for n in missing}
-                pending = set(futures)
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        length = fut.result()  # re-raises the first failure
-                        sent_parts += 1
-                        done += length
-                        if on_progress is not None:
-                            on_progress(done, size)
-            except BaseException:
-                abort.set()
-                for fut in futures:
-                    fut.cancel()
+                return self._use(key, ident, expected=expected, exact=exact)
+            except _StaleSession:
+                continue
+        raise ServerError(
+            409,
+            "conflict",
+            f"the server rejected {MAX_GENERATIONS} upload sessions in a row for {self.p}",
+            hint="check the server's upload sessions, or try again later",
+        )
+
+    def _use(self, key: str, ident: UploadIdentity, *, expected: str | None, exact: bool) -> _Outcome:
+        up = self.up
+        session = up.create(
+            ident.name, self.size, ident.mime, idempotency_key=route_key(key, "create-upload")
+        )
+        check_session_shape(session, self.size)
+        if self.on_created is not None:
+            self.on_created(session.id)
+        complete_key = route_key(key, "complete-upload")
+        status = up._status_or_stale(session.id)
+        if status.status == "completed":
+            completed = self._complete(session.id, complete_key)
+            server = (completed.sha256 or "").lower()
+            if exact and server != expected:
+                raise _StaleSession()  # holds other bytes than its key says: the next generation
+            self._progress(self.size)
+            if expected is not None and server == expected and completed.bytes in (None, self.size):
+                return self._judge(session, completed, expected, resumed=True)
+            digest = self._pass(session, set()).sha256  # read it to know: hash only, send nothing
+            return self._judge(session, completed, digest, resumed=True)
+
+        total, chunk = session.total_chunks, session.chunk_size
+        received = {n for n in status.received_chunks if 0 <= n < total}
+        self._progress(sum(part_range(n, chunk, self.size)[1] for n in received))
+        result = self._pass(session, set(range(total)) - received)
+        if exact and result.sha256 != expected:
+            raise self.changed()  # it read other bytes than the pass before
+        try:
+            completed = self._complete_after_pass(session, complete_key, result.stopped)
+        except BadRequestError as exc:
+            # "not a usable video" about a session that holds parts this run did not send: those
+            # may be another file's (same fingerprint), so the verdict is not about this file.
+            # Only a session holding nothing but this file's bytes can say that.
+            if exc.status != 422 or exact or not (received or result.stopped):
                 raise
-            finally:
-                executor.shutdown(wait=True, cancel_futures=True)
-        return sent_parts
+            return _Outcome(False, session, result.sha256, "", None, self.parts_sent, bool(received))
+        return self._judge(session, completed, result.sha256, resumed=bool(received))
+
+    def _pass(self, session: UploadSession, missing: set[int]) -> PassResult:
+        done = [self.size - sum(part_range(n, session.chunk_size, self.size)[1] for n in missing)]
+
+        def part_done(_n: int, length: int) -> None:
+            self.parts_sent += 1
+            done[0] += length
+            self._progress(done[0])
+
+        try:
+            result = run_pass(
+                self.fd,
+                self.size,
+                session.chunk_size,
+                missing,
+                lambda n, body: self.up.put_part(session.id, n, body),
+                concurrency=self.concurrency,
+                on_part_done=part_done,
+                stop_on=(ConflictError,),
+            )
+        except ShortRead:
+            raise self.changed() from None
+        self._check_unchanged()
+        return result
+
+    def _complete_after_pass(
+        self, session: UploadSession, complete_key: str, stopped: BaseException | None
+    ) -> CompletedUpload:
+        if stopped is not None:
+            # a part was refused because the session is not uploading any more: someone else
+            # (another process or machine with the same content) completed it meanwhile, and
+            # the complete replay returns their result; or it is stale
+            if self.up._status_or_stale(session.id).status != "completed":
+                raise stopped
+        for round_ in range(2):
+            try:
+                return self._complete(session.id, complete_key)
+            except BadRequestError as exc:
+                # "not all chunks received": the server lost a part; send what it lacks, once.
+                if round_ == 1 or exc.status != 400:
+                    raise
+                status = self.up._status_or_stale(session.id)
+                have = set(status.received_chunks)
+                for n in range(session.total_chunks):
+                    if n not in have:
+                        offset, length = part_range(n, session.chunk_size, self.size)
+                        try:
+                            self.up.put_part(session.id, n, PartSlice(self.fd, offset, length, part_number=n))
+                        except ShortRead:
+                            raise self.changed() from None
+                        self.parts_sent += 1
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _complete(self, upload_id: str, complete_key: str) -> CompletedUpload:
+        try:
+            return self.up.complete(upload_id, idempotency_key=complete_key)
+        except ConflictError:
+            # The session is not uploading any more and the complete replay is unavailable.
+            raise _StaleSession() from None
+
+    def _judge(
+        self, session: UploadSession, completed: CompletedUpload, digest: str, *, resumed: bool
+    ) -> _Outcome:
+        server = (completed.sha256 or "").lower()
+        ok = server == digest and completed.bytes in (None, self.size)
+        return _Outcome(ok, session, digest, server, completed.bytes, self.parts_sent, resumed)
 
 
 def _q(value: str) -> str:

@@ -9,8 +9,9 @@ import threading
 import httpx
 import pytest
 
+from sophon_cli.client.content import identify
 from sophon_cli.client.errors import InputError, IntegrityError, NotFoundError
-from sophon_cli.client.idempotency import intent_key, route_key
+from sophon_cli.client.idempotency import route_key
 
 from .conftest import RequestLog
 
@@ -19,6 +20,25 @@ CHUNK = 32 * 1024
 
 def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def distinct(src, dst, tag: str):
+    """A copy of the mp4 ``src`` with unique bytes: an appended 'free' box keeps it a valid video.
+    (Uploads are keyed on content, so a copy under another name is the *same* upload.)"""
+    payload = f"sophon-upload-test-{tag}".encode()
+    dst.write_bytes(src.read_bytes() + (8 + len(payload)).to_bytes(4, "big") + b"free" + payload)
+    return dst
+
+
+def _sessions(srv) -> list[tuple[str, str]]:
+    """``(id, status)`` of every upload session the server holds (read from its store)."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{srv.data_dir}/sophon.db?mode=ro", uri=True, timeout=10)
+    try:
+        return list(con.execute("SELECT id, status FROM uploads ORDER BY created_at"))
+    finally:
+        con.close()
 
 
 def _part_numbers(log: RequestLog) -> list[int]:
@@ -68,16 +88,15 @@ def test_rerun_replays_the_same_session_and_sends_nothing(chunked_server, make_c
 
 
 def test_resume_sends_only_the_missing_parts(chunked_server, make_client, medium_clip, ulog, tmp_path):
-    # a copy with a distinct name: a fresh intent nobody uploaded yet
-    src = tmp_path / "resume-me.mp4"
-    src.write_bytes(medium_clip.read_bytes())
+    # distinct content: a fresh intent nobody uploaded yet
+    src = distinct(medium_clip, tmp_path / "resume-me.mp4", "resume")
     size = src.stat().st_size
     parts = math.ceil(size / CHUNK)
     client = make_client(chunked_server)
     # an earlier run (same deterministic key) created the session and sent parts 0 and 2
-    base = intent_key("upload", sha256=_sha(src), size=size, name=src.name, mime="video/mp4")
+    ident = identify(src)
     session = client.uploads.create(
-        src.name, size, "video/mp4", idempotency_key=route_key(base, "create-upload")
+        ident.name, size, ident.mime, idempotency_key=route_key(ident.fingerprint_key(), "create-upload")
     )
     data = src.read_bytes()
     client.uploads.put_part(session.id, 0, data[:CHUNK])
@@ -96,8 +115,7 @@ def test_resume_sends_only_the_missing_parts(chunked_server, make_client, medium
 def test_interrupted_upload_resumes_where_it_stopped(
     chunked_server, make_client, medium_clip, ulog, tmp_path
 ):
-    src = tmp_path / "interrupted.mp4"
-    src.write_bytes(medium_clip.read_bytes())
+    src = distinct(medium_clip, tmp_path / "interrupted.mp4", "interrupted")
     parts = math.ceil(src.stat().st_size / CHUNK)
     client = make_client(chunked_server)
     ids = []
@@ -127,10 +145,12 @@ def test_new_forces_a_fresh_session(chunked_server, make_client, clip):
     assert a.upload_id != b.upload_id and a.sha256 == b.sha256
 
 
-def test_canceled_session_is_replaced_by_a_fresh_one(chunked_server, make_client, tmp_path, clip):
-    src = tmp_path / "cancel-me.mp4"
-    src.write_bytes(clip.read_bytes())
-    client = make_client(chunked_server)
+def test_canceled_session_is_replaced_by_one_session_for_every_run(make_server, make_client, tmp_path, clip):
+    """Issue 11 item 12: three runs (fresh clients: a lost cache, other machines) after the session
+    was canceled make one replacement, not three."""
+    srv = make_server(chunk_size=CHUNK)
+    src = distinct(clip, tmp_path / "cancel-me.mp4", "cancel")
+    client = make_client(srv)
     ids = []
     with pytest.raises(KeyboardInterrupt):
         client.uploads.upload_file(
@@ -138,8 +158,31 @@ def test_canceled_session_is_replaced_by_a_fresh_one(chunked_server, make_client
         )
     client.uploads.cancel(ids[0])
     assert client.uploads.get(ids[0]).status == "canceled"
-    result = client.uploads.upload_file(src)
-    assert result.upload_id != ids[0] and result.sha256 == _sha(src)
+    results = [make_client(srv).uploads.upload_file(src) for _ in range(3)]
+    assert {r.upload_id for r in results} == {results[0].upload_id} != {ids[0]}
+    assert all(r.sha256 == _sha(src) for r in results)
+    assert [status for _, status in _sessions(srv)] == ["canceled", "completed"]
+    # and when the replacement is canceled too, the next one is again shared by every run
+    client.uploads.cancel(results[0].upload_id)
+    again = {make_client(srv).uploads.upload_file(src).upload_id for _ in range(2)}
+    assert len(again) == 1 and again.isdisjoint({ids[0], results[0].upload_id})
+    assert len(_sessions(srv)) == 3
+
+
+def test_identical_content_under_two_names_shares_one_upload(make_server, make_client, tmp_path, clip):
+    """Issue 11 item 13: the file name is not part of the upload's identity."""
+    srv = make_server(chunk_size=CHUNK)
+    a = distinct(clip, tmp_path / "holiday.mp4", "twins-by-name")
+    b = tmp_path / "sub" / "copy of holiday.MOV"
+    b.parent.mkdir()
+    b.write_bytes(a.read_bytes())
+    first = make_client(srv).uploads.upload_file(a)
+    second = make_client(srv).uploads.upload_file(b)
+    assert second.upload_id == first.upload_id and second.parts_sent == 0 and second.resumed
+    assert second.sha256 == first.sha256 == _sha(a)
+    assert len(_sessions(srv)) == 1
+    # the name the server keeps comes from the content, the same for both
+    assert make_client(srv).uploads.get(first.upload_id).file_name.endswith(".mp4")
 
 
 def test_local_problems_fail_before_any_request(chunked_server, make_client, tmp_path, ulog):
@@ -178,18 +221,76 @@ def test_upload_survives_dropped_connections_and_503s(make_server, make_client, 
     assert sleeps  # and the client backed off
 
 
-def test_checksum_mismatch_is_integrity_error_and_nothing_is_reused(
-    chunked_server, make_client, clip, tmp_path
-):
-    src = tmp_path / "mismatch.mp4"
-    src.write_bytes(clip.read_bytes())
+def test_a_wrong_known_sha256_costs_a_read_not_a_wrong_upload(chunked_server, make_client, clip, tmp_path):
+    src = distinct(clip, tmp_path / "stale-digest.mp4", "stale-digest")
     client = make_client(chunked_server)
-    ids = []
+    result = client.uploads.upload_file(src, sha256="0" * 64)  # e.g. a stale cache entry
+    assert result.sha256 == _sha(src)  # the digest of what was read, checked against the server's
+    assert client.uploads.get(result.upload_id).status == "completed"
+    assert make_client(chunked_server).uploads.upload_file(src).upload_id == result.upload_id
+
+
+def _poison(client, ident, key_base, data, part=0):
+    """What a broken or hostile uploader with the same key would leave: a session whose part
+    ``part`` holds other bytes of the right length."""
+    session = client.uploads.create(
+        ident.name, ident.size, ident.mime, idempotency_key=route_key(key_base, "create-upload")
+    )
+    offset = part * session.chunk_size
+    bad = bytes(b ^ 0xFF for b in data[offset : offset + session.chunk_size])
+    client.uploads.put_part(session.id, part, bad)
+    return session.id
+
+
+def test_session_with_other_bytes_is_left_alone_and_the_upload_moves_to_the_sha256_key(
+    make_server, make_client, medium_clip, tmp_path
+):
+    srv = make_server(chunk_size=CHUNK)
+    src = distinct(medium_clip, tmp_path / "victim.mp4", "poison-fp")
+    data, ident = src.read_bytes(), identify(src)
+    client = make_client(srv)
+    poisoned = _poison(client, ident, ident.fingerprint_key(), data, part=1)
+    result = make_client(srv).uploads.upload_file(src)
+    assert result.sha256 == _sha(src) and result.upload_id != poisoned
+    sessions = dict(_sessions(srv))
+    assert sessions[result.upload_id] == "completed"
+    assert sessions[poisoned] != "canceled"  # maybe someone else's: never canceled
+    # a lost cache or another machine lands on the same session, and makes no new one
+    assert make_client(srv).uploads.upload_file(src).upload_id == result.upload_id
+    assert len(_sessions(srv)) == 2
+
+
+def test_a_foreign_session_that_is_not_a_video_does_not_condemn_this_file(
+    make_server, make_client, medium_clip, tmp_path
+):
+    srv = make_server(chunk_size=CHUNK)
+    src = distinct(medium_clip, tmp_path / "fine.mp4", "poison-header")
+    data, ident = src.read_bytes(), identify(src)
+    _poison(make_client(srv), ident, ident.fingerprint_key(), data, part=0)  # its header is garbage
+    result = make_client(srv).uploads.upload_file(src)
+    assert result.sha256 == _sha(src)
+    assert make_client(srv).uploads.get(result.upload_id).status == "completed"
+
+
+def test_corruption_under_the_sha256_key_is_an_integrity_error_then_the_next_generation(
+    make_server, make_client, medium_clip, tmp_path
+):
+    srv = make_server(chunk_size=CHUNK)
+    src = distinct(medium_clip, tmp_path / "corrupt.mp4", "poison-both")
+    data, ident = src.read_bytes(), identify(src)
+    client = make_client(srv)
+    _poison(client, ident, ident.fingerprint_key(), data, part=1)
+    bad = _poison(client, ident, ident.sha256_key(_sha(src)), data, part=2)
     with pytest.raises(IntegrityError) as info:
-        client.uploads.upload_file(src, sha256="0" * 64, on_created=ids.append)
+        make_client(srv).uploads.upload_file(src)
     assert "sha256" in str(info.value) and info.value.hint
-    assert client.uploads.get(ids[0]).status == "canceled"  # the session can't be picked up later
-    assert client.uploads.upload_file(src).upload_id != ids[0]
+    assert "--" not in info.value.hint  # the library never words hints as CLI flags
+    assert dict(_sessions(srv))[bad] == "completed"  # complete ran: the server holds other bytes
+    # every rerun skips that session (it completed with other bytes than its key says) and
+    # lands on the same next generation
+    ids = {make_client(srv).uploads.upload_file(src).upload_id for _ in range(2)}
+    assert len(ids) == 1 and bad not in ids
+    assert len(_sessions(srv)) == 3
 
 
 class CountingTransport(httpx.HTTPTransport):
@@ -228,8 +329,7 @@ def test_parallelism_is_bounded_by_concurrency(chunked_server, make_client, medi
 
 
 def test_two_uploaders_of_the_same_file_share_one_session(chunked_server, make_client, medium_clip, tmp_path):
-    src = tmp_path / "twins.mp4"
-    src.write_bytes(medium_clip.read_bytes())
+    src = distinct(medium_clip, tmp_path / "twins.mp4", "twins")
     results, errors = [], []
 
     def run():
