@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from sophon_cli.client.content import ShortRead, identify_fd
+from sophon_cli.client.content import guess_mime_type as guess_mime_type  # re-exported
 from sophon_cli.client.errors import (
     BadRequestError,
     ConflictError,

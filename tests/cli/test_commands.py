@@ -61,19 +61,17 @@ def test_upload_prints_ids_human_and_json(cli, clip, make_clip, tmp_path):
 
 def test_upload_rerun_sends_only_the_missing_parts(make_server, cli, clip):
     """An interrupted upload (parts 0 and 2 of 4 on the server) is finished by the same command."""
+    from sophon_cli.client.content import identify
     from sophon_cli.client.http import SophonClient
-    from sophon_cli.client.idempotency import intent_key, route_key
-    from sophon_cli.client.uploads import guess_mime_type
+    from sophon_cli.client.idempotency import route_key
 
     srv = make_server(chunk_size=8192)
     size = clip.stat().st_size
     assert size > 3 * 8192, "the clip must span 4 parts"
-    base = intent_key(
-        "upload", sha256=_sha256(clip), size=size, name=clip.name, mime=guess_mime_type(clip.name), nonce=None
-    )
+    ident = identify(clip)  # what any run derives from the content
     with SophonClient(srv.url, srv.api_keys[0]) as api:
         session = api.uploads.create(
-            clip.name, size, guess_mime_type(clip.name), idempotency_key=route_key(base, "create-upload")
+            ident.name, size, ident.mime, idempotency_key=route_key(ident.fingerprint_key(), "create-upload")
         )
         data = clip.read_bytes()
         for n in (0, 2):

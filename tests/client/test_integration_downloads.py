@@ -35,11 +35,13 @@ def test_download_to_a_file_is_verified_and_atomic(client, completed_job, tmp_pa
 
 
 def test_download_into_a_directory_uses_the_sanitised_server_name(client, completed_job, tmp_path):
-    job, _ = completed_job
+    job, up = completed_job
     result = client.downloads.download(job.id, str(tmp_path) + "/", job=job)
-    assert result.path == str(tmp_path / "clip.sophon.mp4")
-    assert _sha(tmp_path / "clip.sophon.mp4") == job.output.sha256
-    assert [p.name for p in tmp_path.iterdir()] == ["clip.sophon.mp4"]
+    # the server names the output after the upload's name (derived from its content)
+    name = client.uploads.get(up.upload_id).file_name.rsplit(".", 1)[0] + ".sophon.mp4"
+    assert result.path == str(tmp_path / name)
+    assert _sha(tmp_path / name) == job.output.sha256
+    assert [p.name for p in tmp_path.iterdir()] == [name]
 
 
 def test_existing_target_needs_force(client, completed_job, tmp_path, request_log):
