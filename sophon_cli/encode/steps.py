@@ -32,7 +32,6 @@ from sophon_cli.client.errors import (
     APIError,
     BadRequestError,
     ConflictError,
-    SophonError,
 )
 from sophon_cli.encode import quality_gate
 from sophon_cli.encode.entry import ENTRY_SCHEMA, FileEntry, Result, State
@@ -145,11 +144,8 @@ def advance(ctx: Context, item: Item) -> FileResult | Wait:
     if e.job_id:
         return Wait(e.job_id)
     ctx.check_stop()
-    if not e.sha256:
-        ctx.event(item, "hashing")
-        digest = hash_source(ctx, item)
-        ctx.save(item, State.HASHED, sha256=digest, source_bytes=item.size)
-    ctx.check_stop()
+    # No separate hashing pass: the upload reads the file once, hashing while it sends, and
+    # returns the full sha256 (a known one, e.g. from an earlier run, lets it skip reading).
     try:
         if not (e.upload_id and e.state == State.UPLOADED):
             upload(ctx, item)
@@ -203,9 +199,16 @@ def upload(ctx: Context, item: Item) -> None:
         on_created=created,
         on_progress=progress,
     )
-    if result.sha256 != e.sha256:  # pragma: no cover - the engine checks this already
-        raise SophonError(f"{item.source.display} changed while uploading")
-    ctx.save(item, State.UPLOADED, upload_id=result.upload_id, resumed_upload=bool(result.resumed))
+    # result.sha256 is the digest of the bytes read (checked against the server's): the truth
+    # even when a cached e.sha256 was stale
+    ctx.save(
+        item,
+        State.UPLOADED,
+        upload_id=result.upload_id,
+        sha256=result.sha256,
+        source_bytes=result.bytes,
+        resumed_upload=bool(result.resumed),
+    )
 
 
 def create_job(ctx: Context, item: Item) -> None:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
+import json
 import math
+import os
+import subprocess
+import sys
 import threading
 
 import httpx
@@ -346,3 +351,119 @@ def test_two_uploaders_of_the_same_file_share_one_session(chunked_server, make_c
     assert errors == []
     assert len({r.upload_id for r in results}) == 1 and len(results) == 2
     assert {r.sha256 for r in results} == {_sha(src)}
+
+
+# -- one read pass: bytes read by a real upload process -------------------------------------------
+
+READS = r"""
+import json, sys
+from sophon_cli.client.http import SophonClient
+
+def rchar():
+    with open("/proc/self/io") as fh:
+        return int(next(line for line in fh if line.startswith("rchar:")).split()[1])
+
+url, key, warm, path = sys.argv[1:5]
+with SophonClient(url, key) as c:
+    c.uploads.upload_file(warm)  # every module and model loaded before measuring
+    before = rchar()
+    first = c.uploads.upload_file(path, concurrency=4)
+    mid = rchar()
+    again = c.uploads.upload_file(path, sha256=first.sha256, fingerprint=first.fingerprint)
+    after = rchar()
+print(json.dumps({"first": mid - before, "again": after - mid, "sha256": first.sha256,
+                  "sent": first.parts_sent, "same": again.upload_id == first.upload_id}))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs Linux /proc/<pid>/io")
+def test_every_byte_is_read_once_and_a_known_file_not_at_all(make_server, medium_clip, tmp_path):
+    from sophon_cli.client.content import sample_ranges
+
+    srv = make_server(chunk_size=1024 * 1024)
+    src = tmp_path / "big.mp4"
+    payload = os.urandom(8 * 1024 * 1024)  # a valid mp4 followed by 8 MiB in a 'free' box
+    src.write_bytes(medium_clip.read_bytes() + (8 + len(payload)).to_bytes(4, "big") + b"free" + payload)
+    warm = distinct(medium_clip, tmp_path / "warm.mp4", "warm-up")
+    size = src.stat().st_size
+    proc = subprocess.run(
+        [sys.executable, "-c", READS, srv.url, srv.api_keys[0], str(warm), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["sha256"] == _sha(src) and got["sent"] == math.ceil(size / (1024 * 1024))
+    sampled = sum(length for _, length in sample_ranges(size))
+    slack = 256 * 1024  # responses read from the socket
+    assert got["first"] <= size + sampled + slack, (got["first"], size)  # not 2 x size
+    # the digest and fingerprint known (a cache), the server holding the upload: nothing to read
+    assert got["same"] and got["again"] <= 64 * 1024, got["again"]
+
+
+# -- hostile servers --------------------------------------------------------------------------------
+
+
+class _Hostile(http.server.BaseHTTPRequestHandler):
+    session: dict = {}
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, status, doc):
+        body = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._send(201, dict(self.session, id="upl_hostile", expires_at="2030-01-01T00:00:00Z"))
+
+    def do_GET(self):
+        self._send(200, {"id": "upl_hostile", "status": "uploading", "received_chunks": [], **self.session})
+
+    def do_PUT(self):
+        self._send(500, {"error": {"code": "internal_error", "message": "no part should be sent"}})
+
+
+@pytest.fixture
+def hostile():
+    servers = []
+
+    def start(**session):
+        handler = type("Handler", (_Hostile,), {"session": session})
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}"
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.mark.parametrize(
+    "session",
+    [
+        {"chunk_size": 1, "total_chunks": 10**12},  # would be a list of a trillion part numbers
+        {"chunk_size": 1024, "total_chunks": 10**12},
+        {"chunk_size": 0, "total_chunks": 3},
+        {"chunk_size": 10, "total_chunks": 1},  # parts that do not cover the file
+    ],
+)
+def test_a_session_that_does_not_fit_the_file_is_a_classified_error(hostile, make_client, clip, session):
+    """Issue 11 item 16: total_chunks is checked against size / chunk_size before anything is sized
+    from it (on main, 10**12 ran into MemoryError)."""
+    from sophon_cli.client.errors import ServerError
+    from sophon_cli.client.http import SophonClient
+
+    with SophonClient(hostile(**session), "hostile-key", max_retries=0) as c:
+        with pytest.raises(ServerError) as info:
+            c.uploads.upload_file(clip)
+    assert info.value.code == "invalid_response"
+    assert "does not fit the file" in str(info.value) and info.value.hint

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.encode.conftest import place
 
-STEPS = ["hashed", "uploading", "uploaded", "job_created", "job_done", "downloaded", "done"]
+STEPS = ["uploading", "uploaded", "job_created", "job_done", "downloaded", "done"]
 
 
 def _sha(path: Path) -> str:
