@@ -45,6 +45,7 @@ from sophon_cli.client.errors import (
     ConflictError,
     InputError,
     IntegrityError,
+    MalformedResponseError,
     NotFoundError,
     ServerError,
 )
@@ -118,12 +119,11 @@ def check_session_shape(session: UploadSession, size: int) -> None:
     otherwise mean a list of a trillion part numbers)."""
     chunk, total = session.chunk_size, session.total_chunks
     if chunk <= 0 or total <= 0 or total != -(-size // chunk):
-        raise ServerError(
-            200,
-            "invalid_response",
+        raise MalformedResponseError(
             f"the server sent an upload session that does not fit the file "
             f"({_clip(total)} parts of {_clip(chunk)} bytes for a file of {size} bytes)",
-            hint="check SOPHON_BASE_URL points at a compatible SOPHON API server",
+            status=201,
+            path="/v1/uploads",
         )
 
 
