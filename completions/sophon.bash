@@ -19,7 +19,7 @@ _sophon() {
         '') words='upload download encode compare health server completions uploads job webhooks config cache --version --base-url --profile --json --quiet -q --verbose -v --no-progress --local --help'; leaf=0 ;;
         '/upload') words='--concurrency -c --new --help'; leaf=1 ;;
         '/download') words='--output -o --force -f --help'; leaf=1 ;;
-        '/encode') words='--output-dir -o --name-template --profile --container --audio --no-audio --height --webhook --metadata --concurrency -j --part-concurrency --fallback --min-vmaf --check-quality --force --dry-run --shard --timeout --recursive -r --state-file --help'; leaf=1 ;;
+        '/encode') words='--output-dir -o --name-template --profile --container --audio --no-audio --height --webhook --metadata --concurrency -j --part-concurrency --fallback --min-vmaf --check-quality --force --dry-run --shard --timeout --recursive -r --state-file --report --summary --help'; leaf=1 ;;
         '/compare') words='--subsample --threads --model --duration-tolerance --help'; leaf=1 ;;
         '/health') words='--help'; leaf=1 ;;
         '/server') words='--host --port --data-dir --api-key --workers --chunk-size --faults --faults-seed --allow-insecure-webhooks --webhook-retry-delays --upload-ttl --retention --idle-timeout --request-log --no-request-log-lines --help'; leaf=1 ;;

@@ -47,6 +47,7 @@ __all__ = [
     "RunInfo",
     "Totals",
     "append_summary",
+    "check_target",
     "format_for",
     "render",
     "render_csv",
@@ -500,9 +501,9 @@ def _is_ours(path: Path, fmt: ReportFormat) -> bool:
     return text.startswith(MARKDOWN_MARKER)
 
 
-def write_report(path: str | os.PathLike[str], text: str, fmt: ReportFormat) -> Path:
-    """Write ``text`` to ``path`` atomically. Refuses a symlink, a directory, and an existing file
-    that is not an earlier report of the same format (InputError naming the file)."""
+def check_target(path: str | os.PathLike[str], fmt: ReportFormat) -> Path:
+    """Raise InputError unless ``path`` may receive a report: not a symlink, not a directory, and
+    either absent or an earlier report of the same format. Returns the absolute path."""
     target = Path(os.path.abspath(path))
     if target.is_symlink():
         raise InputError(
@@ -515,6 +516,12 @@ def write_report(path: str | os.PathLike[str], text: str, fmt: ReportFormat) -> 
             f"{os.fspath(path)} exists and is not an earlier sophon report; it was left alone",
             hint="pick another path, or move that file away",
         )
+    return target
+
+
+def write_report(path: str | os.PathLike[str], text: str, fmt: ReportFormat) -> Path:
+    """Write ``text`` to ``path`` atomically, after ``check_target``."""
+    target = check_target(path, fmt)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

@@ -98,7 +98,10 @@ def encode_command(
     shard: Annotated[
         str | None,
         typer.Option(
-            "--shard", metavar="I/N", help="Take only shard I of N (stable by path; for CI matrices)."
+            "--shard",
+            metavar="I/N|auto[/N]",
+            help="Take only shard I of N (stable by path; for CI matrices); auto reads the CI's own "
+            "parallelism (GitLab, CircleCI, Buildkite; a Kubernetes Indexed Job with auto/N).",
         ),
     ] = None,
     timeout: Annotated[
@@ -118,6 +121,22 @@ def encode_command(
             "--state-file",
             metavar="FILE",
             help="Resume cache to use (e.g. one kept by CI) [default: state.json in the state dir].",
+        ),
+    ] = None,
+    report_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            metavar="FILE",
+            help="Write the results as JSON, CSV or JUnit XML, chosen by the extension (.json .csv .xml).",
+        ),
+    ] = None,
+    summary_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--summary",
+            metavar="FILE",
+            help="Write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when that is set).",
         ),
     ] = None,
 ) -> None:
@@ -152,7 +171,8 @@ def encode_command(
         min_vmaf=min_vmaf,
         check_quality=check_quality,
     )
-    shard_spec = pl.parse_shard(shard)
+    shard_spec, shard_source = _shard(shard)
+    outputs = _ReportTargets.check(report_file, summary_file)
 
     sources, ignored = pl.expand_inputs(patterns, recursive=recursive)
     for name in ignored:
@@ -175,6 +195,8 @@ def encode_command(
             if out.json:
                 empty = {"event": "summary", "dry_run": True, "files": 0, "actions": {}}
                 out.emit(empty if dry_run else _summary_obj([], interrupted=False, exit_code=0))
+            if not dry_run:
+                outputs.write([], _run_info(shard_spec, shard_source, exit_code=0))
             return
         raise InputError("none of the inputs is a video file", hint="pass video files, directories or globs")
 
@@ -218,6 +240,7 @@ def encode_command(
     pipe = pl.Pipeline(
         client, store, options, on_event=renderer.event, on_progress=renderer.progress, server_id=server_id
     )
+    started = time.monotonic()
     try:
         with renderer:
             report = pipe.run(sources)
@@ -244,6 +267,14 @@ def encode_command(
         out.emit(_summary_obj(results, interrupted=report.interrupted, exit_code=int(code)))
     else:
         _summary_table(out, results)
+    info = _run_info(
+        shard_spec,
+        shard_source,
+        exit_code=int(code),
+        interrupted=report.interrupted,
+        duration=time.monotonic() - started,
+    )
+    outputs.write(results, info)
     if report.interrupted:
         pass  # the error boundary (cli/main.py) prints the one "interrupted" line for exit 130
     elif report.failed:
@@ -252,6 +283,72 @@ def encode_command(
         )
     if code != ExitCode.OK:
         raise typer.Exit(int(code))
+
+
+def _shard(spec: str | None) -> tuple[tuple[int, int] | None, str | None]:
+    """``--shard``: I/N as given, or ``auto`` / ``auto/N`` from the CI's variables (sophon_cli.ci)."""
+    from sophon_cli import ci
+    from sophon_cli import encode as pl
+
+    if ci.is_auto(spec):
+        found = ci.detect_shard(spec or "auto")
+        return (found.index, found.count), found.source
+    return pl.parse_shard(spec), None
+
+
+def _run_info(
+    shard_spec: tuple[int, int] | None,
+    shard_source: str | None,
+    *,
+    exit_code: int,
+    interrupted: bool = False,
+    duration: float | None = None,
+) -> Any:
+    from sophon_cli import __version__, reports
+
+    return reports.RunInfo(
+        version=__version__,
+        shard=f"{shard_spec[0]}/{shard_spec[1]}" if shard_spec else None,
+        shard_source=shard_source,
+        interrupted=interrupted,
+        exit_code=exit_code,
+        duration_seconds=None if duration is None else round(duration, 3),
+    )
+
+
+class _ReportTargets:
+    """Where the run's results go: ``--report``, ``--summary`` and GitHub's step summary. Checked
+    before any work starts, so a bad path fails in a second, not after the batch."""
+
+    def __init__(self, report: Path | None, report_format: Any, summary: Path | None, step: str | None):
+        self.report, self.report_format, self.summary, self.step = report, report_format, summary, step
+
+    @classmethod
+    def check(cls, report: Path | None, summary: Path | None) -> _ReportTargets:
+        from sophon_cli import reports
+
+        fmt = None
+        if report is not None:
+            fmt = reports.format_for(report)
+            reports.check_target(report, fmt)
+        if summary is not None:
+            reports.check_target(summary, reports.ReportFormat.MARKDOWN)
+        return cls(report, fmt, summary, os.environ.get("GITHUB_STEP_SUMMARY") or None)
+
+    def write(self, results: list[Any], info: Any) -> None:
+        from sophon_cli import reports
+
+        if self.report is not None:
+            reports.write_report(
+                self.report, reports.render(self.report_format, results, info), self.report_format
+            )
+        if self.summary is None and self.step is None:
+            return
+        markdown = reports.render_markdown(results, info)
+        if self.summary is not None:
+            reports.write_report(self.summary, markdown, reports.ReportFormat.MARKDOWN)
+        if self.step is not None:
+            reports.append_summary(self.step, markdown)
 
 
 def _exit_on_next_ctrl_c() -> None:
