@@ -124,3 +124,28 @@ def test_an_empty_shard_still_writes_its_report_and_summary(world, clip_bank):
     assert root.get("tests") == "0" and f"shard {empty}/4" in root.find("testsuite").get("name")
     assert "**0 files**" in step.read_text()
     assert world.jobs() == []
+
+
+def test_a_fresh_checkout_with_the_restored_state_sends_nothing_twice(world, clip_bank):
+    """A CI rerun checks the files out again (new mtimes) and starts without the outputs: the
+    restored state no longer matches by mtime, but the idempotency keys replay the same upload and
+    job, so the server sees no second upload or job."""
+    import os
+    import shutil
+
+    place(clip_bank[:2], world.work / "videos")
+    state = world.root / "ci-cache" / "state.json"
+    first = world.encode("videos", "-r", "-o", "out", "--state-file", state, "--report", "r1.json")
+    assert first.returncode == 0, first.stderr
+    jobs, uploads = {j.id for j in world.jobs()}, world.upload_count()
+    assert len(jobs) == 2
+    shutil.rmtree(world.work / "out")
+    for p in (world.work / "videos").iterdir():
+        st = p.stat()
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    again = world.encode("videos", "-r", "-o", "out", "--state-file", state, "--report", "r2.json")
+    assert again.returncode == 0, again.stderr
+    doc = json.loads((world.work / "r2.json").read_text())
+    assert [f["result"] for f in doc["files"]] == ["encoded", "encoded"]
+    assert {f["job_id"] for f in doc["files"]} == jobs
+    assert {j.id for j in world.jobs()} == jobs and world.upload_count() == uploads
