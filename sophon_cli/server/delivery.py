@@ -67,10 +67,12 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def _private_target(url: str) -> str | None:
-    """Why a delivery must not go to ``url`` (it resolves to a private address), or None."""
+    """Why a delivery must not go to ``url`` (it resolves to a refused address), or None."""
     import ipaddress
     import socket
     from urllib.parse import urlsplit
+
+    from .netcheck import refused_address
 
     parts = urlsplit(url)
     try:
@@ -78,9 +80,9 @@ def _private_target(url: str) -> str | None:
     except (OSError, UnicodeError):
         return None  # let the attempt fail the ordinary way
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%")[0])
-        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified:
-            return "refused: the URL resolves to a private address"
+        why = refused_address(ipaddress.ip_address(info[4][0].split("%")[0]))
+        if why:
+            return f"refused: the URL resolves to {why}"
     return None
 
 

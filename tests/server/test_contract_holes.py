@@ -310,3 +310,103 @@ def test_integral_numbers_are_integers_and_key_length_counts_characters(api, cli
     assert r.status_code == 201, r.text
     r = api.post("/v1/uploads", headers={"Idempotency-Key": ("é" * 129).encode()}, json=body)
     assert r.status_code == 400 and "Idempotency-Key" in r.json()["error"]["message"]
+
+
+# -- 6, 13. webhook URL rules: every host form, URI syntax ----------------------------------------
+
+REFUSED_URLS = [
+    "https://127.1/",
+    "https://2130706433/",
+    "https://0x7f000001/",
+    "https://0177.0.0.1/",
+    "https://127.0.0.1./",
+    "https://100.64.0.1/",
+    "https://10.0.0.1/",
+    "https://192.168.1.1/",
+    "https://169.254.169.254/latest/meta-data",
+    "https://0.0.0.0/",
+    "https://224.0.0.1/",
+    "https://240.0.0.1/",
+    "https://255.255.255.255/",
+    "https://[::1]/",
+    "https://[::]/",
+    "https://[::ffff:127.0.0.1]/",
+    "https://[::ffff:7f00:1]/",
+    "https://[::ffff:10.0.0.1]/",
+    "https://[fe80::1]/",
+    "https://[fc00::1]/",
+    "https://[ff02::1]/",
+    "https://[64:ff9b::7f00:1]/",
+    "https://[2002:7f00:1::]/",
+    "https://localhost/",
+    "https://localhost./",
+    "https://LOCALHOST/",
+    "https://printer.local/",
+    "https://app.localhost/",
+    "https://exa mple.com/",
+    "https://example.com/a b",
+    "https://bücher.example/",
+    "https://example.com/%zz",
+    "https://1.2.3.4.5/",
+    "https://256.1.1.1/",
+    "https://-bad-.example.com/",
+    "https://example.com:99999/",
+    "https://user@example.com/",
+    "http://example.com/",
+]
+
+
+def test_webhook_urls_are_refused_in_every_host_form(make_server):
+    srv = make_server(allow_insecure_webhooks=False)
+    api = Api(srv)
+    try:
+        for url in REFUSED_URLS:
+            r = api.post("/v1/webhooks", headers=api.ikey(), json={"url": url})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "validation_error", (url, r.text)
+        for url in (
+            "https://93.184.216.34/hook",
+            "https://[2606:4700::1111]/hook",
+            "https://hooks.example.com/x?a=1&b=%20",
+            "https://xn--bcher-kva.example/",
+            "https://hooks.example.com./",
+        ):
+            r = api.post("/v1/webhooks", headers=api.ikey(), json={"url": url})
+            assert r.status_code == 201, (url, r.text)
+        listed = api.get("/v1/webhooks").json()["webhooks"]
+        assert len(listed) == 5 and all(" " not in w["url"] for w in listed)
+    finally:
+        api.close()
+
+
+def test_a_name_that_resolves_to_a_refused_address_is_refused_at_delivery(make_server, clip):
+    import ipaddress
+    import socket
+
+    name = socket.gethostname()
+    try:
+        addrs = {
+            ipaddress.ip_address(i[4][0]) for i in socket.getaddrinfo(name, 443, proto=socket.IPPROTO_TCP)
+        }
+    except OSError:
+        pytest.skip("the host name does not resolve")
+    if not all(a.is_loopback or a.is_private for a in addrs) or name.endswith((".local", ".localhost")):
+        pytest.skip("the host name does not resolve to a local address here")
+    srv = make_server(allow_insecure_webhooks=False, webhook_retry_delays=(0.05, 0.05))
+    api = Api(srv)
+    try:
+        hook = api.post("/v1/webhooks", headers=api.ikey(), json={"url": f"https://{name}/hook"})
+        assert hook.status_code == 201  # a name is checked where it resolves: at delivery
+        job = api.create_job(
+            api.upload(clip),
+            "sophon-espresso",
+            webhook_ids=[hook.json()["id"]],
+            metadata={"sophon_local_fail": True},
+        )
+        api.wait(job["id"])
+        deadline = time.monotonic() + 15
+        while (rows := srv.core.store.deliveries_of(hook.json()["id"])) and rows[0]["state"] != "dropped":
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.02)
+        assert rows[0]["last_error"].startswith("refused: the URL resolves to")
+    finally:
+        api.close()

@@ -2,54 +2,24 @@
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import ApiError, Code, invalid
 from ..idempotency import idempotent
+from ..netcheck import UrlRefused, check_url
 from ..util import iso, new_id, now
 from .common import core_of, json_body, ok
 
 
 def check_webhook_url(url: Any, allow_insecure: bool) -> str:
-    if not isinstance(url, str) or not url:
-        raise invalid("url must be an https URL")
     try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        _ = parts.port
-    except ValueError:
-        raise invalid("url is not a valid URL") from None
-    allowed = ("https", "http") if allow_insecure else ("https",)
-    if parts.scheme not in allowed:
-        raise invalid("url must use https")
-    if not host:
-        raise invalid("url has no host")
-    if parts.username or parts.password:
-        raise invalid("url must not contain user info")
-    if allow_insecure:
-        return url
-    if host == "localhost" or host.endswith(".localhost") or host.endswith(".local"):
-        raise invalid("url must not point to a local host")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return url
-    if (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_unspecified
-        or ip.is_reserved
-    ):
-        raise invalid("url must not point to a private, loopback or link-local address")
-    return url
+        return check_url(url, allow_insecure=allow_insecure)
+    except UrlRefused as exc:
+        raise invalid(str(exc)) from None
 
 
 @idempotent
