@@ -116,6 +116,7 @@ JOB_INSERT_COLUMNS = (
     "output",
     "created_at",
 )
+WEBHOOK_DELETED = "the webhook was deleted"
 PENDING_TTL = 300.0  # seconds a first request may hold its Idempotency-Key before it counts as dead
 JSON_COLUMNS = ("options", "webhook_ids", "metadata", "source", "progress", "output", "probe")
 
@@ -498,7 +499,15 @@ class Store:
         return row is not None and bool(row["active"])
 
     def deactivate_webhook(self, webhook_id: str) -> bool:
-        cur = self.conn().execute("UPDATE webhooks SET active=0 WHERE id=? AND active=1", (webhook_id,))
+        """Deactivate the webhook and drop its queued deliveries: no further attempt is made (one
+        already being sent finishes, and is not retried)."""
+        with self.tx() as db:
+            cur = db.execute("UPDATE webhooks SET active=0 WHERE id=? AND active=1", (webhook_id,))
+            if cur.rowcount == 1:
+                db.execute(
+                    "UPDATE deliveries SET state='dropped', last_error=? WHERE webhook_id=? AND state='pending'",
+                    (WEBHOOK_DELETED, webhook_id),
+                )
         return cur.rowcount == 1
 
     # -- deliveries ------------------------------------------------------------------------------
@@ -525,7 +534,8 @@ class Store:
             )
             rows = db.execute(
                 "SELECT d.*, w.url, w.secret FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id"
-                " WHERE d.state='pending' AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at LIMIT ?",
+                " WHERE d.state='pending' AND w.active=1 AND d.next_attempt_at <= ?"
+                " ORDER BY d.next_attempt_at LIMIT ?",
                 (t, limit),
             ).fetchall()
             for r in rows:
@@ -556,7 +566,10 @@ class Store:
         )
 
     def delivery_retry(self, delivery_id: int, attempts: int, error: str, at: float) -> None:
+        """Schedule the next attempt, unless the webhook was deleted meanwhile (then: dropped)."""
         self.conn().execute(
-            "UPDATE deliveries SET state='pending', attempts=?, last_error=?, next_attempt_at=? WHERE id=?",
+            "UPDATE deliveries SET attempts=?, last_error=?, next_attempt_at=?,"
+            " state=CASE WHEN (SELECT active FROM webhooks WHERE id=deliveries.webhook_id)=1"
+            " THEN 'pending' ELSE 'dropped' END WHERE id=?",
             (attempts, error, at, delivery_id),
         )

@@ -410,3 +410,66 @@ def test_a_name_that_resolves_to_a_refused_address_is_refused_at_delivery(make_s
         assert rows[0]["last_error"].startswith("refused: the URL resolves to")
     finally:
         api.close()
+
+
+# -- 5. a deleted webhook gets no further attempt ---------------------------------------------------
+
+
+def test_a_deleted_webhook_receives_no_queued_retry(make_server, clip):
+    from .test_webhooks_restart import Receiver, settled
+
+    failing = Receiver(statuses=[500, 500, 500])
+    srv = make_server(webhook_retry_delays=(1.0, 1.0))
+    api = Api(srv)
+    try:
+        hook = api.post("/v1/webhooks", headers=api.ikey(), json={"url": failing.url}).json()
+        job = api.create_job(
+            api.upload(clip),
+            "sophon-espresso",
+            webhook_ids=[hook["id"]],
+            metadata={"sophon_local_fail": True},
+        )
+        api.wait(job["id"])
+        failing.wait_for(1)  # the first attempt failed; a retry is queued for 1 s later
+        deadline = time.monotonic() + 5
+        while srv.core.store.deliveries_of(hook["id"])[0]["state"] != "pending":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert api.delete(f"/v1/webhooks/{hook['id']}").status_code == 204
+        rows = settled(srv, hook["id"])
+        assert [(d["state"], d["attempts"]) for d in rows] == [("dropped", 1)]
+        assert rows[0]["last_error"] == "the webhook was deleted"
+        assert len(failing.deliveries) == 1
+    finally:
+        api.close()
+        failing.close()
+
+
+# -- 4. the metadata limit counts UTF-8 bytes of the compact serialization -------------------------
+
+
+def test_metadata_limit_counts_utf8_bytes(api, clip):
+    uid = api.upload(clip)
+    overhead = len('{"k":""}')
+    fits = {"k": "é" * ((16 * 1024 - overhead) // 2)}  # 16383 bytes as UTF-8, 49k ASCII-escaped
+    assert len(json.dumps(fits, separators=(",", ":"), ensure_ascii=False).encode()) <= 16 * 1024
+    job = api.create_job(uid, "sophon-espresso", metadata=fits)
+    assert job["metadata"] == fits
+    over = {"k": "é" * ((16 * 1024 - overhead) // 2 + 1)}  # 16385 bytes
+    r = api.post(
+        "/v1/jobs",
+        headers=api.ikey(),
+        json={"source": {"type": "upload", "upload_id": uid}, "profile": "sophon-espresso", "metadata": over},
+    )
+    assert r.status_code == 400 and "16 KiB" in r.json()["error"]["message"]
+
+
+def test_metadata_with_a_lone_surrogate_is_a_400_not_a_crash(api, clip):
+    uid = api.upload(clip)
+    raw = (
+        '{"source":{"type":"upload","upload_id":"%s"},"profile":"sophon-espresso","metadata":{"k":"\\ud800"}}'
+    )
+    r = api.post(
+        "/v1/jobs", headers={**api.ikey(), "Content-Type": "application/json"}, content=raw.replace("%s", uid)
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "validation_error"

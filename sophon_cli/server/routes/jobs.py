@@ -22,6 +22,15 @@ METADATA_LIMIT = 16 * 1024
 MAX_SEQ = (1 << 63) - 1
 
 
+def metadata_size(metadata: dict[str, Any]) -> int:
+    """What the 16 KiB metadata limit counts: the UTF-8 bytes of the compact JSON serialization
+    (no ASCII escaping: ``"é"`` is 2 bytes, not the 6 of ``"\\u00e9"``)."""
+    try:
+        return len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate escape such as "\ud800"
+        raise invalid("metadata contains text that is not valid Unicode (a lone surrogate)") from None
+
+
 def output_expired(job: dict[str, Any]) -> bool:
     """The job's retention ended: its output is no longer downloadable."""
     until = job["output"].get("retention_expires_at")
@@ -112,8 +121,10 @@ async def create_job(request: Request) -> Response:
         metadata = {}
     if not isinstance(metadata, dict):
         raise invalid("metadata must be a JSON object")
-    if len(json.dumps(metadata, separators=(",", ":")).encode()) > METADATA_LIMIT:
-        raise invalid("metadata exceeds 16 KiB when serialized")
+    if metadata_size(metadata) > METADATA_LIMIT:
+        raise invalid(
+            f"metadata is {metadata_size(metadata)} bytes as compact UTF-8 JSON; the limit is 16 KiB"
+        )
     upload = core.store.get_upload(upload_id)
     if upload is None:
         raise invalid(f"upload {upload_id} not found")
