@@ -105,6 +105,8 @@ class Run:
     stderr: str
     user: float = 0.0  # CPU seconds
     sys: float = 0.0
+    t0: float = 0.0  # wall-clock time (time.time()) just before the fork
+    rchar: int | None = None  # bytes read by the whole process tree (/proc/<pid>/io), if readable
 
     def check(self, what: str) -> Run:
         if self.rc != 0:
@@ -126,6 +128,11 @@ def timed(
     this Python process would inherit its resident pages in ``ru_maxrss`` (Linux accounts the
     pre-exec image), so the measured command is started by the small ``time`` process instead.
     Without it, ``wait4``'s ``ru_maxrss`` is used (an over-estimate by up to this process's RSS).
+
+    Bytes read (``rchar``): the child is left a zombie for a moment (``waitid(WNOWAIT)``) and its
+    ``/proc/<pid>/io`` read before it is reaped. A zombie's counters include every thread and every
+    child it reaped, so with ``/usr/bin/time`` in between this is the measured command's total
+    (plus what ``time`` itself reads, a constant that a baseline run subtracts).
     """
     gnu_time = GNU_TIME
     with (
@@ -136,19 +143,22 @@ def timed(
         argv = list(cmd)
         if gnu_time:
             argv = [gnu_time, "-q", "-f", "%M", "-o", tf.name, *argv]
+        t0 = time.time()
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
         deadline = start + timeout
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
+            exited = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            if exited is not None and exited.si_pid == proc.pid:
                 break
             if time.perf_counter() > deadline:
                 proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
+                os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
                 break
             time.sleep(0.0005)
         wall = time.perf_counter() - start
+        rchar = _rchar(proc.pid)
+        pid, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
@@ -165,7 +175,30 @@ def timed(
             stderr=err.read().decode("utf-8", "replace"),
             user=usage.ru_utime,
             sys=usage.ru_stime,
+            t0=t0,
+            rchar=rchar,
         )
+
+
+def _rchar(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def drop_caches() -> bool:
+    """``sync`` and drop the page cache (Linux, root only). False when not permitted."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write("3\n")
+    except OSError:
+        return False
+    return True
 
 
 def python_child(code: str, *args: str, env: dict[str, str] | None = None) -> Run:
@@ -400,6 +433,24 @@ class BenchServer:
                 self.ok("PUT", f"/v1/uploads/{session['id']}/parts/{n}", data=fh.read(chunk))
         self.ok("POST", f"/v1/uploads/{session['id']}/complete")
         return session["id"]
+
+    def output_url(self, job_id: str) -> str:
+        """The signed download URL the server redirects ``GET /v1/jobs/{id}/output`` to."""
+        import http.client
+        from urllib.parse import urljoin, urlsplit
+
+        u = urlsplit(self.url)
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+        try:
+            conn.request("GET", f"/v1/jobs/{job_id}/output", headers={"Authorization": f"Bearer {self.key}"})
+            resp = conn.getresponse()
+            resp.read()
+            location = resp.getheader("Location")
+        finally:
+            conn.close()
+        if resp.status != 302 or not location:
+            raise SystemExit(f"error: GET /v1/jobs/{{id}}/output -> {resp.status}, not a redirect")
+        return urljoin(self.url + "/", location)
 
     def create_job(self, upload_id: str, profile: str = "sophon-espresso") -> dict[str, Any]:
         body = {"source": {"type": "upload", "upload_id": upload_id}, "profile": profile}

@@ -1,6 +1,6 @@
-"""Download of a large job output: `sophon download` vs cp of the same file; peak RSS at two sizes.
+"""Download of a large job output: `sophon download` vs curl + sha256 and cp + sha256; RSS at two sizes.
 
-    python benchmarks/download.py [--size 1G] [--small 16M] [--quick] [--runs N]
+    python benchmarks/download.py [--size 1G] [--small 16M] [--cold] [--quick] [--runs N]
 
 Benchmark-only setup (the server has no supported way to make a huge output without encoding a
 huge video): a tiny clip is encoded twice by a `sophon server` child process; then each finished
@@ -11,18 +11,25 @@ request, so `sophon download` then fetches and verifies the big file through the
 (GET /v1/jobs/{id}, GET /v1/jobs/{id}/output -> 302 -> GET /v1/downloads/{token}).
 
 Alternating runs of
-  (a) cli:        `sophon download JOB -o FILE --force` of the large output,
-  (b) cp:         `cp` of the same file from the server's outputs/ into the same target directory,
-  (c) cp+sha256:  cp plus a hashlib sha256 of it (what a verifying copy must at least do),
-  (d) cli small:  `sophon download` of the small output, to show the RSS does not grow with size.
+  (a) cli:          `sophon download JOB -o FILE --force` of the large output (receives into a
+                    .part file, verifies size and sha256, renames),
+  (b) curl+sha256:  `curl -sS -o FILE URL` of the signed URL the server redirects to (fetched
+                    outside the timing), then a hashlib sha256 of FILE, in one child process: the
+                    peer (an HTTP client plus the verification the CLI does),
+  (c) cp:           `cp` of the same file from the server's outputs/ into the same target directory,
+  (d) cp+sha256:    cp plus a hashlib sha256 of it (the limit proxy: a verifying local copy),
+  (e) cli small:    `sophon download` of the small output, to show the RSS does not grow with size.
+--cold drops the page cache (sync; echo 3 > /proc/sys/vm/drop_caches) before every run, where
+permitted (root on Linux).
 
-Last line: {"download_over_cp", "cli_peak_rss_mib", "rss_growth_mib", ...}.
-Goals: peak RSS flat and <= 64 MiB whatever the size.
+Last line: {"download_over_curl", "download_over_cp_sha256", "cli_peak_rss_mib", ...}.
+Goals: download_over_curl <= 1.0, download_over_cp_sha256 <= 1.5, cli_peak_rss_mib <= 64 (flat).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,6 +40,19 @@ import _bench as b  # noqa: E402
 PROXY = r"""
 import hashlib, subprocess, sys
 subprocess.run(["cp", sys.argv[1], sys.argv[2]], check=True)
+h = hashlib.sha256()
+with open(sys.argv[2], "rb") as fh:
+    while True:
+        block = fh.read(1 << 20)
+        if not block:
+            break
+        h.update(block)
+print(h.hexdigest())
+"""
+
+CURL = r"""
+import hashlib, subprocess, sys
+subprocess.run(["curl", "-sS", "-o", sys.argv[2], sys.argv[1]], check=True)
 h = hashlib.sha256()
 with open(sys.argv[2], "rb") as fh:
     while True:
@@ -69,9 +89,21 @@ def main() -> None:
     p = b.base_parser(__doc__.splitlines()[0])
     p.add_argument("--size", type=b.parse_size, default=None, help="large output (default 1G; --quick 256M)")
     p.add_argument("--small", type=b.parse_size, default=16 * b.MIB, help="small output (default 16M)")
+    p.add_argument("--cold", action="store_true", help="drop the page cache before every run (root)")
     args = p.parse_args()
     size = args.size or (256 * b.MIB if args.quick else 1 << 30)
     runs = args.runs or (2 if args.quick else 5)
+    if shutil.which("curl") is None:
+        raise SystemExit("error: curl is not installed (it is the peer); install it, e.g. apt-get install curl")
+    cold = {"asked": bool(args.cold), "permitted": None}
+
+    def before() -> None:
+        if args.cold:
+            ok = b.drop_caches()
+            if cold["permitted"] is None:
+                cold["permitted"] = ok
+                if not ok:
+                    b.progress("--cold: dropping the page cache is not permitted here; runs are warm")
 
     with b.Workdir(args, "download") as tmp:
         clip = b.make_clip(tmp / "clip.mp4")
@@ -79,6 +111,7 @@ def main() -> None:
             upload_id = srv.upload(clip)
             b.progress(f"preparing a {size / b.MIB:.0f} MiB and a {args.small / b.MIB:.0f} MiB output")
             big_id, big_path = big_output(srv, upload_id, size)
+            big_sha256 = b.sha256_of(big_path)
             small_id, _ = big_output(srv, upload_id, args.small)
             env = srv.cli_env(tmp / "home")
             target = tmp / "target"
@@ -87,6 +120,7 @@ def main() -> None:
             def cli(job_id: str):
                 def run() -> b.Run:
                     dst = target / "out.mp4"
+                    before()
                     r = b.timed(
                         [b.sophon(), "download", job_id, "-o", str(dst), "--force", "--no-progress"], env=env
                     )
@@ -98,31 +132,51 @@ def main() -> None:
 
             def cp() -> b.Run:
                 dst = target / "cp.mp4"
+                before()
                 r = b.timed(["cp", str(big_path), str(dst)]).check("cp")
                 dst.unlink()
                 return r
 
             def proxy() -> b.Run:
                 dst = target / "proxy.mp4"
+                before()
                 r = b.timed([sys.executable, "-c", PROXY, str(big_path), str(dst)]).check("cp + sha256")
                 dst.unlink()
                 return r
 
-            sides = [("cli", cli(big_id)), ("cp", cp), ("proxy", proxy), ("cli_small", cli(small_id))]
+            def curl() -> b.Run:
+                dst = target / "curl.mp4"
+                url = srv.output_url(big_id)  # a fresh signed URL, outside the timing
+                before()
+                r = b.timed([sys.executable, "-c", CURL, url, str(dst)]).check("curl + sha256")
+                if r.stdout.strip() != big_sha256:
+                    raise SystemExit("error: curl + sha256: the downloaded file's sha256 differs")
+                dst.unlink()
+                return r
+
+            sides = [
+                ("cli", cli(big_id)),
+                ("curl", curl),
+                ("cp", cp),
+                ("proxy", proxy),
+                ("cli_small", cli(small_id)),
+            ]
             results = b.alternate(sides, runs)
 
     med = {k: b.median(r.wall for r in v) for k, v in results.items()}
     rss = {k: max(r.rss_mib for r in v) for k, v in results.items()}
     cpu = {k: b.median(r.user + r.sys for r in v) for k, v in results.items()}
     t = b.Table(
-        f"download, {runs} alternating runs per side (medians)",
+        f"download, {runs} alternating runs per side (medians)"
+        + (", page cache dropped before every run" if cold["permitted"] else ""),
         ["side", "size MiB", "wall s", "MiB/s", "cpu s", "peak RSS MiB"],
     )
     rows = [
         ("cli", "(a) sophon download", size),
-        ("cp", "(b) cp", size),
-        ("proxy", "(c) cp + sha256", size),
-        ("cli_small", "(d) sophon download (small)", args.small),
+        ("curl", "(b) curl + sha256 (peer)", size),
+        ("cp", "(c) cp", size),
+        ("proxy", "(d) cp + sha256 (limit proxy)", size),
+        ("cli_small", "(e) sophon download (small)", args.small),
     ]
     for k, label, n in rows:
         t.add(label, n / b.MIB, med[k], n / b.MIB / med[k], cpu[k], rss[k])
@@ -131,19 +185,30 @@ def main() -> None:
         "size_bytes": size,
         "small_bytes": args.small,
         "runs": runs,
+        "cold": bool(cold["permitted"]),
+        "cold_asked": cold["asked"],
         "cli_s": round(med["cli"], 3),
+        "curl_sha256_s": round(med["curl"], 3),
         "cp_s": round(med["cp"], 3),
-        "download_over_cp": b.ratio(med["cli"], med["cp"]),
+        "cp_sha256_s": round(med["proxy"], 3),
+        "download_over_curl": b.ratio(med["cli"], med["curl"]),
         "download_over_cp_sha256": b.ratio(med["cli"], med["proxy"]),
+        "download_over_cp": b.ratio(med["cli"], med["cp"]),
+        "cli_cpu_s": round(cpu["cli"], 3),
+        "curl_sha256_cpu_s": round(cpu["curl"], 3),
         "cli_peak_rss_mib": round(rss["cli"], 1),
         "cli_small_peak_rss_mib": round(rss["cli_small"], 1),
         "rss_growth_mib": round(rss["cli"] - rss["cli_small"], 1),
     }
     notes = [
-        f"download_over_cp = {figures['download_over_cp']:.3f} (cp + sha256: {figures['download_over_cp_sha256']:.3f})",
+        b.goal_line("download_over_curl", figures["download_over_curl"], 1.0),
+        b.goal_line("download_over_cp_sha256", figures["download_over_cp_sha256"], 1.5),
+        f"download_over_cp = {figures['download_over_cp']:.3f} (no goal: cp copies inside the kernel)",
         b.goal_line("cli_peak_rss_mib", figures["cli_peak_rss_mib"], 64, unit=" MiB"),
         f"rss growth from {args.small / b.MIB:.0f} MiB to {size / b.MIB:.0f} MiB: {figures['rss_growth_mib']:+.1f} MiB (goal: flat)",
     ]
+    if args.cold and not cold["permitted"]:
+        notes.append("--cold: dropping the page cache was not permitted; every run was warm")
     b.finish(figures, [t], notes)
 
 
