@@ -36,7 +36,7 @@ _sophon() {
         '/webhooks') words='create list delete verify listen --help'; leaf=0 ;;
         '/webhooks/create') words='--name --save-secret --help'; leaf=1 ;;
         '/webhooks/list') words='--help'; leaf=1 ;;
-        '/webhooks/delete') words='--help'; leaf=1 ;;
+        '/webhooks/delete') words='--yes -y --help'; leaf=1 ;;
         '/webhooks/verify') words='--signature --timestamp --secret --body-file --tolerance --help'; leaf=1 ;;
         '/webhooks/listen') words='--host --port --secret --forward-to --max-events --tolerance --help'; leaf=1 ;;
         '/config') words='show set set-key path --help'; leaf=0 ;;

@@ -11,6 +11,11 @@ from __future__ import annotations
 #: what an interrupted command prints (one wording everywhere)
 RESUME = "run the same command again to resume"
 INTERRUPTED = f"interrupted; {RESUME}"
+#: after a server refused an http:// webhook URL
+INSECURE_WEBHOOK_URL = (
+    "use an https URL; to receive on http:// while testing, run the local server with "
+    "`sophon server --allow-insecure-webhooks` and pass `--base-url http://127.0.0.1:8765`"
+)
 
 #: NextStep value -> the words (``{job_id}`` filled from the error when it names one)
 NEXT_STEPS: dict[str, str] = {

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
-import stat
-import time
-
 import pytest
 
 from sophon_cli.cli.job import (
@@ -20,10 +15,7 @@ from sophon_cli.cli.job import (
     progress_text,
     short_time,
 )
-from sophon_cli.cli.output import Output
-from sophon_cli.cli.webhooks import Receiver, load_saved_secrets, resolve_secrets, save_secret
 from sophon_cli.client.errors import InputError, JobFailedError
-from sophon_cli.client.webhooks import compute_signature
 
 
 @pytest.mark.parametrize(
@@ -118,85 +110,3 @@ def test_failed_error_names_the_first_bad_job():
     )
     assert isinstance(err, JobFailedError)
     assert "job job_2 ended canceled" in str(err) and "1 more" in str(err)
-
-
-# ---- webhook secrets and the listen receiver -----------------------------------------------------
-
-
-def test_saved_secrets_are_private_and_found(tmp_path, monkeypatch):
-    monkeypatch.setenv("SOPHON_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("SOPHON_WEBHOOK_SECRET", raising=False)
-    assert resolve_secrets(None) == []
-    path = save_secret("wh_1", "secret-one", "https://a.example/hook")
-    save_secret("wh_2", "secret-two", "https://b.example/hook")
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert load_saved_secrets() == {"wh_1": "secret-one", "wh_2": "secret-two"}
-    assert resolve_secrets(None) == ["secret-one", "secret-two"]
-    monkeypatch.setenv("SOPHON_WEBHOOK_SECRET", "from-env")
-    assert resolve_secrets(None) == ["from-env"]
-    assert resolve_secrets("flag") == ["flag"]
-
-
-def _delivery(event_id: str, secret: str, *, ts: str | None = None) -> tuple[dict, bytes]:
-    body = json.dumps(
-        {"event_id": event_id, "type": "job.completed", "job_id": "job_9", "status": "completed"}
-    )
-    ts = ts or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    headers = {"X-Turbo-Timestamp": ts, "X-Turbo-Signature-256": compute_signature(body.encode(), ts, secret)}
-    return headers, body.encode()
-
-
-def _receiver(**kw) -> tuple[Receiver, io.StringIO, io.StringIO]:
-    stdout, stderr = io.StringIO(), io.StringIO()
-    out = Output(stdout=stdout, stderr=stderr, json_mode=kw.pop("json_mode", False), is_tty=False)
-    return Receiver(out, kw.pop("secrets", ["k1", "k2"]), **kw), stdout, stderr
-
-
-def test_receiver_verifies_dedupes_and_counts():
-    rx, stdout, stderr = _receiver(max_events=2)
-    assert rx.handle(*_delivery("evt_a", "wrong")) == (401, "signature_mismatch")
-    assert rx.handle(*_delivery("evt_a", "k2")) == (200, "ok")  # any known secret verifies
-    assert rx.handle(*_delivery("evt_a", "k1")) == (200, "duplicate")
-    rx.check_done()
-    assert not rx.finished.is_set()
-    old = _delivery("evt_b", "k1", ts="2020-01-01T00:00:00Z")
-    assert rx.handle(*old) == (401, "timestamp_out_of_tolerance")
-    assert rx.handle(*_delivery("evt_b", "k1")) == (200, "ok")
-    rx.check_done()
-    assert rx.finished.is_set()
-    lines = stdout.getvalue().splitlines()
-    assert len(lines) == 2 and "evt_a" in lines[0] and "job.completed" in lines[0] and "evt_b" in lines[1]
-    assert "signature_mismatch" in stderr.getvalue() and "k1" not in stderr.getvalue()
-
-
-def test_receiver_rejects_signed_bodies_without_event_id():
-    rx, stdout, _ = _receiver()
-    body = b'{"type": "job.completed"}'
-    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    headers = {"X-Turbo-Timestamp": ts, "X-Turbo-Signature-256": compute_signature(body, ts, "k1")}
-    assert rx.handle(headers, body)[0] == 400
-    assert stdout.getvalue() == ""
-
-
-def test_receiver_json_lines_are_the_event_bodies():
-    rx, stdout, _ = _receiver(json_mode=True)
-    headers, body = _delivery("evt_j", "k1")
-    rx.handle(headers, body)
-    assert json.loads(stdout.getvalue()) == json.loads(body)
-
-
-def test_receiver_failed_forward_is_not_marked_seen():
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    rx, stdout, stderr = _receiver(forward_to=f"http://127.0.0.1:{port}/")
-    try:
-        headers, body = _delivery("evt_f", "k1")
-        assert rx.handle(headers, body) == (502, "forward failed")
-        assert rx.handle(headers, body) == (502, "forward failed")  # the retry is forwarded again
-        assert stdout.getvalue() == "" and "evt_f" in stderr.getvalue()
-        assert rx.count == 0
-    finally:
-        rx.close()

@@ -281,7 +281,7 @@ def test_webhooks_create_list_delete(cli, tmp_path):
     assert all("secret" not in i for i in items) and secret not in as_json.stdout
 
     deleted = cli("webhooks", "delete", hook_id)
-    assert (deleted.returncode, deleted.stdout) == (0, f"{hook_id}  deleted\n")
+    assert (deleted.returncode, deleted.stdout) == (0, f"{hook_id}\tdeleted\n")
 
     unsaved = cli("--json", "webhooks", "create", "http://127.0.0.1:9/other")
     assert unsaved.returncode == 0, unsaved.stderr
