@@ -12,16 +12,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.env import TEST_KEY, cli_env  # noqa: F401  (tests import TEST_KEY from here)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPEC_PATH = REPO_ROOT.parent / "shared" / "sophon-api" / "openapi.yaml"
-TEST_KEY = "test-key-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -104,19 +104,9 @@ def spec():
 @pytest.fixture
 def cli(server, tmp_path):
     def run(*args, env=None, input=None, timeout=120, home=None):
-        full = dict(os.environ)
-        full["SOPHON_HOME"] = str(home if home is not None else tmp_path / "sophon-home")
-        full["SOPHON_BASE_URL"] = server.url
-        full["SOPHON_API_KEY"] = server.api_keys[0]
-        full.pop("SOPHON_DEBUG", None)
-        for k, v in (env or {}).items():
-            if v is None:
-                full.pop(k, None)
-            else:
-                full[k] = str(v)
         return subprocess.run(
             [sys.executable, "-m", "sophon_cli", *map(str, args)],
-            env=full,
+            env=cli_env(server, home if home is not None else tmp_path / "sophon-home", env),
             input=input,
             capture_output=True,
             text=True,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.helpers.env import child_env
 
 BIN = Path(sys.executable).parent
 
@@ -31,11 +32,7 @@ def _files() -> list[Path]:
 
 
 def _env() -> dict:
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # shellcheck next to the interpreter
-    env.pop("GITHUB_TOKEN", None)
-    env.pop("GH_TOKEN", None)
-    return env
+    return child_env(PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")  # shellcheck next to python
 
 
 def actionlint(*paths: Path) -> subprocess.CompletedProcess:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
+
+from tests.helpers.env import cli_env  # noqa: F401  (re-exported for the command tests)
 
 
 def assert_one_line_error(result, code: int, *needles: str, secrets: tuple[str, ...] = ()) -> str:
@@ -29,15 +30,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cli_env(server, home, **extra: str) -> dict[str, str]:
-    """The environment the shared ``cli`` fixture uses, for long-running Popen processes."""
-    env = dict(os.environ)
-    env.pop("SOPHON_DEBUG", None)
-    env.update(SOPHON_HOME=str(home), SOPHON_BASE_URL=server.url, SOPHON_API_KEY=server.api_keys[0])
-    env.update(extra)
-    return env
 
 
 def start_cli(args: list[str], env: dict[str, str]) -> subprocess.Popen:

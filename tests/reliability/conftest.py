@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 import sqlite3
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_KEY, _make_clip
+from tests.helpers.env import cli_env as shared_cli_env
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,24 +30,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli_env(server=None, home: Path | None = None, extra: dict | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    for k in list(env):
-        if k.startswith("SOPHON_") and k != "SOPHON_STRESS_FULL":
-            env.pop(k)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["NO_COLOR"] = "1"
-    if home is not None:
-        env["SOPHON_HOME"] = str(home)
-        env["XDG_CONFIG_HOME"] = str(Path(home) / "xdg-config")
-    if server is not None:
-        env["SOPHON_BASE_URL"] = server if isinstance(server, str) else server.url
-        env["SOPHON_API_KEY"] = TEST_KEY
-    for k, v in (extra or {}).items():
-        if v is None:
-            env.pop(k, None)
-        else:
-            env[k] = str(v)
-    return env
+    """tests/helpers/env.py's environment, colour off (these tests read plain text)."""
+    return shared_cli_env(server, home, {"NO_COLOR": "1", **(extra or {})})
 
 
 def run_cli(

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from sophon_cli.settings import DEFAULT_BASE_URL, load_settings, redact, update_config
+from tests.helpers.env import cli_env
 
 KEY = "xt_test_0123456789abcdef"
 
@@ -88,9 +89,7 @@ def test_bad_toml_is_a_config_error(home):
 
 
 def _sophon(home, *args, input=None, env=None):
-    e = {k: v for k, v in os.environ.items() if not k.startswith("SOPHON_")}
-    e["SOPHON_HOME"] = str(home)
-    e.update(env or {})
+    e = cli_env(home=home, extra=env)
     return subprocess.run(
         [sys.executable, "-m", "sophon_cli", *args],
         input=input,
