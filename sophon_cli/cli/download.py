@@ -1,7 +1,10 @@
 """`sophon download JOB_ID [-o FILE|DIR] [--force]`: fetch a finished job's output, verified.
 
-The library streams into ``<target>.part`` and renames only after the size and sha256 match, so the
-target never holds a partial file; it refuses to overwrite without ``force``. A ``sophon-auto`` job
+The library's one safe writer streams into a hidden ``.part`` and renames only after verification
+(sha256 when the job has one, else the size), so the target never holds a partial file; it refuses
+to overwrite without ``force`` (a target that already holds exactly this output is left as it is).
+How the bytes were verified is said on stderr (``verified`` in ``--json``); an unverified download
+is a warning even with ``-q``. A ``sophon-auto`` job
 that kept the original (``final_artifact: "original"``) has nothing to download: that is said, and
 the exit code is 0.
 """
@@ -53,3 +56,11 @@ def download_command(
         )
     else:
         out.print(str(result.path))
+    if result.skipped:
+        return
+    if result.already_present:
+        out.notice(f"{result.path} already holds this output ({result.verification}); nothing downloaded")
+    elif result.verified:
+        out.notice(f"verified: {result.verification}")
+    if not result.verified:
+        out.warn(f"{result.path} is not verified against a sha256: {result.verification}")

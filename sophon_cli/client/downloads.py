@@ -5,11 +5,13 @@
    surfaces the server's 409 ``output_not_ready`` as ConflictError.
 2. The signed URL is fetched by a separate httpx client that never carries the API key (the token
    in the URL is the credential, and the URL may point at another host).
-3. Bytes stream into ``<target>.part``; a leftover ``.part`` is resumed with ``Range: bytes=N-``
-   (206 appends, 200 restarts from zero). Dropped connections resume the same way, with backoff.
-4. Size (Content-Length / Content-Range / job.output.bytes) and sha256 (job.output.sha256) are
-   verified, the file is fsynced and ``os.replace``d into place: the target path never holds a
-   partial or unverified file.
+3. Bytes stream through the one safe writer (:class:`~sophon_cli.client.files.SafeWriter`) into
+   its ``.part``; a leftover ``.part`` is resumed with ``Range: bytes=N-`` (206 appends, 200 restarts
+   from zero). Dropped connections resume the same way, with backoff. Never more than the expected
+   size is written.
+4. The sha256 (job.output.sha256) is verified when the job has one, else the size (job.output.bytes,
+   Content-Length / Content-Range) and the result says ``verified=False``; the file is fsynced and
+   moved into place: the target path never holds a partial or unverified file.
 
 ``final_artifact == "original"`` jobs are not downloaded: the source was already the best file.
 Progress: ``on_progress(done_bytes, total_bytes_or_None)``.
@@ -17,7 +19,6 @@ Progress: ``on_progress(done_bytes, total_bytes_or_None)``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import unicodedata
@@ -28,14 +29,13 @@ from urllib.parse import quote
 
 from sophon_cli.client.errors import (
     APIError,
-    InputError,
     IntegrityError,
-    NextStep,
     ServerError,
     SophonError,
+    TargetExistsError,
     error_from_response,
 )
-from sophon_cli.client.files import fsync_dir
+from sophon_cli.client.files import SafeWriter, WriteResult
 
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
@@ -115,38 +115,6 @@ def parse_content_range(value: str | None) -> tuple[int, int | None] | None:
     return int(m.group(1)), total
 
 
-class _PartHash:
-    """sha256 of the ``.part`` file kept up to date while writing, so verification needs no second
-    read of the whole file (only a leftover prefix is read once, when resuming)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.hasher = hashlib.sha256()
-        self.length = 0
-
-    def sync(self, offset: int) -> None:
-        """Make the hash cover exactly the first ``offset`` bytes of the file."""
-        if self.length == offset:
-            return
-        self.hasher = hashlib.sha256()
-        self.length = 0
-        if offset:
-            with open(self.path, "rb") as fh:
-                while self.length < offset:
-                    block = fh.read(min(STREAM_BLOCK, offset - self.length))
-                    if not block:
-                        break
-                    self.hasher.update(block)
-                    self.length += len(block)
-
-    def update(self, block: bytes) -> None:
-        self.hasher.update(block)
-        self.length += len(block)
-
-    def hexdigest(self) -> str:
-        return self.hasher.hexdigest()
-
-
 class _Restart(Exception):
     """Throw the .part away and fetch from zero."""
 
@@ -189,7 +157,12 @@ class Downloads:
         job: Job | None = None,
     ) -> DownloadResult:
         """Download a completed job's output to ``target`` (a file path, or a directory: an
-        existing one or a path ending in ``/``) and return a DownloadResult."""
+        existing one or a path ending in ``/``) and return a DownloadResult.
+
+        Written by the one safe writer (:class:`~sophon_cli.client.files.SafeWriter`): an existing
+        target is refused unless ``force`` (unless it already holds exactly the job's output:
+        ``already_present``), nothing is written through a symlink, the bytes are verified (sha256
+        when the job has one, else the size; ``verified``/``verification`` say which)."""
         from sophon_cli.client.models import DownloadResult
 
         target_text = os.fspath(target)
@@ -200,97 +173,85 @@ class Downloads:
         else:
             final = Path(target_text)
             directory = final.parent
-            if final.exists() and not force:
-                raise InputError(
-                    f"{final} already exists", hint="allow overwriting it", next_step=NextStep.OVERWRITE
-                )
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(
-                f"cannot create directory {directory} ({exc.strerror or exc})",
-                hint="choose another output location",
-            ) from None
 
         if job is None:
             job = self._c.jobs.get(job_id)
         if job.final_artifact == "original":
             return DownloadResult(final_artifact="original", skipped=True, bytes=job.output.bytes)
 
-        url = self.output_url(job_id)  # 409 output_not_ready surfaces here
-        if job.status != "completed" or not job.output.sha256:
-            job = self._c.jobs.get(job_id)
-            if job.final_artifact == "original":
-                return DownloadResult(final_artifact="original", skipped=True, bytes=job.output.bytes)
+        fallback = safe_filename(f"{job_id}.{job.output.container or 'mp4'}", "download")
+        writer = SafeWriter(
+            final if final is not None else directory / fallback,
+            force=force,
+            expected_size=job.output.bytes,
+            expected_sha256=job.output.sha256,
+            part_seed=None if final is not None else f"download:{job_id}",
+            target_known=final is not None,
+        )
+        with writer as w:
+            if w.already_present:
+                return self._result(w.result, job)
+            url = self.output_url(job_id)  # 409 output_not_ready surfaces here
+            if job.status != "completed" or not job.output.sha256:
+                job = self._c.jobs.get(job_id)
+                if job.final_artifact == "original":
+                    return DownloadResult(final_artifact="original", skipped=True, bytes=job.output.bytes)
+                w.expected_sha256 = (job.output.sha256 or "").lower() or None
+                if job.output.bytes is not None:
+                    w.expected_size = job.output.bytes
+            restarted_for_integrity = False
+            while True:
+                url = self._fetch(w, url, job_id, directory if final is None else None, fallback, on_progress)
+                if w.already_present:
+                    return self._result(w.result, job)
+                resumed = w.resumed_from
+                try:
+                    return self._result(w.commit(), job)
+                except TargetExistsError:
+                    raise
+                except IntegrityError as err:
+                    if resumed and not restarted_for_integrity:
+                        # the leftover .part may have come from elsewhere: one clean retry from zero
+                        restarted_for_integrity = True
+                        w.restart()
+                        continue
+                    w.restart()
+                    raise IntegrityError(
+                        f"download of job {job_id} is corrupt: {err}",
+                        hint="run the download again; if it keeps failing, report the job id",
+                    ) from None
 
-        fallback = f"{job_id}.{job.output.container or 'mp4'}"
-        if final is not None:
-            part = final.with_name(final.name + ".part")
-        else:
-            part = directory / (safe_filename(fallback, "download") + ".part")
-        expected_sha = (job.output.sha256 or "").lower() or None
-        expected_bytes = job.output.bytes
+    @staticmethod
+    def _result(written: WriteResult | None, job: Job) -> DownloadResult:
+        from sophon_cli.client.models import DownloadResult
 
-        resumed_from = part.stat().st_size if part.exists() else 0
-        restarted_for_integrity = False
-        while True:
-            digest = _PartHash(part)
-            final, total, url = self._fetch_to_part(
-                url, job_id, part, final, directory, fallback, force, expected_bytes, on_progress, digest
-            )
-            size = part.stat().st_size
-            want = expected_bytes if expected_bytes is not None else total
-            digest.sync(size)
-            actual_sha = digest.hexdigest()
-            problem = None
-            if want is not None and size != want:
-                problem = f"size {size} bytes differs from the expected {want}"
-            elif expected_sha and actual_sha != expected_sha:
-                problem = f"sha256 {actual_sha} differs from the job's {expected_sha}"
-            if problem is None:
-                break
-            part.unlink(missing_ok=True)
-            if resumed_from and not restarted_for_integrity:
-                # the leftover .part may have come from elsewhere: one clean retry from zero
-                restarted_for_integrity = True
-                resumed_from = 0
-                continue
-            raise IntegrityError(
-                f"download of job {job_id} is corrupt: {problem}",
-                hint="run the download again; if it keeps failing, report the job id",
-            )
-
-        assert final is not None
-        if final.exists() and not force:
-            raise InputError(
-                f"{final} already exists", hint="allow overwriting it", next_step=NextStep.OVERWRITE
-            )
-        os.replace(part, final)
-        fsync_dir(final.parent)
+        assert written is not None
         return DownloadResult(
-            path=str(final),
-            bytes=size,
-            sha256=actual_sha,
+            path=written.path,
+            bytes=written.bytes,
+            sha256=written.sha256,
             final_artifact=job.final_artifact,
             skipped=False,
-            resumed_from=resumed_from,
+            resumed_from=written.resumed_from,
+            verified=written.verified,
+            verification=written.verification,
+            already_present=written.already_present,
         )
 
     # -- streaming with resume ---------------------------------------------------------------
 
-    def _fetch_to_part(
+    def _fetch(
         self,
+        w: SafeWriter,
         url: str,
         job_id: str,
-        part: Path,
-        final: Path | None,
-        directory: Path,
+        name_dir: Path | None,
         fallback: str,
-        force: bool,
-        expected_bytes: int | None,
         on_progress: ProgressCallback | None,
-        digest: _PartHash,
-    ) -> tuple[Path, int | None, str]:
+    ) -> str:
+        """Stream the body into ``w`` (resuming with Range from ``w.offset``) until it holds the
+        whole body; return the URL used (it changes when a refused token was refreshed).
+        ``name_dir``: the directory in which the server's Content-Disposition names the file."""
         import httpx
 
         c = self._c
@@ -298,19 +259,17 @@ class Downloads:
         refreshed = False
         while True:
             anon = c.anon_client(url)  # the URL may change on a refresh
-            offset = part.stat().st_size if part.exists() else 0
-            if expected_bytes is not None and offset > expected_bytes:
-                part.unlink()
-                offset = 0
+            offset = w.offset
             headers = {"Range": f"bytes={offset}-"} if offset else {}
             attempt = state.begin()
             try:
                 with anon.stream("GET", url, headers=headers) as resp:
                     status = resp.status_code
                     if status == 416 and offset:
-                        if expected_bytes is not None and offset == expected_bytes:
-                            final = final or self._choose_final(resp, directory, fallback, force)
-                            return final, expected_bytes, url
+                        if w.expected_size is not None and offset == w.expected_size:
+                            if name_dir is not None:
+                                w.set_target(name_dir / self._server_name(resp, fallback))
+                            return url
                         raise _Restart()
                     if status in (401, 403, 404, 410) and not refreshed:
                         raise _RefreshURL()
@@ -323,23 +282,25 @@ class Downloads:
                         if rng is None or rng[0] != offset:
                             raise _Restart()
                         total = rng[1]
-                        mode = "ab"
                     else:
-                        offset = 0
+                        if offset:
+                            w.restart()
                         length = resp.headers.get("content-length")
                         total = int(length) if length and length.isdigit() else None
-                        mode = "wb"
-                    if final is None:
-                        final = self._choose_final(resp, directory, fallback, force)
-                    digest.sync(offset)
-                    self._write_stream(resp, part, mode, offset, total or expected_bytes, on_progress, digest)
-                size = part.stat().st_size
-                want = expected_bytes if expected_bytes is not None else total
-                if want is not None and size < want:
+                    if w.expected_size is None and total is not None:
+                        w.expected_size = total
+                    if name_dir is not None:
+                        w.set_target(name_dir / self._server_name(resp, fallback))
+                        name_dir = None
+                        if w.already_present:
+                            return url
+                    self._write_stream(resp, w, w.expected_size or total, on_progress)
+                want = w.expected_size
+                if want is not None and w.offset < want:
                     raise _StoppedEarly()  # closed early without an error: resume
-                return final, total, url
+                return url
             except _Restart:
-                part.unlink(missing_ok=True)
+                w.restart()
                 delay = state.next_delay(reason="restart")
                 if delay is None:
                     raise SophonError(
@@ -367,48 +328,27 @@ class Downloads:
                 delay = state.next_delay(reason=type(exc).__name__)
                 if delay is None:
                     raise c.transport_error(exc, attempt) from None
-            except OSError as exc:
-                raise InputError(
-                    f"cannot write {part} ({exc.strerror or exc})",
-                    hint="free some disk space or choose another output location",
-                ) from None
             c.sleep(delay)
 
-    def _choose_final(self, resp: httpx.Response, directory: Path, fallback: str, force: bool) -> Path:
-        name = safe_filename(
+    @staticmethod
+    def _server_name(resp: httpx.Response, fallback: str) -> str:
+        return safe_filename(
             filename_from_content_disposition(resp.headers.get("content-disposition")), fallback
         )
-        final = directory / name
-        if final.exists() and not force:
-            raise InputError(
-                f"{final} already exists", hint="allow overwriting it", next_step=NextStep.OVERWRITE
-            )
-        return final
 
     @staticmethod
     def _write_stream(
         resp: httpx.Response,
-        part: Path,
-        mode: str,
-        offset: int,
+        w: SafeWriter,
         total: int | None,
         on_progress: ProgressCallback | None,
-        digest: _PartHash,
     ) -> None:
-        done = offset
         if on_progress is not None:
-            on_progress(done, total)
-        with open(part, mode) as fh:
-            try:
-                for block in resp.iter_bytes():  # as received: a drop loses nothing already read
-                    fh.write(block)
-                    digest.update(block)
-                    done += len(block)
-                    if on_progress is not None:
-                        on_progress(done, total)
-            finally:
-                fh.flush()
-                os.fsync(fh.fileno())
+            on_progress(w.offset, total)
+        for block in resp.iter_bytes():  # as received: a drop loses nothing already written
+            w.write(block)
+            if on_progress is not None:
+                on_progress(w.offset, total)
 
 
 class _StoppedEarly(Exception):

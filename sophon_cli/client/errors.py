@@ -2,9 +2,11 @@
 
     SophonError                      every error this library raises
     ├── InputError                   bad local input (missing file, bad metadata, ...) -> exit 2
+    │   └── TargetExistsError        a file (or symlink) is in the way (.path)            -> exit 2
     ├── ConfigError                  missing API key or unusable configuration           -> exit 4
     ├── TransportError               server unreachable after retries (has .url)         -> exit 8
     ├── IntegrityError               a hash or size did not match what the server said    -> exit 1
+    │   └── SizeExceededError        more bytes arrived than expected (.limit); none kept -> exit 1
     ├── JobFailedError               a waited-for job ended failed or canceled (.job)    -> exit 5
     ├── WaitTimeoutError             gave up waiting (.job_ids)                          -> exit 6
     ├── SignatureError               a webhook delivery did not verify (.reason)          -> exit 1
@@ -72,6 +74,24 @@ class InputError(SophonError):
     """Bad local input: a missing/unreadable file, a bad flag value, invalid metadata..."""
 
 
+class TargetExistsError(InputError):
+    """The output path already holds something this writer did not write (a file, a symlink):
+    it is never replaced without ``force``. ``path`` is the target; ``kind`` is ``"file"``,
+    ``"symlink"`` or ``"directory"`` (a directory is never replaced, even with ``force``)."""
+
+    next_step = NextStep.OVERWRITE
+
+    def __init__(self, path: str, *, kind: str = "file", hint: str | None = None) -> None:
+        what = {"symlink": "is a symbolic link", "directory": "is a directory"}.get(kind, "already exists")
+        if hint is None:
+            hint = "choose another output location" if kind == "directory" else "allow overwriting it"
+        super().__init__(f"{path} {what}", hint=hint)
+        self.path = path
+        self.kind = kind
+        if kind == "directory":
+            self.next_step = None
+
+
 class ConfigError(SophonError):
     """Missing API key or unusable configuration."""
 
@@ -96,6 +116,21 @@ class TransportError(SophonError):
 
 class IntegrityError(SophonError):
     """A checksum or size did not match."""
+
+
+class SizeExceededError(IntegrityError):
+    """More bytes arrived than the expected size (``limit``): the writer stopped before writing
+    past it and kept nothing of the suspect body. ``path`` is the target."""
+
+    def __init__(self, path: str, limit: int, *, received: int | None = None) -> None:
+        more = f" (at least {received})" if received is not None else ""
+        super().__init__(
+            f"the server sent more than the expected {limit} bytes{more} for {path}; nothing was kept",
+            hint="try again later; report it if it persists",
+        )
+        self.path = path
+        self.limit = limit
+        self.received = received
 
 
 class JobFailedError(SophonError):

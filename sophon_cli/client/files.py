@@ -4,16 +4,44 @@
 * :func:`fsync_dir` — make a rename/creation in ``directory`` durable (a no-op where unsupported).
 * :func:`write_private_file` — atomically replace a small file with mode 0600 (in a 0700 directory
   when asked), never through a symlink.
+* :class:`SafeWriter` — the one writer of every file the tool creates for the user (downloads,
+  encode outputs, fallback copies); :func:`copy_file` is it applied to a local copy.
+
+The safe writer's rules:
+
+* bytes go to a short hidden ``.<hash>.sophon-part`` next to the target (short, so a long target
+  name cannot make the temporary name too long); it is opened with ``O_NOFOLLOW`` and must be a
+  regular file with one link, owned by us — anything else found there (a symlink, a hard link to
+  another file, a FIFO) is removed, never followed or written through;
+* the ``.part`` is owned through an exclusive ``flock`` on it: a concurrent writer of the same target
+  waits, then either finds the verified target in place (``already_present``: done, not failed) or
+  carries on from what is there;
+* an existing target it did not write is refused unless ``force`` (:class:`TargetExistsError`); a
+  target that already holds exactly the expected bytes (sha256) is left alone (``already_present``);
+  a symlink at the target is never written through (with ``force`` it is replaced by a regular file);
+* never more than ``expected_size`` bytes are written (:class:`SizeExceededError`);
+* :meth:`SafeWriter.commit` always verifies — the sha256 when one is known, else the size — and says
+  how in :attr:`WriteResult.verification` (``verified`` is True only for a sha256 match), then
+  fsyncs the file, moves it into place (without replacing anything unless allowed) and fsyncs the
+  directory.
 
 Pure standard library: no httpx, no pydantic, no CLI.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+try:  # POSIX: the .part is owned through an flock on it
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no cross-process lock
+    fcntl = None  # type: ignore[assignment]
 
 READ_BLOCK = 1 << 20  # 1 MiB: large enough that hashing runs at memory speed
 PRIVATE_FILE_MODE = 0o600
@@ -89,8 +117,489 @@ def write_private_file(
         fsync_dir(target.parent)
 
 
+# -- the safe writer ------------------------------------------------------------------------------
+
+PART_SUFFIX = ".sophon-part"
+NAME_MAX = 255
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def part_path(target: str | os.PathLike[str], seed: str | None = None) -> Path:
+    """The resumable temporary file of ``target``: ``.<16 hex>.sophon-part`` in the same directory
+    (derived from ``seed``, by default the target's name)."""
+    t = Path(target)
+    key = t.name if seed is None else seed
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return t.with_name(f".{digest}{PART_SUFFIX}")
+
+
+def name_too_long(target: str | os.PathLike[str]) -> bool:
+    """True when the last component of ``target`` is longer than the file system allows."""
+    t = Path(target)
+    limit = NAME_MAX
+    try:
+        limit = os.pathconf(t.parent if str(t.parent) else ".", "PC_NAME_MAX") or NAME_MAX
+    except (OSError, ValueError, AttributeError):
+        pass
+    return len(os.fsencode(t.name)) > limit
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a :class:`SafeWriter` did. ``verified`` is True only when the bytes matched a known
+    sha256; ``verification`` says in words how they were checked. ``already_present``: the target
+    already held exactly these bytes and nothing was written."""
+
+    path: str
+    bytes: int
+    sha256: str | None
+    verified: bool
+    verification: str
+    resumed_from: int = 0
+    already_present: bool = False
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _ours(st: os.stat_result) -> bool:
+    """A regular file with a single link, owned by this user: safe to append to."""
+    uid = os.geteuid() if hasattr(os, "geteuid") else st.st_uid
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid == uid
+
+
+def _write_error(target: Path, exc: OSError) -> Exception:
+    from sophon_cli.client.errors import InputError
+
+    hint = (
+        "free some disk space or choose another output location"
+        if exc.errno in _NO_SPACE
+        else "check the output location and its permissions, or choose another one"
+    )
+    return InputError(f"cannot write {target} ({exc.strerror or exc})", hint=hint)
+
+
+class SafeWriter:
+    """Write one user file safely (see the module docstring). Use as a context manager::
+
+        with SafeWriter(target, expected_size=n, expected_sha256=h) as w:
+            if w.already_present:
+                return w.result
+            if w.offset: ...            # resume: ask for the bytes from w.offset on
+            w.write(block)              # or w.restart() to begin again from zero
+            result = w.commit()
+
+    Leaving the block without :meth:`commit` keeps a non-empty ``.part`` (a rerun resumes from it)
+    and never touches the target. ``expected_size`` may also be set once the size is learnt (e.g.
+    from a Content-Length). ``part_seed`` names the ``.part`` when the final name is only known
+    later (:meth:`set_target`).
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str],
+        *,
+        force: bool = False,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
+        resume: bool = True,
+        part_seed: str | None = None,
+        target_known: bool = True,
+    ) -> None:
+        self.target = Path(target)
+        self.force = force
+        self._expected_size = expected_size
+        self.expected_sha256 = (expected_sha256 or "").lower() or None
+        self.resume = resume
+        self.part = part_path(self.target, part_seed)
+        self.already_present = False
+        self.result: WriteResult | None = None
+        self.resumed_from = 0
+        self._fd: int | None = None
+        self._hasher: Any = hashlib.sha256()
+        self._written = 0
+        self._replace = False
+        self._committed = False
+        self._target_pending = not target_known
+
+    # -- properties -----------------------------------------------------------------------------
+
+    @property
+    def offset(self) -> int:
+        """Bytes already in the ``.part`` (where the next :meth:`write` continues)."""
+        return self._written
+
+    @property
+    def expected_size(self) -> int | None:
+        return self._expected_size
+
+    @expected_size.setter
+    def expected_size(self, value: int | None) -> None:
+        self._expected_size = value
+        if value is not None and self._written > value:
+            self.restart()
+
+    # -- entering: directory, lock, target checks ---------------------------------------------------
+
+    def __enter__(self) -> SafeWriter:
+        from sophon_cli.client.errors import InputError
+
+        if name_too_long(self.target):
+            raise InputError(
+                f"the file name {self.target.name[:40]}… is too long for the file system",
+                hint="choose a shorter output name",
+            )
+        directory = self.target.parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(
+                f"cannot create directory {directory} ({exc.strerror or exc})",
+                hint="choose another output location",
+            ) from None
+        before = _lstat(self.target)
+        checking = not self._target_pending  # pending: the caller names the target later (set_target)
+        if checking:
+            self._check_target(before, appeared=False, early=True)
+        try:
+            self._fd = self._open_part()
+        except OSError as exc:
+            raise _write_error(self.part, exc) from None
+        try:
+            if checking:
+                self._check_target(_lstat(self.target), appeared=before is None)
+            if not self.already_present:
+                self._load_part()
+        except BaseException:
+            self._close(discard_empty=True)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close(discard_empty=True)
+
+    def _open_part(self) -> int:
+        """Open (create) the ``.part`` as a regular file of ours and hold its lock."""
+        flags = (
+            os.O_RDWR | os.O_CREAT | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+        )
+        for _ in range(64):
+            st = _lstat(self.part)
+            if st is not None and not _ours(st):
+                self._remove_foreign_part(st)
+                continue
+            try:
+                fd = os.open(self.part, flags, 0o666)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.EMLINK):
+                    # a symlink (or a FIFO, a directory) planted since the lstat: remove it
+                    st = _lstat(self.part)
+                    if st is not None:
+                        self._remove_foreign_part(st)
+                    continue
+                raise
+            try:
+                st = os.fstat(fd)
+                if not _ours(st):
+                    os.close(fd)
+                    st2 = _lstat(self.part)
+                    if st2 is not None:
+                        self._remove_foreign_part(st2)
+                    continue
+                if fcntl is not None:
+                    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # a concurrent writer of this target waits here
+                now = _lstat(self.part)
+                if now is None or (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev):
+                    os.close(fd)  # the holder committed (renamed) or removed it meanwhile: again
+                    continue
+                return fd
+            except BaseException:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+                raise
+        raise OSError(errno.EBUSY, "the temporary file keeps changing", str(self.part))
+
+    def _remove_foreign_part(self, st: os.stat_result) -> None:
+        """Something we did not make sits at the ``.part`` path: remove it (never follow it)."""
+        from sophon_cli.client.errors import InputError
+
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                os.rmdir(self.part)
+            else:
+                os.unlink(self.part)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise InputError(
+                f"cannot replace {self.part} ({exc.strerror or exc})",
+                hint="remove it, or choose another output location",
+            ) from None
+
+    def _check_target(self, st: os.stat_result | None, *, appeared: bool, early: bool = False) -> None:
+        from sophon_cli.client.errors import TargetExistsError
+
+        if st is None:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            if not self.force:
+                raise TargetExistsError(str(self.target), kind="symlink")
+            self._replace = True
+            return
+        if stat.S_ISDIR(st.st_mode):
+            raise TargetExistsError(str(self.target), kind="directory")
+        if early:
+            # before the lock: only the cheap refusal of what no verification can accept
+            if not self.force and self.expected_sha256 is None and self._expected_size is None:
+                raise TargetExistsError(str(self.target))
+            return
+        if stat.S_ISREG(st.st_mode) and self._target_matches(st):
+            self._present(st.st_size, self.expected_sha256, verified=True)
+            return
+        if (
+            appeared
+            and stat.S_ISREG(st.st_mode)
+            and self.expected_sha256 is None
+            and self._expected_size is not None
+            and st.st_size == self._expected_size
+        ):
+            # another writer of this target finished while we waited for its lock
+            self._present(st.st_size, None, verified=False)
+            return
+        if not self.force:
+            raise TargetExistsError(str(self.target))
+        self._replace = True
+
+    def _target_matches(self, st: os.stat_result) -> bool:
+        if self.expected_sha256 is None:
+            return False
+        if self._expected_size is not None and st.st_size != self._expected_size:
+            return False
+        try:
+            fd = os.open(self.target, os.O_RDONLY | _NOFOLLOW)
+        except OSError:
+            return False
+        with os.fdopen(fd, "rb") as fh:
+            h = hashlib.sha256()
+            for block in iter(lambda: fh.read(READ_BLOCK), b""):
+                h.update(block)
+        return h.hexdigest() == self.expected_sha256
+
+    def _present(self, size: int, sha: str | None, *, verified: bool) -> None:
+        self.already_present = True
+        how = "sha256 matches" if verified else f"size matches ({size} bytes; no sha256 to check)"
+        self.result = WriteResult(
+            path=str(self.target),
+            bytes=size,
+            sha256=sha,
+            verified=verified,
+            verification=f"already in place: {how}",
+            already_present=True,
+        )
+
+    def _load_part(self) -> None:
+        assert self._fd is not None
+        size = os.fstat(self._fd).st_size
+        if not self.resume or (self._expected_size is not None and size > self._expected_size):
+            self.restart()
+            return
+        self._hasher = hashlib.sha256()
+        done = 0
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        while done < size:
+            block = os.read(self._fd, min(READ_BLOCK, size - done))
+            if not block:
+                break
+            self._hasher.update(block)
+            done += len(block)
+        self._written = done
+        self.resumed_from = done
+        os.lseek(self._fd, done, os.SEEK_SET)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def restart(self) -> None:
+        """Throw away what the ``.part`` holds and begin again from byte zero."""
+        assert self._fd is not None, "use SafeWriter as a context manager"
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError as exc:
+            raise _write_error(self.target, exc) from None
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        self._hasher = hashlib.sha256()
+        self._written = 0
+        self.resumed_from = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data``. More than ``expected_size`` in total raises SizeExceededError; nothing of
+        the body is kept then (the ``.part`` is emptied)."""
+        from sophon_cli.client.errors import SizeExceededError
+
+        assert self._fd is not None, "use SafeWriter as a context manager"
+        n = len(data)
+        if self._expected_size is not None and self._written + n > self._expected_size:
+            received = self._written + n
+            self.restart()
+            raise SizeExceededError(str(self.target), self._expected_size, received=received)
+        view = memoryview(data)
+        try:
+            while view:
+                k = os.write(self._fd, view)
+                view = view[k:]
+        except OSError as exc:
+            raise _write_error(self.target, exc) from None
+        self._hasher.update(data)
+        self._written += n
+
+    # -- committing -------------------------------------------------------------------------------
+
+    def commit(self) -> WriteResult:
+        """Verify, fsync and move the ``.part`` into place; return what was written."""
+        from sophon_cli.client.errors import IntegrityError, TargetExistsError
+
+        assert self._fd is not None, "use SafeWriter as a context manager"
+        if self._target_pending:
+            raise ValueError("set_target() must name the target before commit()")
+        if self.already_present:
+            assert self.result is not None
+            return self.result
+        size = self._written
+        sha = self._hasher.hexdigest()
+        want = self._expected_size
+        if want is not None and size != want:
+            raise IntegrityError(f"{self.target}: got {size} bytes, expected {want}")
+        if self.expected_sha256 is not None and sha != self.expected_sha256:
+            self.restart()
+            raise IntegrityError(
+                f"{self.target}: sha256 {sha} differs from the expected {self.expected_sha256}"
+            )
+        if self.expected_sha256 is not None:
+            verified, how = True, "sha256 matches"
+        elif want is not None:
+            verified, how = False, f"size matches ({size} bytes); no sha256 was available to check"
+        else:
+            verified, how = False, "not verified: neither a sha256 nor a size was available"
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise _write_error(self.target, exc) from None
+        st = _lstat(self.target)
+        if st is not None and not self._replace:
+            # appeared since we looked: the same verified bytes are fine, anything else is refused
+            if stat.S_ISREG(st.st_mode) and self._target_matches(st):
+                self._present(st.st_size, self.expected_sha256, verified=True)
+                self._close(discard_empty=True, discard=True)
+                assert self.result is not None
+                return self.result
+            if not self.force or stat.S_ISDIR(st.st_mode):
+                kind = (
+                    "symlink"
+                    if stat.S_ISLNK(st.st_mode)
+                    else "directory"
+                    if stat.S_ISDIR(st.st_mode)
+                    else "file"
+                )
+                raise TargetExistsError(str(self.target), kind=kind)
+            self._replace = True
+        try:
+            if self._replace:
+                os.replace(self.part, self.target)  # replaces a symlink itself, never its target
+            else:
+                self._install_no_clobber()
+        except FileExistsError:
+            raise TargetExistsError(str(self.target)) from None
+        except OSError as exc:
+            raise _write_error(self.target, exc) from None
+        self._committed = True
+        fsync_dir(self.target.parent)
+        self.result = WriteResult(
+            path=str(self.target),
+            bytes=size,
+            sha256=sha,
+            verified=verified,
+            verification=how,
+            resumed_from=self.resumed_from,
+        )
+        self._close(discard_empty=False)
+        return self.result
+
+    def _install_no_clobber(self) -> None:
+        """Move the ``.part`` to the target without replacing anything that appeared there."""
+        try:
+            os.link(self.part, self.target, follow_symlinks=False)
+        except FileExistsError:
+            raise
+        except OSError:
+            # no hard links on this file system: a plain rename (the target was absent just now)
+            if _lstat(self.target) is not None:
+                raise FileExistsError(errno.EEXIST, "exists", str(self.target)) from None
+            os.replace(self.part, self.target)
+            return
+        try:
+            os.unlink(self.part)
+        except FileNotFoundError:  # a waiting writer saw two links and removed the name first
+            pass
+
+    def set_target(self, target: str | os.PathLike[str]) -> None:
+        """Change the final name (same directory) once it is known; the target checks run again
+        (``already_present`` may become True, or TargetExistsError is raised)."""
+        new = Path(target)
+        if new == self.target and not self._target_pending:
+            return
+        self.target = new
+        self._replace = False
+        self._target_pending = False
+        self._check_target(_lstat(new), appeared=False)
+
+    def _close(self, *, discard_empty: bool, discard: bool = False) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            if not self._committed and (discard or (discard_empty and self._written == 0)):
+                try:
+                    if os.fstat(fd).st_size == 0 or discard:
+                        os.unlink(self.part)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)  # releases the lock
+
+
+def copy_file(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    expected_sha256: str | None = None,
+) -> WriteResult:
+    """Copy ``src`` to ``dst`` through the safe writer (verified, atomic, never clobbering)."""
+    size = os.stat(src).st_size
+    with SafeWriter(dst, force=force, expected_size=size, expected_sha256=expected_sha256, resume=False) as w:
+        if w.already_present:
+            assert w.result is not None
+            return w.result
+        with open(src, "rb") as fh:
+            for block in iter(lambda: fh.read(READ_BLOCK), b""):
+                w.write(block)
+        return w.commit()
+
+
 __all__ = [
+    "PART_SUFFIX",
     "READ_BLOCK",
+    "SafeWriter",
+    "WriteResult",
+    "copy_file",
+    "name_too_long",
+    "part_path",
     "ensure_private_dir",
     "fsync_dir",
     "sha256_file",

@@ -215,6 +215,11 @@ class DownloadResult(_Model):
     final_artifact: str | None = None
     skipped: bool = False
     resumed_from: int = 0
+    #: True only when the bytes matched the job's sha256; ``verification`` says how they were checked
+    verified: bool = False
+    verification: str = ""
+    #: the target already held exactly this output: nothing was downloaded
+    already_present: bool = False
 
 
 M = TypeVar("M", bound=BaseModel)

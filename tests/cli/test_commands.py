@@ -160,16 +160,22 @@ def test_job_create_get_list_wait_download(cli, uploaded, tmp_path):
     assert path.parent == out_dir and _sha256(path) == job["output"]["sha256"]
     assert sorted(p.name for p in out_dir.iterdir()) == [path.name]  # no .part left behind
 
+    assert "verified: sha256 matches" in dl.stderr
     before = path.stat().st_mtime_ns
-    again = cli("download", job_id, "-o", path)
-    assert_one_line_error(again, 2, "already exists", "--force")
+    again = cli("download", job_id, "-o", path)  # the same bytes are there already: done
+    assert again.returncode == 0 and "already holds this output" in again.stderr, again.stderr
     assert path.stat().st_mtime_ns == before
+    path.write_bytes(b"someone else's file")
+    refused = cli("download", job_id, "-o", path)
+    assert_one_line_error(refused, 2, "already exists", "--force")
+    assert path.read_bytes() == b"someone else's file"
 
     forced = cli("--json", "download", job_id, "-o", path, "--force")
     assert forced.returncode == 0, forced.stderr
     data = _json_lines(forced.stdout)[0]
     assert data["downloaded"] is True and data["path"] == str(path)
     assert data["sha256"] == job["output"]["sha256"] == _sha256(path)
+    assert data["verified"] is True and data["already_present"] is False
 
 
 def test_job_list_follows_cursors(make_server, cli, clip):

@@ -11,6 +11,7 @@ import pytest
 
 from sophon_cli.cli.hints import hint_for
 from sophon_cli.client.errors import APIError, AuthError, IntegrityError
+from sophon_cli.client.files import part_path
 from sophon_cli.client.http import SophonClient
 from sophon_cli.client.models import Job
 
@@ -101,7 +102,7 @@ def test_mid_body_drop_resumes_with_range(tmp_path):
 
 
 def test_range_ignored_restarts_from_zero(tmp_path):
-    (tmp_path / "o.mp4.part").write_bytes(DATA[:100])
+    part_path(tmp_path / "o.mp4").write_bytes(DATA[:100])
     cdn = CDN(behaviours=[lambda r: serve(r, honour_range=False)])
     result = client_for(cdn).downloads.download("job_1", tmp_path / "o.mp4", job=job())
     assert (tmp_path / "o.mp4").read_bytes() == DATA and result.bytes == len(DATA)

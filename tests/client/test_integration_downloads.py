@@ -10,6 +10,7 @@ import pytest
 
 from sophon_cli.cli.hints import hint_for
 from sophon_cli.client.errors import AuthError, ConflictError, InputError, error_from_response
+from sophon_cli.client.files import part_path
 
 
 def _sha(path):
@@ -28,7 +29,7 @@ def test_download_to_a_file_is_verified_and_atomic(client, completed_job, tmp_pa
     assert result.path == str(target) and not result.skipped
     assert result.sha256 == job.output.sha256 == _sha(target)
     assert result.bytes == job.output.bytes == target.stat().st_size
-    assert not (tmp_path / "out.mp4.part").exists()
+    assert not part_path(tmp_path / "out.mp4").exists()
     assert progress[-1] == (job.output.bytes, job.output.bytes)
     assert request_log.entries("GET", "GET /v1/jobs/{id}/output")[0]["status"] == 302
     assert _downloads(request_log) == [200]
@@ -62,7 +63,7 @@ def test_truncated_part_is_resumed_with_range(client, completed_job, tmp_path, r
     client.downloads.download(job.id, whole, job=job)
     data = whole.read_bytes()
     target = tmp_path / "resumed.mp4"
-    (tmp_path / "resumed.mp4.part").write_bytes(data[: len(data) // 2])
+    part_path(tmp_path / "resumed.mp4").write_bytes(data[: len(data) // 2])
     request_log.mark()
     result = client.downloads.download(job.id, target, job=job)
     assert result.resumed_from == len(data) // 2
@@ -73,11 +74,11 @@ def test_truncated_part_is_resumed_with_range(client, completed_job, tmp_path, r
 def test_corrupt_part_is_discarded_and_refetched(client, completed_job, tmp_path, request_log):
     job, _ = completed_job
     target = tmp_path / "fixed.mp4"
-    (tmp_path / "fixed.mp4.part").write_bytes(b"\0" * 1000)  # wrong bytes from some other run
+    part_path(tmp_path / "fixed.mp4").write_bytes(b"\0" * 1000)  # wrong bytes from some other run
     result = client.downloads.download(job.id, target, job=job)
     assert _sha(target) == job.output.sha256 == result.sha256
     assert _downloads(request_log) == [206, 200]  # resumed, failed verification, restarted from zero
-    assert not (tmp_path / "fixed.mp4.part").exists()
+    assert not part_path(tmp_path / "fixed.mp4").exists()
 
 
 def test_unfinished_job_surfaces_output_not_ready(client, server, clip, tmp_path):

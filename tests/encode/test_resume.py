@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from sophon_cli.client.files import PART_SUFFIX
 from sophon_cli.state import StateStore
 from tests.encode.conftest import Env, place
 
@@ -48,7 +49,7 @@ def _assert_one_job_per_file(world: Env, n: int, summary: dict) -> None:
     assert world.upload_count() == n
     for f in summary["files"]:
         assert os.path.getsize(f["output"]) == f["output_bytes"] > 0
-    leftovers = [p for p in (world.work / "out").iterdir() if p.name.endswith((".part", ".tmp"))]
+    leftovers = [p for p in (world.work / "out").iterdir() if p.name.endswith((PART_SUFFIX, ".tmp"))]
     assert leftovers == []
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from sophon_cli.client.files import part_path
 from tests.conftest import TEST_KEY
 
 from .conftest import (
@@ -170,7 +171,7 @@ def test_download_survives_sigkill_target_never_partial(make_server, slow_proxy,
     out_bytes, out_sha = job["output"]["bytes"], job["output"]["sha256"]
     proxy = slow_proxy(srv, rate=max(out_bytes // 3, 200_000))  # ~3 s per full transfer
     target = tmp_path / "dl" / "result.mp4"
-    part = target.with_name(target.name + ".part")
+    part = part_path(target)
     home = tmp_path / "home"
     fractions = sorted(rng.uniform(0.05, 0.95) for _ in range(kills))
     killed = 0
@@ -220,4 +221,4 @@ def test_download_resumes_across_dropped_connections(make_server, slow_proxy, tm
     assert got.returncode == 0, got.stderr
     assert proxy.cuts >= 3  # the body really arrived in pieces
     assert sha256_of(target) == job["output"]["sha256"]
-    assert not target.with_name(target.name + ".part").exists()
+    assert not part_path(target).exists()

@@ -23,6 +23,8 @@ from collections import Counter
 
 import pytest
 
+from sophon_cli.client.files import PART_SUFFIX
+
 from .conftest import (
     api,
     count_jobs,
@@ -103,7 +105,7 @@ def test_encode_batch_survives_sigkill(make_server, tmp_path):
         # whatever sits at an output path is a complete, verified output, never a partial one
         outputs = {json.loads(o)["sha256"] for (o,) in db_rows(srv, "SELECT output FROM jobs")}
         for f in (tmp_path / "out").glob("*"):
-            if not f.name.endswith(".part"):
+            if not f.name.endswith(PART_SUFFIX):
                 assert sha256_of(f) in outputs, f"{f.name} is not a finished output"
     assert killed == kills, (killed, kills)  # every kill landed mid-run
     final = run_cli(*args, server=srv, home=home, cwd=tmp_path, timeout=240)
@@ -112,7 +114,7 @@ def test_encode_batch_survives_sigkill(make_server, tmp_path):
     _check_outputs(srv, summary, n)
     assert count_uploads(srv) == n
     assert count_jobs(srv) == n
-    assert not list((tmp_path / "out").glob("*.part"))
+    assert not list((tmp_path / "out").glob("*" + PART_SUFFIX))
 
 
 @pytest.mark.stress

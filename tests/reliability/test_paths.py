@@ -19,6 +19,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from sophon_cli.client.files import PART_SUFFIX
+
 from .stress import count
 
 SENTINEL = Path(tempfile.gettempdir()) / "sophon-rel-sentinel"
@@ -140,7 +142,7 @@ def test_content_disposition_never_writes_outside_output_dir(name):
             assert written.read_bytes() == BODY
         files = _all_files(root)
         assert all(out in f.parents for f in files), files
-        assert not any(f.name.endswith(".part") for f in files)
+        assert not any(f.name.endswith(PART_SUFFIX) for f in files)
         assert not any(SENTINEL.iterdir()), list(SENTINEL.iterdir())
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,134 @@
+"""A small real HTTP server on 127.0.0.1 for hostile-server cases (what the local server never does).
+
+``HostileServer(routes)`` maps a request path (query dropped) to a function ``fn(handler)`` that
+answers with the helpers below, or writes raw bytes to ``handler.wfile`` for malformed replies.
+``FakeAPI`` serves one job and its download (``/v1/jobs/{id}``, ``/v1/jobs/{id}/output`` 302,
+``/v1/downloads/tok``) with a configurable body, for download cases.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def send_json(h: BaseHTTPRequestHandler, status: int, body: object, headers: dict | None = None) -> None:
+    data = json.dumps(body).encode()
+    h.send_response(status)
+    h.send_header("Content-Type", "application/json")
+    h.send_header("Content-Length", str(len(data)))
+    for k, v in (headers or {}).items():
+        h.send_header(k, v)
+    h.end_headers()
+    h.wfile.write(data)
+
+
+def send_raw(h: BaseHTTPRequestHandler, raw: bytes) -> None:
+    """Write ``raw`` (status line, headers and body) as is and close the connection."""
+    h.close_connection = True
+    h.wfile.write(raw)
+    h.wfile.flush()
+
+
+class HostileServer:
+    def __init__(self, routes: dict[str, Callable[[BaseHTTPRequestHandler], None]]) -> None:
+        self.routes = routes
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self) -> None:
+                path = self.path.split("?")[0]
+                outer.requests.append((self.command, path, dict(self.headers)))
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                fn = outer.routes.get(path) or outer.routes.get("*")
+                if fn is None:
+                    send_json(self, 404, {"error": {"code": "not_found", "message": "no such route"}})
+                    return
+                try:
+                    fn(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            do_GET = do_POST = do_DELETE = do_PATCH = _any  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> HostileServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def job_doc(job_id: str, *, size: int | None, sha256: str | None, status: str = "completed") -> dict:
+    return {
+        "id": job_id,
+        "status": status,
+        "output": {"state": "available", "container": "mp4", "bytes": size, "sha256": sha256},
+        "final_artifact": "encoded",
+    }
+
+
+class FakeAPI(HostileServer):
+    """One job ``job_1`` whose output download serves ``body`` (``chunk`` bytes every ``delay`` s)."""
+
+    def __init__(
+        self,
+        body: bytes,
+        *,
+        size: int | None,
+        sha256: str | None,
+        chunk: int = 64 * 1024,
+        delay: float = 0.0,
+        content_length: bool = True,
+    ) -> None:
+        self.body = body
+        self.chunk = chunk
+        self.delay = delay
+        self.downloads = 0
+        job = job_doc("job_1", size=size, sha256=sha256)
+
+        def get_job(h):
+            send_json(h, 200, job)
+
+        def output(h):
+            h.send_response(302)
+            h.send_header("Location", "/v1/downloads/tok")
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+
+        def download(h):
+            self.downloads += 1
+            h.send_response(200)
+            h.send_header("Content-Type", "video/mp4")
+            h.send_header("Content-Disposition", 'attachment; filename="out.mp4"')
+            if content_length:
+                h.send_header("Content-Length", str(len(self.body)))
+            else:
+                h.close_connection = True
+            h.end_headers()
+            for i in range(0, len(self.body), self.chunk):
+                h.wfile.write(self.body[i : i + self.chunk])
+                h.wfile.flush()
+                if self.delay:
+                    time.sleep(self.delay)
+
+        super().__init__(
+            {"/v1/jobs/job_1": get_job, "/v1/jobs/job_1/output": output, "/v1/downloads/tok": download}
+        )
