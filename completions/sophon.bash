@@ -7,7 +7,7 @@ _sophon() {
     for ((i = 1; i < COMP_CWORD; i++)); do
         w="${COMP_WORDS[i]}"
         case "${path}/${w}" in
-            /upload|/download|/encode|/compare|/health|/server|/completions|/uploads|/uploads/get|/uploads/cancel|/job|/job/create|/job/get|/job/list|/job/cancel|/job/wait|/webhooks|/webhooks/create|/webhooks/list|/webhooks/delete|/webhooks/verify|/webhooks/listen|/config|/config/show|/config/set|/config/set-key|/config/path|/cache|/cache/list|/cache/prune|/cache/clear) path="${path}/${w}" ;;
+            /upload|/download|/encode|/compare|/health|/doctor|/server|/completions|/uploads|/uploads/get|/uploads/cancel|/job|/job/create|/job/get|/job/list|/job/cancel|/job/wait|/webhooks|/webhooks/create|/webhooks/list|/webhooks/delete|/webhooks/verify|/webhooks/listen|/config|/config/show|/config/set|/config/set-key|/config/path|/cache|/cache/list|/cache/prune|/cache/clear) path="${path}/${w}" ;;
         esac
     done
     case "${path}:${prev}" in
@@ -16,12 +16,13 @@ _sophon() {
         '/job/create:--container') COMPREPLY=($(compgen -W 'mp4 mkv' -- "$cur")); return ;;
     esac
     case "$path" in
-        '') words='upload download encode compare health server completions uploads job webhooks config cache --version --base-url --profile --json --quiet -q --verbose -v --no-progress --local --help'; leaf=0 ;;
+        '') words='upload download encode compare health doctor server completions uploads job webhooks config cache --version --base-url --profile --json --quiet -q --verbose -v --no-progress --local --help'; leaf=0 ;;
         '/upload') words='--concurrency -c --new --help'; leaf=1 ;;
         '/download') words='--output -o --force -f --help'; leaf=1 ;;
         '/encode') words='--output-dir -o --name-template --profile --container --audio --no-audio --height --webhook --metadata --concurrency -j --part-concurrency --fallback --min-vmaf --check-quality --force --dry-run --shard --timeout --recursive -r --state-file --report --summary --help'; leaf=1 ;;
         '/compare') words='--subsample --threads --model --duration-tolerance --help'; leaf=1 ;;
         '/health') words='--help'; leaf=1 ;;
+        '/doctor') words='--help'; leaf=1 ;;
         '/server') words='--host --port --data-dir --api-key --workers --chunk-size --faults --faults-seed --allow-insecure-webhooks --webhook-retry-delays --upload-ttl --retention --idle-timeout --request-log --no-request-log-lines --help'; leaf=1 ;;
         '/completions') words='--help'; leaf=1 ;;
         '/uploads') words='get cancel --help'; leaf=0 ;;

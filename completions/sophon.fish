@@ -5,7 +5,7 @@ function __sophon_path
     set -l p ''
     for w in $tokens[2..-1]
         switch "$p/$w"
-            case '/upload' '/download' '/encode' '/compare' '/health' '/server' '/completions' '/uploads' '/uploads/get' '/uploads/cancel' '/job' '/job/create' '/job/get' '/job/list' '/job/cancel' '/job/wait' '/webhooks' '/webhooks/create' '/webhooks/list' '/webhooks/delete' '/webhooks/verify' '/webhooks/listen' '/config' '/config/show' '/config/set' '/config/set-key' '/config/path' '/cache' '/cache/list' '/cache/prune' '/cache/clear'
+            case '/upload' '/download' '/encode' '/compare' '/health' '/doctor' '/server' '/completions' '/uploads' '/uploads/get' '/uploads/cancel' '/job' '/job/create' '/job/get' '/job/list' '/job/cancel' '/job/wait' '/webhooks' '/webhooks/create' '/webhooks/list' '/webhooks/delete' '/webhooks/verify' '/webhooks/listen' '/config' '/config/show' '/config/set' '/config/set-key' '/config/path' '/cache' '/cache/list' '/cache/prune' '/cache/clear'
                 set p "$p/$w"
         end
     end
@@ -19,6 +19,7 @@ complete -c sophon -f -n '__sophon_at ""' -a download -d 'Download a finished jo
 complete -c sophon -f -n '__sophon_at ""' -a encode -d 'Encode files or globs end to end: upload, encode, download; safe to re-run.'
 complete -c sophon -f -n '__sophon_at ""' -a compare -d 'Score an encode against its source: VMAF, SSIM and PSNR.'
 complete -c sophon -f -n '__sophon_at ""' -a health -d 'Check that the server is alive, ready, and accepts your key.'
+complete -c sophon -f -n '__sophon_at ""' -a doctor -d 'Check the setup: config, key, server, clock, ffmpeg, state dir.'
 complete -c sophon -f -n '__sophon_at ""' -a server -d 'Run the local SOPHON-compatible server (real HEVC encodes via ffmpeg).'
 complete -c sophon -f -n '__sophon_at ""' -a completions -d 'Print the static completion script for a shell.'
 complete -c sophon -f -n '__sophon_at ""' -a uploads -d 'Inspect or cancel upload sessions.'
@@ -78,6 +79,7 @@ complete -c sophon -n '__sophon_at /compare' -l model -d 'Built-in VMAF model.'
 complete -c sophon -n '__sophon_at /compare' -l duration-tolerance -d 'Largest accepted difference of the two durations.'
 complete -c sophon -n '__sophon_at /compare' -l help -d 'Show help and exit.'
 complete -c sophon -n '__sophon_at /health' -l help -d 'Show help and exit.'
+complete -c sophon -n '__sophon_at /doctor' -l help -d 'Show help and exit.'
 complete -c sophon -n '__sophon_at /server' -l host -d 'Interface to listen on.'
 complete -c sophon -n '__sophon_at /server' -l port -d 'Port (0 picks a free one).'
 complete -c sophon -n '__sophon_at /server' -l data-dir -d 'State directory [default: $SOPHON_HOME/server or the user data dir].'

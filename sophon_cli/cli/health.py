@@ -56,10 +56,16 @@ def health_command(ctx: typer.Context) -> None:
             }
         )
     else:
-        out.print(f"healthz  {'ok' if alive else 'failing'}  {url}")
+        from sophon_cli.client.text import safe_field
+
         ready_text = "ready" if is_ready else "not ready" + (f" ({', '.join(failed)})" if failed else "")
-        out.print(f"readyz   {ready_text}")
-        out.print(f"auth     {auth}")
+        lines = [
+            ("healthz", "ok" if alive else "failing", url),
+            ("readyz", safe_field(ready_text)),
+            ("auth", auth),
+        ]
+        for name, *values in lines:  # aligned on a terminal, tab-separated when piped
+            out.print(f"{name:<8} " + "  ".join(values) if out.is_tty else "\t".join([name, *values]))
     if auth_error is not None:
         raise auth_error
     if not alive or not is_ready:

@@ -107,3 +107,19 @@ def _class_default(exc: BaseException) -> str | None:
     if isinstance(exc, e.APIError) and exc.retryable:
         return "try again later"
     return None
+
+
+#: `sophon doctor`: diagnose.Fix value -> the words after a warn/fail line
+DOCTOR_FIXES: dict[str, str] = {
+    "fix_config": "fix the file by hand or move it away (`sophon config path` prints it)",
+    "missing_profile": "create it with `sophon config set base_url URL --profile NAME`, or drop --profile",
+    "fix_settings": "check the SOPHON_* variables and `sophon config show`",
+    "set_key": "set SOPHON_API_KEY or run `sophon config set-key` (or use --local)",
+    "check_key": "check SOPHON_API_KEY or run `sophon config set-key`",
+    "check_url": "check your network and the base URL (`sophon config show`), or use --local",
+    "not_ready": "the server is up but not ready; try again in a moment",
+    "sync_clock": "sync this machine's clock (NTP, e.g. `timedatectl set-ntp true`)",
+    "install_ffmpeg": "install the extras: pip install 'sophon-cli[server]'",
+    "state_dir": "fix its permissions, or set SOPHON_HOME to a writable directory",
+    "secrets_file": "fix the file by hand or move it away; `webhooks listen` and --save-secret need it",
+}

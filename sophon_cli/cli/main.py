@@ -48,6 +48,7 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("compare", "compare", "compare_command", "Score an encode against its source: VMAF, SSIM and PSNR."),
     ("webhooks", "webhooks", "app", "Manage webhooks; verify and receive signed deliveries."),
     ("health", "health", "health_command", "Check that the server is alive, ready, and accepts your key."),
+    ("doctor", "doctor", "doctor_command", "Check the setup: config, key, server, clock, ffmpeg, state dir."),
     (
         "server",
         "server",

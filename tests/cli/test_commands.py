@@ -465,7 +465,7 @@ def test_webhooks_listen_verifies_dedupes_and_forwards(server, tmp_path):
 def test_health_ok_human_and_json(cli, server):
     res = cli("health")
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines() == [f"healthz  ok  {server.url}", "readyz   ready", "auth     ok"]
+    assert res.stdout.splitlines() == [f"healthz\tok\t{server.url}", "readyz\tready", "auth\tok"]
     data = _json_lines(cli("--json", "health").stdout)[0]
     assert data == {"base_url": server.url, "alive": True, "ready": True, "checks_failed": [], "auth": "ok"}
 
@@ -473,8 +473,8 @@ def test_health_ok_human_and_json(cli, server):
 @pytest.mark.parametrize(
     ("env", "code", "auth_line", "needle"),
     [
-        ({"SOPHON_API_KEY": "wrong-key-0000"}, 4, "auth     rejected", "401"),
-        ({"SOPHON_API_KEY": None}, 4, "auth     missing", "SOPHON_API_KEY"),
+        ({"SOPHON_API_KEY": "wrong-key-0000"}, 4, "auth\trejected", "401"),
+        ({"SOPHON_API_KEY": None}, 4, "auth\tmissing", "SOPHON_API_KEY"),
     ],
     ids=["wrong-key", "no-key"],
 )
@@ -524,7 +524,7 @@ def test_health_not_ready_exits_1(cli):
         httpd.shutdown()
         httpd.server_close()
     assert res.returncode == 1
-    assert res.stdout.splitlines() == [f"healthz  ok  {url}", "readyz   not ready (draining)", "auth     ok"]
+    assert res.stdout.splitlines() == [f"healthz\tok\t{url}", "readyz\tnot ready (draining)", "auth\tok"]
     err = res.stderr.splitlines()
     assert len(err) == 1 and "not ready" in err[0] and "draining" in err[0]
 

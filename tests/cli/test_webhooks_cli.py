@@ -32,7 +32,7 @@ def _json_lines(text: str) -> list[dict]:
 
 def test_webhook_library_never_imports_the_cli():
     code = (
-        "import sys, sophon_cli.webhooks.receiver, sophon_cli.webhooks.secret_store;"
+        "import sys, sophon_cli.webhooks.receiver, sophon_cli.webhooks.secret_store, sophon_cli.diagnose, sophon_cli.setting_sources;"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('typer', 'rich', 'click') or m == 'sophon_cli.cli' or m.startswith('sophon_cli.cli.')];"
         "print(','.join(bad))"
     )
