@@ -7,7 +7,7 @@ _sophon() {
     for ((i = 1; i < COMP_CWORD; i++)); do
         w="${COMP_WORDS[i]}"
         case "${path}/${w}" in
-            /upload|/download|/encode|/compare|/health|/doctor|/server|/completions|/uploads|/uploads/get|/uploads/cancel|/job|/job/create|/job/get|/job/list|/job/cancel|/job/wait|/webhooks|/webhooks/create|/webhooks/list|/webhooks/delete|/webhooks/verify|/webhooks/listen|/config|/config/show|/config/set|/config/set-key|/config/path|/cache|/cache/list|/cache/prune|/cache/clear) path="${path}/${w}" ;;
+            /upload|/download|/encode|/compare|/health|/doctor|/completions|/uploads|/uploads/get|/uploads/cancel|/job|/job/create|/job/get|/job/list|/job/cancel|/job/wait|/webhooks|/webhooks/create|/webhooks/list|/webhooks/delete|/webhooks/verify|/webhooks/listen|/server|/server/status|/server/stop|/config|/config/show|/config/set|/config/set-key|/config/path|/cache|/cache/list|/cache/prune|/cache/clear) path="${path}/${w}" ;;
         esac
     done
     case "${path}:${prev}" in
@@ -16,14 +16,13 @@ _sophon() {
         '/job/create:--container') COMPREPLY=($(compgen -W 'mp4 mkv' -- "$cur")); return ;;
     esac
     case "$path" in
-        '') words='upload download encode compare health doctor server completions uploads job webhooks config cache --version --base-url --profile --json --quiet -q --verbose -v --no-progress --local --help'; leaf=0 ;;
+        '') words='upload download encode compare health doctor completions uploads job webhooks server config cache --version --base-url --profile --json --quiet -q --verbose -v --no-progress --local --help'; leaf=0 ;;
         '/upload') words='--concurrency -c --new --help'; leaf=1 ;;
         '/download') words='--output -o --force -f --help'; leaf=1 ;;
         '/encode') words='--output-dir -o --name-template --profile --container --audio --no-audio --height --webhook --metadata --concurrency -j --part-concurrency --fallback --min-vmaf --check-quality --force --dry-run --shard --timeout --recursive -r --state-file --report --summary --help'; leaf=1 ;;
         '/compare') words='--subsample --threads --model --duration-tolerance --help'; leaf=1 ;;
         '/health') words='--help'; leaf=1 ;;
         '/doctor') words='--help'; leaf=1 ;;
-        '/server') words='--host --port --data-dir --api-key --workers --chunk-size --faults --faults-seed --allow-insecure-webhooks --webhook-retry-delays --upload-ttl --retention --idle-timeout --request-log --no-request-log-lines --help'; leaf=1 ;;
         '/completions') words='--help'; leaf=1 ;;
         '/uploads') words='get cancel --help'; leaf=0 ;;
         '/uploads/get') words='--help'; leaf=1 ;;
@@ -40,6 +39,9 @@ _sophon() {
         '/webhooks/delete') words='--yes -y --help'; leaf=1 ;;
         '/webhooks/verify') words='--signature --timestamp --secret --body-file --tolerance --help'; leaf=1 ;;
         '/webhooks/listen') words='--host --port --secret --forward-to --max-events --tolerance --help'; leaf=1 ;;
+        '/server') words='status stop --host --port --data-dir --api-key --workers --chunk-size --faults --faults-seed --allow-insecure-webhooks --webhook-retry-delays --upload-ttl --retention --idle-timeout --request-log --no-request-log-lines --help'; leaf=0 ;;
+        '/server/status') words='--data-dir --help'; leaf=1 ;;
+        '/server/stop') words='--data-dir --timeout --help'; leaf=1 ;;
         '/config') words='show set set-key path --help'; leaf=0 ;;
         '/config/show') words='--help'; leaf=1 ;;
         '/config/set') words='--profile --help'; leaf=1 ;;

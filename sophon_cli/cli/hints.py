@@ -29,6 +29,21 @@ NEXT_STEPS: dict[str, str] = {
     "check_connection": "check your network and SOPHON_BASE_URL (or use --local for the local server)",
 }
 
+#: `sophon server` refusals and `server stop` outcomes -> words (``{url}``, ``{data_dir}``: the
+#: ` --data-dir DIR` option, empty for the default dir, ``{pid}`` filled by the command)
+SERVER_STEPS: dict[str, str] = {
+    "port_in_use": "pick another port with --port (0 picks a free one)",
+    "port_in_use_by_server": "a server already answers there (`sophon server status` shows the one on "
+    "your data dir); use it, or pick another port with --port (0 picks a free one)",
+    "cannot_listen": "pick another --host or --port",
+    "data_dir_in_use_at": "it answers at {url}: use it (--local, or --base-url {url}), or stop it with "
+    "`sophon server stop{data_dir}`, or pick another --data-dir",
+    "data_dir_in_use": "stop it with `sophon server stop{data_dir}`, or pick another --data-dir",
+    "stop_timeout": "it may still be finishing requests; run `sophon server stop` again, or end it with "
+    "`kill {pid}`",
+    "stop_unknown_pid": "it runs inside another program (or is still starting); stop it there",
+}
+
 #: API error code -> words
 API_CODES: dict[str, str] = {
     "output_not_ready": "wait for the job to finish (`sophon job wait <id>`), then download",

@@ -52,8 +52,8 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     (
         "server",
         "server",
-        "server_command",
-        "Run the local SOPHON-compatible server (real HEVC encodes via ffmpeg).",
+        "app",
+        "Run the local SOPHON-compatible server (real HEVC encodes via ffmpeg); status, stop.",
     ),
     ("config", "config", "app", "Show and change settings (config profiles, API key)."),
     ("cache", "cache", "app", "Inspect and prune the local resume cache."),

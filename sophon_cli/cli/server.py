@@ -1,17 +1,33 @@
-"""`sophon server`: run the local SOPHON-compatible server in the foreground.
+"""`sophon server`: run the local SOPHON-compatible server in the foreground;
+`sophon server status|stop`: the server running on a data dir (the background ``--local`` one by
+default).
 
 Importing this module loads only typer; the server (starlette, uvicorn, PyAV) is imported when the
-command runs.
+server runs, and ``status``/``stop`` need only the stdlib and filelock.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from sophon_cli.cli.context import get_ctx
+from sophon_cli.exitcodes import ExitCode
 from sophon_cli.server.config import RETENTION, UPLOAD_TTL  # stdlib only: no server dependencies
+
+app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
+
+DataDirOption = Annotated[
+    Optional[Path],  # noqa: UP045 - typer needs Optional on py3.10
+    typer.Option(
+        "--data-dir",
+        metavar="DIR",
+        help="State directory [default: $SOPHON_HOME/server or the user data dir].",
+    ),
+]
 
 
 def _default_data_dir() -> Path:
@@ -31,18 +47,12 @@ def _delays(text: str) -> tuple[float, ...]:
 
 
 def server_command(
+    ctx: typer.Context,
     host: Annotated[
         str, typer.Option("--host", metavar="HOST", help="Interface to listen on.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port (0 picks a free one).")] = 8765,
-    data_dir: Annotated[
-        Optional[Path],  # noqa: UP045 - typer needs Optional on py3.10
-        typer.Option(
-            "--data-dir",
-            metavar="DIR",
-            help="State directory [default: $SOPHON_HOME/server or the user data dir].",
-        ),
-    ] = None,
+    data_dir: DataDirOption = None,
     api_key: Annotated[
         Optional[list[str]],  # noqa: UP045
         typer.Option(
@@ -124,9 +134,15 @@ def server_command(
         bool, typer.Option("--no-request-log-lines", help="Do not print one line per request on stderr.")
     ] = False,
 ) -> None:
-    """Run the local SOPHON-compatible server (real HEVC encodes via ffmpeg)."""
+    """Run the local SOPHON-compatible server (real HEVC encodes via ffmpeg).
+
+    `sophon server status` and `sophon server stop` report on and stop the server of a data dir.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from sophon_cli.server.config import ServerConfig
     from sophon_cli.server.faults import FaultSpecError, parse_faults
+    from sophon_cli.server.instance import BindError, DataDirInUse
     from sophon_cli.server.runner import serve
 
     try:
@@ -154,13 +170,135 @@ def server_command(
     )
     try:
         code = serve(config, announce=lambda text: typer.echo(text, err=True))
-    except OSError as exc:
-        typer.echo(
-            f"error: cannot start the server on {host}:{port}: {exc.strerror or exc}; try --port 0", err=True
-        )
-        raise typer.Exit(1) from None
+    except DataDirInUse as exc:
+        raise _refused(exc, config.data_dir) from None
+    except BindError as exc:
+        raise _refused(exc, config.data_dir) from None
     raise typer.Exit(code)
 
 
-if __name__ == "__main__":  # python -m sophon_cli.cli.server (used by sophon_cli.local)
-    typer.run(server_command)
+def _dir_flag(data_dir: Path) -> str:
+    """`` --data-dir DIR`` unless ``data_dir`` is the default one."""
+    return "" if data_dir == _default_data_dir().resolve() else f" --data-dir {data_dir}"
+
+
+def _refused(exc: Exception, data_dir: Path) -> Exception:
+    """A start-up refusal (data dir held, port taken) as the one-line usage error (exit 2)."""
+    from sophon_cli.cli.hints import SERVER_STEPS
+    from sophon_cli.client.errors import InputError
+    from sophon_cli.local import server_answers
+    from sophon_cli.server.instance import BindError, url_for
+
+    if isinstance(exc, BindError):
+        if not exc.in_use:
+            return InputError(str(exc), hint=SERVER_STEPS["cannot_listen"])
+        answering = server_answers(url_for(exc.host, exc.port))
+        return InputError(
+            str(exc), hint=SERVER_STEPS["port_in_use_by_server" if answering else "port_in_use"]
+        )
+    state = getattr(exc, "state", None)
+    url = state.url if state is not None and state.url else None
+    step = SERVER_STEPS["data_dir_in_use_at" if url else "data_dir_in_use"]
+    return InputError(str(exc), hint=step.format(url=url, data_dir=_dir_flag(data_dir)))
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _status_doc(status) -> dict:
+    return {
+        "running": status.running,
+        "healthy": status.healthy,
+        "url": status.url,
+        "pid": status.pid,
+        "started_at": _iso(status.started_at),
+        "data_dir": str(status.data_dir),
+    }
+
+
+@app.command("status")
+def status_command(ctx: typer.Context, data_dir: DataDirOption = None) -> None:
+    """Show the server on a data dir; exit 3 if none runs.
+
+    The data dir defaults to the one --local uses.
+
+    \b
+    Examples:
+      sophon server status
+      sophon --json server status --data-dir ./srv
+    """
+    from sophon_cli.local import local_server_status
+
+    out = get_ctx(ctx).out
+    st = local_server_status(data_dir)
+    if not st.running:
+        state = "not running"
+    elif st.healthy:
+        state = "running"
+    else:
+        state = "running, not answering" if st.url else "starting"
+    rows = [("status", state), ("url", st.url), ("pid", st.pid), ("started", _iso(st.started_at))]
+    out.record(_status_doc(st), [(k, v) for k, v in rows if v is not None] + [("data dir", st.data_dir)])
+    if not st.running:
+        raise typer.Exit(ExitCode.NOT_FOUND)
+
+
+@app.command("stop")
+def stop_command(
+    ctx: typer.Context,
+    data_dir: DataDirOption = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", metavar="SECONDS", min=0.1, help="How long to wait for it to stop.")
+    ] = 20.0,
+) -> None:
+    """Stop the server on a data dir (default: --local's).
+
+    Nothing running is exit 0 with a notice. The server finishes the requests in flight and gives running jobs back to the queue (they resume on
+    the next start).
+
+    \b
+    Examples:
+      sophon server stop
+      sophon server stop --data-dir ./srv
+    """
+    from sophon_cli.cli.hints import SERVER_STEPS
+    from sophon_cli.client.errors import WaitTimeoutError
+    from sophon_cli.local import StopTimeout, stop_local_server
+
+    out = get_ctx(ctx).out
+    try:
+        st = stop_local_server(data_dir, timeout=timeout)
+    except StopTimeout as exc:
+        st = exc.status
+        if st.pid is None:
+            raise WaitTimeoutError(
+                f"the server on {st.data_dir} did not record its pid",
+                hint=SERVER_STEPS["stop_unknown_pid"],
+            ) from None
+        raise WaitTimeoutError(str(exc), hint=SERVER_STEPS["stop_timeout"].format(pid=st.pid)) from None
+    if out.json:
+        out.emit({**_status_doc(st), "running": False, "stopped": st.running})
+    elif st.running:
+        out.print(f"stopped the server on {st.url or st.data_dir} (pid {st.pid})")
+    else:
+        out.notice(f"no server is running on {st.data_dir}; nothing to stop")
+
+
+def _main() -> None:  # python -m sophon_cli.cli.server (how sophon_cli.local starts it)
+    from sophon_cli.cli.errors import report
+
+    try:
+        typer.run(server_command)
+    except Exception as exc:  # one line in the server log, as from `sophon server`
+        sys.exit(report(exc))
+
+
+app.callback(invoke_without_command=True)(server_command)
+
+if __name__ == "__main__":
+    _main()

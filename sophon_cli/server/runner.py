@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -13,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .config import STATE_FILE, ServerConfig, write_private_file
+from . import instance
+from .config import ServerConfig
 
 
 def _uvicorn_server(core, host: str, port: int):
@@ -34,11 +34,41 @@ def _uvicorn_server(core, host: str, port: int):
     return uvicorn.Server(cfg)
 
 
-def _bound_port(server) -> int:
-    for s in server.servers:
-        for sock in s.sockets:
-            return int(sock.getsockname()[1])
-    raise RuntimeError("the server has no listening socket")
+class _Instance:
+    """One server on one data dir, opened in the one order both ways of running it share: take
+    the data dir's lock (:class:`~.instance.DataDirInUse`), open the listening socket
+    (:class:`~.instance.BindError`), then open the database and start the workers. Nothing is
+    touched in the data dir when another server holds it."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        from .core import Core
+
+        self.config = config
+        self.lock = instance.hold(config.data_dir)
+        try:
+            self.sock = instance.bind(config.host, config.port)
+            try:
+                self.core = Core(config)
+                self.core.start()
+            except BaseException:
+                self.sock.close()
+                raise
+        except BaseException:
+            self.lock.release()
+            raise
+        self.port = int(self.sock.getsockname()[1])
+        self.url = instance.url_for(config.host, self.port)
+        self.server = _uvicorn_server(self.core, config.host, self.port)
+
+    def run(self) -> None:
+        self.server.run(sockets=[self.sock])
+
+    def close(self) -> None:
+        try:
+            self.core.stop()
+        finally:
+            self.sock.close()
+            self.lock.release()
 
 
 class LocalServer:
@@ -46,19 +76,28 @@ class LocalServer:
 
     >>> with LocalServer(tmp_path, api_keys=["k"]) as srv:
     ...     srv.url  # 'http://127.0.0.1:41234'
+
+    Raises :class:`~.instance.DataDirInUse` when another server runs on the data dir and
+    :class:`~.instance.BindError` when the port cannot be opened.
     """
 
     def __init__(self, data_dir: str | os.PathLike, **options: Any) -> None:
         """``options`` are :class:`~.config.ServerConfig` fields (``api_keys``, ``port``, ``workers``,
         ``chunk_size``, ``faults``, ``webhook_retry_delays``, ``request_log``, ...)."""
         self.config = ServerConfig(data_dir=Path(data_dir), **options)
-        self.core: Any = None
-        self._server: Any = None
+        self._instance: _Instance | None = None
         self._thread: threading.Thread | None = None
-        self.port: int | None = None
 
     def __repr__(self) -> str:  # never shows the keys
         return f"LocalServer(url={self.url if self.port else None!r}, data_dir={str(self.data_dir)!r})"
+
+    @property
+    def core(self) -> Any:
+        return self._instance.core if self._instance else None
+
+    @property
+    def port(self) -> int | None:
+        return self._instance.port if self._instance else None
 
     @property
     def data_dir(self) -> Path:
@@ -78,36 +117,35 @@ class LocalServer:
 
     @property
     def url(self) -> str:
-        if self.port is None:
+        if self._instance is None:
             raise RuntimeError("the server is not started")
-        return f"http://{self.config.host}:{self.port}"
+        return self._instance.url
 
     def start(self) -> LocalServer:
-        from .core import Core
-
         if self._thread is not None:
             return self
-        self.core = Core(self.config)
-        self.core.start()
-        self._server = _uvicorn_server(self.core, self.config.host, self.config.port)
-        self._thread = threading.Thread(target=self._server.run, name="sophon-local-server", daemon=True)
-        self._thread.start()
+        inst = _Instance(self.config)
+        thread = threading.Thread(target=inst.run, name="sophon-local-server", daemon=True)
+        thread.start()
         deadline = time.monotonic() + 20
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.core.stop()
-                raise RuntimeError(f"the local server did not start on {self.config.host}:{self.config.port}")
+        while not inst.server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                inst.server.should_exit = True
+                thread.join(timeout=5)
+                inst.close()
+                raise RuntimeError(f"the local server did not start on {inst.url}")
             time.sleep(0.01)
-        self.port = _bound_port(self._server)
+        self._instance, self._thread = inst, thread
         return self
 
     def stop(self) -> None:
-        if self._thread is None:
+        if self._thread is None or self._instance is None:
             return
-        self._server.should_exit = True
+        self._instance.server.should_exit = True
         self._thread.join(timeout=15)
         self._thread = None
-        self.core.stop()
+        self._instance.close()
+        # the port and core stay readable (tests inspect a stopped server's store path)
 
     def __enter__(self) -> LocalServer:
         return self.start()
@@ -128,27 +166,19 @@ def serve(config: ServerConfig, *, announce: Callable[[str], None] | None = None
     """Run the server in the foreground until SIGINT/SIGTERM (or ``config.idle_timeout``).
 
     Writes ``server.json`` (url, pid; 0600) in the data dir once listening, removes it on exit.
+    Raises :class:`~.instance.DataDirInUse` or :class:`~.instance.BindError` before starting.
     """
-    from .core import Core
-
     say = announce or (lambda text: print(text, file=sys.stderr, flush=True))
-    core = Core(config)
-    core.start()
-    server = _uvicorn_server(core, config.host, config.port)
-    state_path = config.data_dir / STATE_FILE
+    inst = _Instance(config)
+    core, server = inst.core, inst.server
     stop = threading.Event()
 
     def watch() -> None:
         while not server.started:
             if stop.wait(0.01):
                 return
-        port = _bound_port(server)
-        host = config.host if config.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        url = f"http://{host}:{port}"
-        write_private_file(
-            state_path, json.dumps({"url": url, "pid": os.getpid(), "started_at": time.time()}) + "\n"
-        )
-        say(f"sophon local server listening on {url}")
+        instance.write_state(config.data_dir, inst.url)
+        say(f"sophon local server listening on {inst.url}")
         say(f"data dir: {config.data_dir}")
         if core.key_file is not None:
             say(f"API key: stored in {core.key_file} (not printed)")
@@ -170,19 +200,14 @@ def serve(config: ServerConfig, *, announce: Callable[[str], None] | None = None
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, _raise_shutdown)
     try:
-        server.run()
+        inst.run()
     except _Shutdown:
         pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         stop.set()
-        try:
-            data = json.loads(state_path.read_text())
-            if data.get("pid") == os.getpid():
-                state_path.unlink()
-        except (OSError, ValueError):
-            pass
-        core.stop()
+        instance.clear_state(config.data_dir)
+        inst.close()
         say("sophon local server stopped")
     return 0 if server.started else 1

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sophon_cli.childenv import child_environment
+
 from . import media
 from .delivery import event_for
 from .store import Store
@@ -396,7 +398,9 @@ class WorkerPool:
         frames_total = info.get("frames")
         duration = float(info.get("duration") or 0.0)
         with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=child_environment()
+            )
             with self._lock:
                 self._procs[jid] = proc
                 canceled = jid in self._canceled

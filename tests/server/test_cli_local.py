@@ -206,3 +206,145 @@ def test_server_exits_after_idle_timeout(tmp_path):
             proc.kill()
     assert proc.returncode == 0 and "idle" in err
     assert not (tmp_path / "idle" / "server.json").exists()
+
+
+def _sophon(*args, home, timeout=60):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOPHON_")}
+    env["SOPHON_HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "sophon_cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def _environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc/<pid>/environ")
+def test_background_server_status_stop_and_no_sophon_secret_in_its_environment(tmp_path, monkeypatch):
+    """Issue 13: `server status` / `server stop` for the background --local server; issue 11: it
+    inherits no SOPHON_* secret (the webhook secret reached it before)."""
+    from sophon_cli.local import ensure_local_server
+
+    home = tmp_path / "home"
+    data = home / "server"  # the default data dir for this SOPHON_HOME
+    monkeypatch.setenv("SOPHON_WEBHOOK_SECRET", "whsec-must-not-leak-0123")
+    monkeypatch.setenv("SOPHON_API_KEY", "sk-real-must-not-leak-0123")
+    monkeypatch.setenv("SOPHON_SERVER_API_KEYS", "srv-key-must-not-leak")
+    monkeypatch.setenv("SOPHON_FUTURE_TOKEN", "tok-must-not-leak")
+    monkeypatch.setenv("SOPHON_HOME", str(home))
+    url, key = ensure_local_server()
+    pid = json.loads((data / "server.json").read_text())["pid"]
+    try:
+        env = _environ_of(pid)
+        leaked = [k for k in env if k.startswith("SOPHON_")]
+        assert leaked == [] and not any("must-not-leak" in v for v in env.values())
+        assert "PATH" in env  # the rest of the environment is kept
+
+        st = _sophon("server", "status", home=home)
+        assert st.returncode == 0, st.stderr
+        assert re.search(r"^status:\s+running$", st.stdout, re.M)
+        assert f"url:      {url}" in st.stdout and f"pid:      {pid}" in st.stdout
+        doc = json.loads(_sophon("--json", "server", "status", home=home).stdout)
+        assert doc == {**doc, "running": True, "healthy": True, "url": url, "pid": pid, "data_dir": str(data)}
+
+        stop = _sophon("server", "stop", home=home)
+        assert stop.returncode == 0, stop.stderr
+        assert stop.stdout.strip() == f"stopped the server on {url} (pid {pid})"
+        assert not (data / "server.json").exists()  # removed before the data dir was released
+        for _ in range(100):  # the process itself ends right after (a zombie here: we are its parent)
+            if not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text():
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the stopped server is still running")
+    finally:
+        if (data / "server.json").exists():
+            os.kill(pid, signal.SIGTERM)
+    st = _sophon("server", "status", home=home)
+    assert st.returncode == 3 and re.search(r"^status:\s+not running$", st.stdout, re.M)
+    assert json.loads(_sophon("--json", "server", "status", home=home).stdout)["running"] is False
+    again = _sophon("server", "stop", home=home)
+    assert again.returncode == 0 and again.stdout == ""
+    assert again.stderr.strip() == f"no server is running on {data}; nothing to stop"
+
+
+def test_stop_never_signals_a_pid_from_a_stale_state_file(tmp_path):
+    """A server.json left by a dead server names a pid that may now be someone else's."""
+    home = tmp_path / "home"
+    data = home / "server"
+    data.mkdir(parents=True)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (data / "server.json").write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": bystander.pid}))
+        (data / "server.lock").touch()
+        r = _sophon("server", "stop", home=home)
+        assert r.returncode == 0 and "nothing to stop" in r.stderr
+        assert bystander.poll() is None  # still alive
+        assert _sophon("server", "status", home=home).returncode == 3
+    finally:
+        bystander.kill()
+        bystander.wait(timeout=10)
+
+
+def test_busy_port_is_one_line_exit_2_with_a_hint(tmp_path):
+    """Issue 13: was uvicorn's raw `[Errno 98]` and exit 3 ("not found")."""
+    import socket
+
+    home = tmp_path / "home"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = _sophon("server", "--port", port, "--data-dir", tmp_path / "d1", home=home)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "Errno" not in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr == (
+        f"error: cannot listen on 127.0.0.1:{port}: the address is already in use; "
+        "pick another port with --port (0 picks a free one)\n"
+    )
+    assert not (tmp_path / "d1" / "sophon.db").exists()
+    # the port is held by a sophon server (foreground, another data dir): the hint says so
+    proc, url, _ = _start(["--data-dir", str(tmp_path / "d2")])
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        r = _sophon("server", "--port", port, "--data-dir", tmp_path / "d3", home=home)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1
+        assert "already in use; a server already answers there (`sophon server status`" in r.stderr
+    finally:
+        assert _stop(proc)[0] == 0
+
+
+def test_second_server_on_a_data_dir_is_refused(tmp_path, monkeypatch):
+    """Issue 13: `sophon server` on the data dir of a running server (foreground or background)
+    started a second server on the same SQLite database."""
+    from sophon_cli.local import ensure_local_server
+
+    home = tmp_path / "home"
+    fg = tmp_path / "fg"
+    proc, url, _ = _start(["--data-dir", str(fg)])
+    try:
+        r = _sophon("server", "--port", 0, "--data-dir", fg, home=home)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith(
+            f"error: the data dir {fg} is in use by a running server (pid {proc.pid}, {url}); "
+            f"it answers at {url}: use it"
+        )
+        assert f"`sophon server stop --data-dir {fg}`" in r.stderr
+    finally:
+        assert _stop(proc)[0] == 0
+    # the background --local server of the default data dir
+    monkeypatch.setenv("SOPHON_HOME", str(home))
+    bg_url, _ = ensure_local_server()
+    try:
+        r = _sophon("server", "--port", 0, home=home)
+        assert r.returncode == 2 and "in use by a running server" in r.stderr and bg_url in r.stderr
+        assert "`sophon server stop`," in r.stderr  # the default data dir needs no --data-dir
+        assert _sophon("server", "status", home=home).returncode == 0  # the first one is untouched
+    finally:
+        assert _sophon("server", "stop", home=home).returncode == 0

@@ -233,19 +233,34 @@ def test_restart_keeps_state_and_resumes_jobs(make_server, clip, tmp_path):
         api.close()
 
 
-def test_two_servers_on_one_data_dir_encode_each_job_once(make_server, clip, tmp_path):
+def test_a_second_server_on_one_data_dir_is_refused_before_it_touches_the_database(
+    make_server, clip, tmp_path
+):
+    """One SQLite database, one server (issue 13): the second is refused (naming the first) and
+    the first keeps encoding; once it stops, the data dir can be served again."""
+    from sophon_cli.server.instance import DataDirInUse
+
     data_dir = tmp_path / "shared"
     a = make_server(data_dir)
-    b = make_server(data_dir)
-    api_a, api_b = Api(a), Api(b)
+    (data_dir / "server.json").write_text('{"url": "http://127.0.0.1:1", "pid": 4242}')
+    with pytest.raises(DataDirInUse) as refused:
+        make_server(data_dir)
+    assert refused.value.state is not None and refused.value.state.pid == 4242
+    assert "in use by a running server (pid 4242" in str(refused.value)
+    api_a = Api(a)
     try:
         uid = api_a.upload(clip)
-        ids = [(api_a if i % 2 else api_b).create_job(uid, "sophon-espresso")["id"] for i in range(6)]
+        ids = [api_a.create_job(uid, "sophon-espresso")["id"] for _ in range(2)]
         finals = [api_a.wait(j) for j in ids]
         assert all(f["status"] == "completed" and f["attempt"] == 1 for f in finals)
-        assert api_b.get(f"/v1/jobs/{ids[0]}").json() == finals[0]
     finally:
         api_a.close()
+    a.stop()
+    b = make_server(data_dir)
+    api_b = Api(b)
+    try:
+        assert api_b.get(f"/v1/jobs/{ids[0]}").json() == finals[0]
+    finally:
         api_b.close()
 
 
