@@ -26,7 +26,7 @@ class Source(str, enum.Enum):
 @dataclass(frozen=True)
 class SettingValue:
     name: str
-    value: str  # display-safe
+    value: object  # display-safe: the key masked, the URL's userinfo masked; numbers stay numbers
     source: Source
     origin: str  # the environment variable, option or file it came from ("" for defaults)
 
@@ -35,14 +35,16 @@ def mask_url(url: str) -> str:
     """``url`` with any userinfo (a user name can be a token, too) replaced by ``****``."""
     from urllib.parse import urlsplit, urlunsplit
 
+    from sophon_cli.client.text import redact
+
     try:
         parts = urlsplit(url)
     except ValueError:
-        return url
+        return redact(url)
     if "@" not in parts.netloc:
-        return url
+        return redact(url)
     hostport = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"****@{hostport}"))
+    return redact(urlunsplit(parts._replace(netloc=f"****@{hostport}")))
 
 
 def _env_name(name: str) -> str | None:
@@ -79,7 +81,7 @@ def describe(settings: Any, *, flags: dict[str, Any], config_file: os.PathLike |
         elif name == "base_url":
             value = mask_url(str(raw))
         else:
-            value = str(raw)
+            value = raw
         if name == "base_url" and flags.get("local"):
             source, origin = Source.FLAG, "--local"
         result.append(SettingValue(name, value, source, origin))

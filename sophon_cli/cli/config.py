@@ -27,26 +27,38 @@ def _target_profile(ctx: typer.Context, profile: str | None) -> str:
 
 @app.command("show")
 def show(ctx: typer.Context) -> None:
-    """Show the effective settings and where each comes from (the API key is redacted)."""
-    from sophon_cli.settings import config_path, redact
+    """Show the effective settings and where each comes from (flag, env, file or default).
+
+    The API key is masked and a password (or token) in the base URL is shown as ****.
+
+    Examples:
+
+      sophon config show
+
+      sophon --json config show | jq .sources
+    """
+    from sophon_cli.setting_sources import Source, describe
+    from sophon_cli.settings import config_path
 
     ac = get_ctx(ctx)
-    s = ac.settings
-    key = s.api_key.get_secret_value() if s.api_key is not None else None
-    data = {
-        "profile": s.profile,
-        "base_url": s.base_url,
-        "api_key": redact(key),
-        "timeout": s.timeout,
-        "max_retries": s.max_retries,
-        "retry_budget": s.retry_budget,
-        "config_file": str(config_path()),
-        "state_file": str(ac.state_path),
-    }
+    opts = ac.options
+    values = describe(
+        ac.settings,
+        flags={"base_url": opts.base_url, "profile": opts.profile, "local": opts.local},
+        config_file=config_path(),
+    )
+    files = {"config_file": str(config_path()), "state_file": str(ac.state_path)}
     if ac.out.json:
+        data: dict[str, object] = {v.name: v.value for v in values}
+        data.update(files)
+        data["sources"] = {v.name: {"source": v.source.value, "origin": v.origin or None} for v in values}
         ac.out.emit(data)
-    else:
-        ac.out.kv(list(data.items()))
+        return
+    rows = []
+    for v in values:
+        where = v.source.value if v.source is Source.DEFAULT else f"{v.source.value} {v.origin}"
+        rows.append((v.name, f"{v.value}  ({where})"))
+    ac.out.kv([*rows, *files.items()])
 
 
 @app.command("set")
@@ -87,10 +99,19 @@ def set_key(ctx: typer.Context, profile: ProfileOpt = None) -> None:
     from sophon_cli.client.errors import InputError
     from sophon_cli.settings import update_config
 
-    if sys.stdin.isatty():
-        key = typer.prompt("API key", hide_input=True)
-    else:
-        key = sys.stdin.readline()
+    stdin = sys.stdin
+    try:
+        if stdin is None:  # started with stdin closed (`<&-`)
+            raise OSError("standard input is closed")
+        if stdin.isatty():
+            key = typer.prompt("API key", hide_input=True)
+        else:
+            key = stdin.readline()
+    except (OSError, ValueError) as exc:  # ValueError: I/O on a closed file
+        raise InputError(
+            f"cannot read the API key from standard input ({exc})",
+            hint='pipe it in: `printf %s "$KEY" | sophon config set-key`',
+        ) from None
     key = key.strip()
     if not key:
         raise InputError("no API key given", hint='pipe it in: `printf %s "$KEY" | sophon config set-key`')

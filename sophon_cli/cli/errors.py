@@ -47,12 +47,23 @@ def classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, OSError):
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
         reason = exc.strerror or str(exc)
-        return ExitCode.ERROR, one_line(
-            f"{reason}:{where}; check the path, its permissions and free disk space"
-        )
+        return ExitCode.ERROR, one_line(f"{reason}:{where}; {os_error_hint(exc)}")
     return ExitCode.ERROR, one_line(
         f"unexpected {type(exc).__name__}: {exc}; run again with SOPHON_DEBUG=1 for details and report it"
     )
+
+
+def os_error_hint(exc: OSError) -> str:
+    """The next step for a local file error, by its errno (disk space only when it is the cause)."""
+    import errno
+
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "check the path: does the file or its directory exist?"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "check its permissions"
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return "free some disk space or choose another location"
+    return "check the path, its permissions and free disk space"
 
 
 def one_line(msg: str) -> str:
