@@ -163,7 +163,7 @@ complete -c sophon -n '__sophon_at /server/status' -l help -d 'Show help and exi
 complete -c sophon -n '__sophon_at /server/stop' -l data-dir -d 'State directory [default: $SOPHON_HOME/server or the user data dir].'
 complete -c sophon -n '__sophon_at /server/stop' -l timeout -d 'How long to wait for it to stop.'
 complete -c sophon -n '__sophon_at /server/stop' -l help -d 'Show help and exit.'
-complete -c sophon -f -n '__sophon_at /config' -a show -d 'Show the effective settings and where each comes from (the API key is redacted).'
+complete -c sophon -f -n '__sophon_at /config' -a show -d 'Show the effective settings and where each comes from (flag, env, file or default).'
 complete -c sophon -f -n '__sophon_at /config' -a set -d 'Set a value in the config file for a profile.'
 complete -c sophon -f -n '__sophon_at /config' -a set-key -d 'Store the API key for a profile (read from stdin, or a hidden prompt on a terminal).'
 complete -c sophon -f -n '__sophon_at /config' -a path -d 'Print the config file\'s path.'
