@@ -234,7 +234,7 @@ def encode_command(
     if quality_gate.requested(options):
         quality_gate.check_available()  # before anything is uploaded
     client = app_ctx.client()
-    renderer = _view.Renderer(out, len(sources))
+    renderer = _view.Renderer(out, sources)
     pipe = pl.Pipeline(
         client, store, options, on_event=renderer.event, on_progress=renderer.progress, server_id=server_id
     )

@@ -201,7 +201,7 @@ def test_tty_shows_an_overall_bar_and_a_line_per_active_file(world, clip_bank):
 
     # a line per active file, naming its current step
     assert re.search(
-        r"video0\.mp4  (hashing|uploading|uploaded|job created|job status|encoding|downloading)", text
+        r"video0\.mp4 +(hashing|uploading|uploaded|job created|queued|encoding|downloading)", text
     )
     assert "\x1b[" in text  # live display, not plain lines
     assert "video0.mp4: done" not in text
