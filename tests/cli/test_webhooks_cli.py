@@ -349,3 +349,78 @@ def test_delete_yes_and_no_terminal_never_prompt(api, cli, server, tmp_path):
     assert (res.returncode, res.stdout) == (0, f"{second}\tdeleted\n"), res.stderr
     assert "[y/N]" not in res.stderr
     assert second not in _ids(api)
+
+
+# ---- listen: piped lines are tab-separated; a broken store is named --------------------------------
+
+
+def test_listen_piped_prints_tab_separated_events(server, tmp_path):
+    import httpx
+
+    secret = "listen-secret-" + "x" * 16
+    env = cli_env(server, tmp_path / "home", SOPHON_WEBHOOK_SECRET=secret)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sophon_cli", "webhooks", "listen", "--port", "0", "--max-events", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = proc.stderr.readline()
+        assert first.startswith("listening on http://127.0.0.1:"), first
+        url = first.split()[2]
+        headers, body = _delivery("evt_tab", secret)
+        assert httpx.post(url, content=body, headers=headers, timeout=10).status_code == 200
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    fields = out.splitlines()[0].split("\t")
+    assert fields == ["job.completed", "job_9", "completed", "evt_tab"], out
+
+
+def test_listen_with_a_broken_store_names_the_file(cli, tmp_path):
+    home = tmp_path / "sophon-home"
+    home.mkdir()
+    (home / "webhook-secrets.toml").write_text("[webhooks\n")
+    res = cli("webhooks", "listen", "--port", "0", env={"SOPHON_WEBHOOK_SECRET": None})
+    assert_one_line_error(res, 2, str(home / "webhook-secrets.toml"), "line 1")
+
+
+class _EscapingServer(BaseHTTPRequestHandler):
+    """Lists a webhook whose fields carry terminal escape sequences."""
+
+    def do_GET(self):  # noqa: N802
+        hook = {
+            "id": "wh_\x1b]0;pwned\x07esc",
+            "url": "https://example.com/\x1b[2Jhook",
+            "active": True,
+            "created_at": "2026-01-01T00:00:00Z",
+            "name": "n\x1b[31mred",
+        }
+        data = json.dumps({"webhooks": [hook]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_list_strips_control_characters_from_server_fields(cli):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _EscapingServer)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        res = cli("webhooks", "list", env={"SOPHON_BASE_URL": f"http://127.0.0.1:{httpd.server_address[1]}"})
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert res.returncode == 0, res.stderr
+    assert "\x1b" not in res.stdout and "\x07" not in res.stdout
+    row = res.stdout.splitlines()[1].split("\t")
+    assert row[0] == "wh_esc" and row[1] == "https://example.com/hook" and row[4] == "nred"
