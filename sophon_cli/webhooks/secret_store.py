@@ -10,7 +10,8 @@
 A webhook's secret is returned by the server once, at creation, so the store is checked *before*
 anything is created (:meth:`SecretStore.check_writable`): an unreadable, malformed or unwritable
 file is a :class:`SecretStoreError` (exit 2) naming the file, and nothing reaches the server.
-Writes go through :func:`sophon_cli.settings.write_private_file` (temp file, fsync, rename).
+Writes go through :func:`sophon_cli.client.files.write_private_file` (an ``O_EXCL | O_NOFOLLOW``
+temporary file, fsync, rename: never through a symlink).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class SecretStore:
     def check_writable(self) -> None:
         """Raise :class:`SecretStoreError` unless a later :meth:`save` can succeed: the file (if any)
         is a readable, valid, regular file and its directory accepts a new file."""
-        from sophon_cli.settings import ensure_private_dir
+        from sophon_cli.client.files import ensure_private_dir
 
         self._read()
         directory = self.path.parent
@@ -129,7 +130,7 @@ class SecretStore:
         """Record ``webhook_id`` (its secret, url and name); returns the file's path."""
         import tomli_w
 
-        from sophon_cli.settings import write_private_file
+        from sophon_cli.client.files import write_private_file
 
         data = self._read()
         hooks = data.get("webhooks")
@@ -142,7 +143,7 @@ class SecretStore:
             entry["name"] = name
         hooks[webhook_id] = entry
         try:
-            write_private_file(self.path, tomli_w.dumps(data).encode())
+            write_private_file(self.path, tomli_w.dumps(data).encode(), private_dir=True)
         except OSError as exc:
             raise self._error(f"cannot write {self.path}: {exc.strerror or exc}") from None
         return self.path
