@@ -364,38 +364,42 @@ class Renderer:
                 self.out.emit(data)
             elif self.plain:
                 self.out.notice(plain_line(ev))
-            if self._live is None:
+            live = self._live
+            if live is None:
                 return
-            f = self._file(ev.file)
-            state = ev.state
-            if state in _TERMINAL_EVENTS:
-                if not f.finished:
-                    f.finished, f.active = True, False
-                if state in ("failed", "timed_out"):
-                    self._live.console.print(_clean(plain_line(ev)))
-                return
-            if f.finished:
-                return
-            if state in ("hashing", "uploading"):
-                f.show(state, state)
-            elif state == "uploaded":
-                f.stage_done("uploading")
-                f.show("uploaded")
-            elif state in ("job_created", "job_status"):
-                f.stage_done("uploading")
-                status = ev.detail.get("job_status")
-                f.show("queued" if status == "queued" else "encoding", "encoding")
-            elif state == "job_done":
-                f.stage_done("uploading", "encoding")
-                f.show("encoded")
-            elif state == "downloading":
-                f.stage_done("uploading", "encoding")
-                f.show("downloading", "downloading")
-            elif state == "downloaded":
-                f.stage_done(*PHASE_WEIGHTS)
-                f.show("downloaded")
-            else:
-                f.show(_STATE_LABELS.get(state, state.replace("_", " ")), None)
+            self._apply(ev)
+        if ev.state in ("failed", "timed_out"):
+            # above the live lines; outside the lock, which drawing takes (rich's lock, then ours)
+            live.console.print(_clean(plain_line(ev)))
+
+    def _apply(self, ev: Any) -> None:
+        f = self._file(ev.file)
+        state = ev.state
+        if state in _TERMINAL_EVENTS:
+            f.finished, f.active = True, False
+            return
+        if f.finished:
+            return
+        if state in ("hashing", "uploading"):
+            f.show(state, state)
+        elif state == "uploaded":
+            f.stage_done("uploading")
+            f.show("uploaded")
+        elif state in ("job_created", "job_status"):
+            f.stage_done("uploading")
+            status = ev.detail.get("job_status")
+            f.show("queued" if status == "queued" else "encoding", "encoding")
+        elif state == "job_done":
+            f.stage_done("uploading", "encoding")
+            f.show("encoded")
+        elif state == "downloading":
+            f.stage_done("uploading", "encoding")
+            f.show("downloading", "downloading")
+        elif state == "downloaded":
+            f.stage_done(*PHASE_WEIGHTS)
+            f.show("downloaded")
+        else:
+            f.show(_STATE_LABELS.get(state, state.replace("_", " ")), None)
 
     def progress(self, p: Any) -> None:
         if self._live is None:

@@ -202,6 +202,22 @@ def test_sixty_columns_never_wrap_mid_word(make_server, make_clip, tmp_path):
     assert all(len(ln) <= 60 for ln in screen)
 
 
+def test_a_failed_file_is_reported_above_the_live_lines(make_server, make_clip, tmp_path):
+    work = tmp_path / "work"
+    clips = [make_clip(work / f"v{i}.mp4", size=f"{160 + 16 * i}x120") for i in range(2)]
+    srv = make_server(tmp_path / "server", chunk_size=8192)
+    reason = "the encoder refused [bold]this[/bold] source"
+    term = encode_on_terminal(
+        srv, work, tmp_path / "home", clips, "--fallback", "fail", "--metadata", f"sophon_local_fail={reason}",
+        cols=80,
+    )  # fmt: skip
+    assert term.finish(timeout=90) == 7, term.text()
+    screen = term.text()
+    for name in ("v0.mp4", "v1.mp4"):  # a line each, the server's text shown as text (no markup)
+        assert re.search(rf"^{name}: failed: .*refused \[bold\]this\[/bold\] source", screen, re.M), screen
+    assert re.search(r"^2 files +2/2 done", screen, re.M), screen
+
+
 def test_interrupted_before_anything_finished_prints_no_empty_table(make_server, make_clip, tmp_path):
     work = tmp_path / "work"
     clip = make_clip(work / "slow.mp4")
