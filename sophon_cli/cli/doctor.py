@@ -55,7 +55,8 @@ def doctor_command(ctx: typer.Context) -> None:
             if out.color:
                 from rich.markup import escape
 
-                out.console.print(f"[{_COLOURS[status]}]{label}[/]  {name:<{width}}  {escape(text)}")
+                line = f"[{_COLOURS[status]}]{label}[/]  {name:<{width}}  {escape(text)}"
+                out.console.print(line, soft_wrap=True)  # the terminal wraps: nothing cut
             else:
                 out.print(f"{label}  {name:<{width}}  {text}")
     else:

@@ -9,6 +9,8 @@ import time
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
+
 from .helpers import cli_env, free_port
 from .ttyrun import run_in_pty
 
@@ -48,8 +50,12 @@ def test_doctor_all_ok_piped_and_json(cli, server):
     assert all(c["status"] == "ok" and c["hint"] is None for c in data["checks"])
 
 
-def test_doctor_on_a_terminal_is_aligned(server, tmp_path):
-    code, text = run_in_pty(["doctor"], cli_env(server, tmp_path / "home", NO_COLOR="1"))
+@pytest.mark.parametrize("colour", [False, True], ids=["no-colour", "colour"])
+def test_doctor_on_a_terminal_is_aligned(server, tmp_path, colour):
+    env = cli_env(server, tmp_path / "home", NO_COLOR="1")
+    if colour:
+        env.pop("NO_COLOR")
+    code, text = run_in_pty(["doctor"], env)
     assert code == 0, text
     lines = [line for line in text.splitlines() if line.strip()]
     assert "\t" not in text
