@@ -4,7 +4,8 @@ Every writer takes the typed per-file results of a run (``encode.FileResult``: f
 reason, output, sizes, profile, job id, ...) and a ``RunInfo`` about the run, and returns text:
 
 - ``render_json``      one object: ``sophon_report`` (schema version), the run, ``totals``, ``files``
-- ``render_csv``       one row per file, a fixed header (``vmaf`` stays empty until a score exists)
+- ``render_csv``       one row per file, a fixed header (``vmaf`` stays empty until a score exists;
+                       ``quality_below_threshold`` says whether ``--min-vmaf`` kept the original)
 - ``render_junit``     one ``<testcase>`` per file, so any CI shows failed files as failed tests
                        (failed -> ``<failure>``, skipped -> ``<skipped>``, original kept -> passed
                        with the reason in ``<system-out>``)
@@ -79,6 +80,7 @@ CSV_COLUMNS = (
     "cached",
     "timed_out",
     "vmaf",
+    "quality_below_threshold",
 )
 
 
@@ -127,6 +129,7 @@ class FileRow:
     cached: bool = False
     timed_out: bool = False
     vmaf: float | None = None  # a quality score, when the run measured one
+    quality_below_threshold: bool = False  # the encode scored below --min-vmaf (the reason says so)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in CSV_COLUMNS}
@@ -208,6 +211,7 @@ def rows_from(results: Iterable[_Result]) -> list[FileRow]:
                 cached=bool(r.cached),
                 timed_out=bool(r.timed_out),
                 vmaf=float(vmaf) if isinstance(vmaf, (int, float)) else None,
+                quality_below_threshold=bool(getattr(r, "quality_below_threshold", False)),
             )
         )
     return rows

@@ -107,18 +107,20 @@ def _score(ctx: Any, item: Any, out: Path) -> float | None:
         ctx.progress(item, "scoring", done, total)
         ctx.check_stop()
 
+    gated = ctx.options.min_vmaf is not None
     try:
         report = compare(item.source.path, out, on_progress=progress)
     except (QualityError, MediaError) as exc:
-        if ctx.options.min_vmaf is not None:
+        if gated:
             # the file fails (a rerun retries): no unvetted encode stays at the output path
-            try:
-                out.unlink()
-            except FileNotFoundError:
-                pass
+            _remove(out)
             raise QualityError(f"could not measure the quality of the encode: {exc}") from exc
         ctx.event(item, "scoring_failed", reason=str(exc))
         return None
+    except BaseException:  # stopped (Ctrl-C) while scoring: compare has stopped ffmpeg already
+        if gated:
+            _remove(out)  # the rerun fetches it again and scores it; nothing unvetted is left
+        raise
     quality = report.to_dict()
     for key in ("reference", "distorted"):  # paths are in the entry already
         quality.pop(key, None)
@@ -131,3 +133,10 @@ def _score(ctx: Any, item: Any, out: Path) -> float | None:
         quality=quality,
     )
     return report.vmaf.mean
+
+
+def _remove(out: Path) -> None:
+    try:
+        out.unlink()
+    except FileNotFoundError:
+        pass

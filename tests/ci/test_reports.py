@@ -210,6 +210,12 @@ def test_reports_show_a_vmaf_score_when_a_file_has_one():
     assert json.loads(reports.render_json(results))["files"][0]["vmaf"] == 95.4321
     assert next(csv.DictReader(io.StringIO(reports.render_csv(results))))["vmaf"] == "95.4321"
     assert "vmaf: 95.43" in reports.render_junit(results)
+    assert json.loads(reports.render_json(results))["files"][0]["quality_below_threshold"] is False
+    results[1].vmaf, results[1].quality_below_threshold = 71.5, True
+    files = json.loads(reports.render_json(results))["files"]
+    assert files[1]["quality_below_threshold"] is True and files[1]["vmaf"] == 71.5
+    rows = list(csv.DictReader(io.StringIO(reports.render_csv(results))))
+    assert [r["quality_below_threshold"] for r in rows[:2]] == ["false", "true"]
 
 
 def test_an_empty_run_still_renders_every_format():

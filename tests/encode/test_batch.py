@@ -167,34 +167,11 @@ def test_a_pattern_matching_nothing_exits_2_naming_it(world, clip_bank):
 
 
 def test_tty_shows_an_overall_bar_and_a_line_per_active_file(world, clip_bank):
-    import os
-    import pty
-    import select
-    import subprocess
+    from tests.helpers.tty import pty_run
 
     place(clip_bank[:2], world.work)
-    master, slave = pty.openpty()
-    env = world.env({"COLUMNS": "100", "TERM": "xterm"})
-    env.pop("NO_COLOR", None)
-    proc = subprocess.Popen(
-        world.argv("*.mp4"), cwd=world.work, env=env, stdin=slave, stdout=slave, stderr=slave
-    )
-    os.close(slave)
-    data = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 0.5)
-        if ready:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            data += chunk
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    assert proc.wait(timeout=60) == 0
+    code, data = pty_run(["encode", "*.mp4"], world.env(), cwd=world.work, columns=100)
+    assert code == 0
     text = data.decode("utf-8", "replace")
     assert "2 files" in text and "━" in text  # the overall bar
     import re

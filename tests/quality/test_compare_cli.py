@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import select
 import shutil
 import subprocess
 import sys
@@ -13,6 +11,8 @@ import sys
 import pytest
 
 from tests.conftest import _make_clip
+from tests.helpers.env import cli_env
+from tests.helpers.tty import pty_run
 
 pytestmark = pytest.mark.encode
 
@@ -58,31 +58,8 @@ def test_scaled_encode_says_so(cli, source, server_encode):
 
 
 def test_terminal_shows_progress_and_a_table(server, source, degraded, tmp_path):
-    import pty
-
-    master, slave = pty.openpty()
-    env = dict(os.environ, COLUMNS="100", TERM="xterm", SOPHON_HOME=str(tmp_path / "home"))
-    env.pop("NO_COLOR", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sophon_cli", "compare", str(source), str(degraded)],
-        stdin=slave, stdout=slave, stderr=slave, env=env,
-    )  # fmt: skip
-    os.close(slave)
-    data = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 0.5)
-        if ready:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            data += chunk
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    assert proc.wait(timeout=60) == 0
+    code, data = pty_run(["compare", source, degraded], cli_env(home=tmp_path / "home"), columns=100)
+    assert code == 0
     text = data.decode("utf-8", "replace")
     assert re.search(r"scoring 15/15 frames, \d+ fps", text)  # frames done/total and the rate
     assert "━" in text and "100%" in text  # the bar
@@ -145,7 +122,7 @@ def test_without_the_extra_names_it(source, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", code, "compare", str(source), str(source)],
         capture_output=True, text=True, timeout=60,
-        env=dict(os.environ, SOPHON_HOME=str(tmp_path / "home")),
+        env=cli_env(home=tmp_path / "home"),
     )  # fmt: skip
     line = _one_line_error(proc, 1, "imageio-ffmpeg", "pip install 'sophon-cli[quality]'")
     assert line.startswith("error: measuring quality needs imageio-ffmpeg")

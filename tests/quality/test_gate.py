@@ -184,3 +184,36 @@ def test_gate_that_cannot_measure_fails_the_file(world, src, tmp_path):
     fixed = world.encode("talk.mp4", "--min-vmaf", "90", "--json")
     assert fixed.returncode == 0 and _file(fixed)["result"] == "encoded", fixed.stderr
     assert json.dumps(_file(fixed)["vmaf"])  # a number
+
+
+def test_the_score_reaches_every_report_and_the_step_summary(world, src):
+    """One gated run, then a cached rerun: the score is in --report (JSON, CSV, JUnit) and in
+    GitHub's step summary both times (the rerun reads it from the cache)."""
+    import csv
+    import xml.etree.ElementTree as ET
+
+    step = world.root / "step-summary.md"
+    run = world.encode(
+        "talk.mp4", *LOW, "--min-vmaf", "90", "--json", "--report", "r.json",
+        env={"GITHUB_STEP_SUMMARY": str(step)},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    vmaf = _file(run)["vmaf"]
+    doc = json.loads((world.work / "r.json").read_text())
+    (f,) = doc["files"]
+    assert f["vmaf"] == vmaf and f["quality_below_threshold"] is True and f["result"] == "original kept"
+    assert f["reason"].startswith("quality_below_threshold: VMAF ")
+    md = step.read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| source"))
+    assert header.endswith("| VMAF |")
+    row = next(line for line in md.splitlines() if line.startswith("| talk.mp4"))
+    assert row.endswith(f"| {vmaf:.2f} |")
+
+    for name in ("r.csv", "r.xml"):  # the rerun decides from the cache: nothing scored again
+        again = world.encode("talk.mp4", *LOW, "--min-vmaf", "90", "--json", "--report", name)
+        assert again.returncode == 0, again.stderr
+        assert _states(again) == ["cached"]
+    (row,) = list(csv.DictReader((world.work / "r.csv").open(encoding="utf-8")))
+    assert float(row["vmaf"]) == pytest.approx(vmaf) and row["quality_below_threshold"] == "true"
+    case = ET.parse(world.work / "r.xml").getroot().find(".//testcase")
+    assert f"vmaf: {vmaf:.2f}" in case.findtext("system-out")
