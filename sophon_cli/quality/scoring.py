@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from sophon_cli.childenv import child_environment
 from sophon_cli.quality.command import DEFAULT_MODEL, MODELS, build_command, default_threads
 from sophon_cli.quality.errors import DurationMismatchError, QualityError, QualityUnavailableError
 from sophon_cli.quality.probe import VideoInfo, probe
@@ -132,6 +133,7 @@ def _run(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=child_environment(),  # no SOPHON_* variable (the key) reaches ffmpeg
         **_child_group(),
     )
     errors: deque[str] = deque(maxlen=20)

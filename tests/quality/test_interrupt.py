@@ -96,8 +96,10 @@ def _popen(args: list, env: dict, cwd: Path | None = None) -> subprocess.Popen:
 
 def test_ctrl_c_during_compare_stops_ffmpeg_and_exits_130(long_pair, tmp_path):
     ref, dist = long_pair
-    proc = _popen(["compare", ref, dist, "--threads", "1"], cli_env(home=tmp_path / "home"))
+    env = cli_env(home=tmp_path / "home", SOPHON_API_KEY="sk-never-in-a-child")
+    proc = _popen(["compare", ref, dist, "--threads", "1"], env)
     ffmpeg = _wait_for_ffmpeg(proc)
+    assert b"sk-never-in-a-child" not in Path(f"/proc/{ffmpeg}/environ").read_bytes()
     assert not _gone(ffmpeg, timeout=0)  # still scoring when the signal arrives
     # a terminal's Ctrl-C goes to the foreground process group: ffmpeg is not in ours, so only the
     # CLI gets it and decides; it stays in our session (the same scheduler autogroup)
