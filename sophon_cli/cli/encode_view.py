@@ -421,7 +421,6 @@ class Renderer:
             if p.phase in PHASE_WEIGHTS and f.total:
                 frac = max(0.0, min(1.0, f.done / f.total))
                 f.stages[p.phase] = max(f.stages.get(p.phase, 0.0), frac)
-            self._overall_rate.add(self._overall_done())
 
     def _file(self, name: str) -> FileView:
         f = self._files.get(name)
@@ -444,7 +443,7 @@ class Renderer:
         files = list(self._files.values())
         size = sum(f.size for f in files) or 1
         done = self._overall_done()
-        self._overall_rate.add(done)
+        self._overall_rate.add(done)  # sampled as drawn (8 times a second), not per callback
         finished = sum(1 for f in files if f.finished)
         fraction = done / size
         overall_info = [(f"{100.0 * fraction:.0f}%", 0)]

@@ -327,3 +327,68 @@ def _plain(text: str) -> str:
 def _bytes(text: str) -> int:
     num, unit = text.split()
     return round(float(num) * {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}[unit])
+
+
+# -- the pure parts --------------------------------------------------------------------------------
+
+
+def test_rate_and_eta_and_byte_pairs():
+    from sophon_cli.cli.encode_view import Rate, bytes_pair, format_eta
+
+    now = [100.0]
+    rate = Rate(window=10.0, clock=lambda: now[0])
+    assert rate.per_second() is None
+    rate.add(0)
+    now[0] += 2
+    rate.add(4 << 20)
+    assert rate.per_second() == pytest.approx(2 << 20)  # 2 MiB/s
+    now[0] += 2  # nothing arrived since: the rate falls
+    assert rate.per_second() == pytest.approx(1 << 20)
+    assert format_eta(62) == "0:01:02" and format_eta(3 * 3600 + 5) == "3:00:05"
+    assert format_eta(None) is None and format_eta(float("nan")) is None and format_eta(-1) is None
+    assert bytes_pair(1.5 * (1 << 20), 3 << 20) == "1.5/3.0 MiB"
+    assert bytes_pair(512 << 10, 3 << 20) == "512.0 KiB/3.0 MiB"
+    assert bytes_pair(10, None) == "10 B"
+
+
+def test_summary_columns_are_dropped_by_priority():
+    from sophon_cli.cli.encode_view import SUMMARY_PRIORITY, SUMMARY_SHRINK, fit_columns
+
+    widths = {"file": 30, "source": 9, "output": 9, "saved": 6, "profile": 26, "result": 40}
+    assert list(fit_columns(widths, 200, SUMMARY_PRIORITY, SUMMARY_SHRINK)) == list(widths)
+    kept = fit_columns(widths, 80, SUMMARY_PRIORITY, SUMMARY_SHRINK)
+    assert list(kept) == ["file", "source", "output", "saved", "result"]  # profile goes first
+    assert sum(kept.values()) + 3 * (len(kept) - 1) + 2 <= 80
+    kept = fit_columns(widths, 40, SUMMARY_PRIORITY, SUMMARY_SHRINK)
+    assert list(kept) == ["file", "result"]  # then source, output, saved
+    assert kept == {"file": 18, "result": 17}  # the room shared, narrowest first
+
+
+@pytest.mark.parametrize("width", [20, 40, 60, 61, 80, 100, 132, 200])
+def test_live_lines_fit_any_width(width):
+    import io
+
+    from rich.console import Console
+
+    from sophon_cli.cli.encode_view import fit_lines
+
+    lines = [
+        ("12 files", "3/12 done", 0.4, [("40%", 0), ("eta 0:01:02", 1)]),
+        ("  " + "very-long-directory-name/" * 3 + "clip.mp4", "uploading", 0.2,
+         [("123.4/456.7 MiB", 3), ("12.3 MiB/s", 2), ("eta 0:00:27", 1)]),
+        ("  b.mp4", "encoding", 0.5, [("50%", 0), ("120 fps", 2), ("eta 0:00:03", 1)]),
+        ("  c.mp4", "queued", -1.0, []),
+    ]  # fmt: skip
+    console = Console(file=io.StringIO(), width=width, force_terminal=True, record=True)
+    for row in fit_lines(lines, width, name_hint=12):
+        console.print(row)
+    text = console.export_text(styles=False).splitlines()
+    assert len(text) == len(lines)  # one screen line each: nothing wrapped
+    assert all(len(t.rstrip()) <= max(width, 20) for t in text), text
+    assert text[1].startswith("  …" if width < 150 else "  very-long") and "uploading" in text[1]
+    if width >= 40:
+        assert "/clip.mp4 " in text[1]
+    if width >= 60:
+        assert "eta 0:00:27" in text[1] and "eta 0:00:03" in text[2]  # ETAs go last
+    if width >= 100:
+        assert "123.4/456.7 MiB  12.3 MiB/s  eta 0:00:27" in text[1]
