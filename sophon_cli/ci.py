@@ -145,15 +145,10 @@ def resolve_shard(spec: str | None, env: Mapping[str, str] | None = None) -> Sha
     """``None`` -> None, ``I/N`` -> that shard, ``auto`` / ``auto/N`` -> ``detect_shard``."""
     if not spec:
         return None
+    from sophon_cli.encode.inputs import parse_shard
+
     if is_auto(spec):
         return detect_shard(spec, env)
-    try:
-        left, right = spec.split("/", 1)
-        index, count = int(left), int(right)
-    except ValueError:
-        raise InputError(
-            f"bad shard {spec!r}", hint="use I/N (I counts from 1), e.g. 1/4, or auto, or auto/N"
-        ) from None
-    if count < 1 or not 1 <= index <= count:
-        raise InputError(f"bad shard {spec!r}", hint="use I/N with 1 <= I <= N, e.g. 2/4")
-    return Shard(index, count)
+    parsed = parse_shard(spec)
+    assert parsed is not None
+    return Shard(*parsed)

@@ -95,6 +95,8 @@ class StateStore:
         self._entries: dict[str, dict[str, Any]] | None = None
         self._mutex = threading.RLock()
         self._flock: Any = None
+        self._swept = False  # stale snapshot temp files removed (once, under the lock)
+        self._compact_warned = False
 
     def __repr__(self) -> str:
         return f"StateStore({str(self.path)!r})"
@@ -153,7 +155,7 @@ class StateStore:
             else:
                 result = dict(patch)
             if journal_size > self._compact_threshold():
-                self._compact_locked()
+                self._compact_optional_locked()
         return result
 
     def delete(self, key: str) -> None:
@@ -197,10 +199,16 @@ class StateStore:
             self._entries = {}
             return len(entries)
 
-    def compact(self) -> None:
-        """Fold the journal into a fresh snapshot now."""
+    def compact(self, *, optional: bool = False) -> bool:
+        """Fold the journal into a fresh snapshot now; True if it was.
+
+        With ``optional`` a snapshot that cannot be written (a full disk, a quota) is a warning,
+        not an error: the journal alone still holds every update, and stays."""
         with self._mutex, self._locked():
+            if optional:
+                return self._compact_optional_locked()
             self._compact_locked()
+            return True
 
     # ------------------------------------------------------------------ internals
 
@@ -232,6 +240,8 @@ class StateStore:
                             thread_local=False,
                         )
                     store._flock.acquire()
+                    if not store._swept:
+                        store._sweep_locked()
                 except Timeout:
                     store._mutex.release()
                     raise StateError(
@@ -375,6 +385,33 @@ class StateStore:
                 f"could not write the state file {self.path}: {exc.strerror or exc}",
                 hint="check free space and permissions, or pass --state-file",
             ) from exc
+
+    def _compact_optional_locked(self) -> bool:
+        """Compaction is an optimisation: when it fails, warn (once per store) and keep the journal."""
+        try:
+            self._compact_locked()
+            return True
+        except StateError as exc:
+            if not self._compact_warned:
+                self._compact_warned = True
+                self._warn(f"{exc}; kept the journal {self.journal_path.name} (nothing is lost)")
+            return False
+
+    def _sweep_locked(self) -> None:
+        """Remove snapshot temp files a writer killed mid-compaction left (``.state.json.*.tmp``).
+        Snapshots are only written under the lock, so with the lock held none is in progress."""
+        self._swept = True
+        prefix, suffix = f".{self.path.name}.", ".tmp"
+        try:
+            names = os.listdir(self.path.parent)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith(prefix) and name.endswith(suffix):
+                try:
+                    os.unlink(self.path.parent / name)
+                except OSError:
+                    pass
 
     def _compact_locked(self) -> None:
         entries = self._read_locked()

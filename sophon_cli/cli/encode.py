@@ -140,8 +140,9 @@ def encode_command(
 ) -> None:
     """Encode files end to end: upload, encode, download. Re-running resumes and never duplicates work."""
     from sophon_cli import encode as pl
+    from sophon_cli.cli.errors import classify
     from sophon_cli.cli.job import build_metadata, check_height, check_timeout
-    from sophon_cli.client.errors import InputError
+    from sophon_cli.client.errors import InputError, SophonError
     from sophon_cli.encode import quality_gate
     from sophon_cli.exitcodes import ExitCode
     from sophon_cli.state import StateStore
@@ -172,9 +173,13 @@ def encode_command(
     shard_spec, shard_source = _shard(shard)
     outputs = _ReportTargets.check(report_file, summary_file)
 
-    sources, ignored = pl.expand_inputs(patterns, recursive=recursive)
+    skipped_dirs: list[str] = []
+    sources, ignored = pl.expand_inputs(patterns, recursive=recursive, skipped_dirs=skipped_dirs)
+    for name in skipped_dirs:
+        _report_ignored(out, name, "a directory (pass --recursive to encode the videos inside it)")
     for name in ignored:
         _report_ignored(out, name, "not a video file")
+    options = _output_file(options, output_dir, container, len(sources))
     sources, excluded = pl.drop_own_outputs(sources, options)
     if out.json:
         for name, why in excluded:
@@ -239,22 +244,32 @@ def encode_command(
         client, store, options, on_event=renderer.event, on_progress=renderer.progress, server_id=server_id
     )
     started = time.monotonic()
+    stopped_by: BaseException | None = None
     try:
         with renderer:
             report = pipe.run(sources)
-        # Fold the journal into state.json so the one file holds everything (e.g. for a CI cache).
-        store.compact()
     except pl.HardInterrupt:
         # Second Ctrl-C: stop at once. Every finished step is already in the cache.
         try:
-            sys.stderr.write("interrupted; run the same command again to resume\n")
+            sys.stderr.write(_interrupted_line(force) + "\n")
             sys.stderr.flush()
             sys.stdout.flush()
         finally:
             os._exit(int(ExitCode.INTERRUPTED))
+    except SophonError as exc:
+        # An error every other file would hit too (server lost, key rejected, options refused):
+        # the files that finished before it are summed up like after a Ctrl-C, then the error.
+        if pipe.report is None:
+            raise
+        report, stopped_by = pipe.report, exc
+    # Fold the journal into state.json so the one file holds everything (e.g. for a CI cache);
+    # optional: the journal alone is a complete cache (the store warns when it cannot).
+    store.compact(optional=True)
 
     results = report.results
-    if report.interrupted:
+    if stopped_by is not None:
+        code = ExitCode(classify(stopped_by)[0])
+    elif report.interrupted:
         _exit_on_next_ctrl_c()
         code = ExitCode.INTERRUPTED
     elif report.failed:
@@ -263,7 +278,7 @@ def encode_command(
         code = ExitCode.OK
     if out.json:
         out.emit(_view.summary_obj(results, interrupted=report.interrupted, exit_code=int(code)))
-    else:
+    elif results:  # nothing finished: no empty table, the one line below says it all
         _view.summary_table(out, results)
     info = _run_info(
         shard_spec,
@@ -273,9 +288,16 @@ def encode_command(
         duration=time.monotonic() - started,
     )
     outputs.write(results, info)
+    if stopped_by is not None:
+        if report.unfinished:
+            out.notice(f"{report.unfinished} of {len(sources)} files not finished; {_resume_words(force)}")
+        raise stopped_by  # the error boundary prints it (one line, its exit code)
     if report.interrupted:
-        pass  # the error boundary (cli/main.py) prints the one "interrupted" line for exit 130
-    elif report.failed:
+        # one line, worded here: after --force the rerun must drop it to resume
+        sys.stderr.write(_interrupted_line(force) + "\n")
+        sys.stderr.flush()
+        raise SystemExit(int(code))
+    if report.failed:
         out.notice(
             f"{len(report.failed)} of {len(results)} files failed; fix the cause and run the same command again"
         )
@@ -283,15 +305,59 @@ def encode_command(
         raise typer.Exit(int(code))
 
 
+def _resume_words(force: bool) -> str:
+    """How to resume an unfinished run: the same command, but never --force again (that would
+    start every file over and orphan the jobs this run made)."""
+    from sophon_cli.cli.hints import RESUME
+
+    if force:
+        return "run the same command again without --force to resume"
+    return RESUME
+
+
+def _interrupted_line(force: bool) -> str:
+    return f"interrupted; {_resume_words(force)}"
+
+
+def _output_file(options: Any, output: Path | None, container: str | None, count: int) -> Any:
+    """``-o result.mp4``: an output that names a video file (not an existing directory) is that
+    file for a single input; with several inputs it is refused, never made into a directory."""
+    import dataclasses
+
+    from sophon_cli import encode as pl
+    from sophon_cli.client.errors import InputError
+    from sophon_cli.encode.naming import CONTAINERS
+
+    if output is None or output.is_dir() or output.suffix.lower() not in pl.VIDEO_EXTENSIONS:
+        return options
+    ext = output.suffix.lower().lstrip(".")
+    if count != 1:
+        raise InputError(
+            f"-o {output} names a file, but {count} videos were given",
+            hint="pass a directory to -o for several inputs (its name must not end in a video extension)",
+        )
+    if ext not in CONTAINERS:
+        raise InputError(
+            f"-o {output}: outputs are MP4 or MKV, not {ext}",
+            hint=f"name it {output.with_suffix('.mp4').name}, or pass a directory",
+        )
+    if container is not None and container != ext:
+        raise InputError(
+            f"-o {output} disagrees with --container {container}",
+            hint=f"name it {output.with_suffix('.' + container).name}, or drop --container",
+        )
+    literal = output.name.replace("{", "{{").replace("}", "}}")
+    return dataclasses.replace(options, output_dir=output.parent, name_template=literal, container=ext)
+
+
 def _shard(spec: str | None) -> tuple[tuple[int, int] | None, str | None]:
     """``--shard``: I/N as given, or ``auto`` / ``auto/N`` from the CI's variables (sophon_cli.ci)."""
     from sophon_cli import ci
-    from sophon_cli import encode as pl
 
-    if ci.is_auto(spec):
-        found = ci.detect_shard(spec or "auto")
-        return (found.index, found.count), found.source
-    return pl.parse_shard(spec), None
+    found = ci.resolve_shard(spec)
+    if found is None:
+        return None, None
+    return (found.index, found.count), (found.source if ci.is_auto(spec) else None)
 
 
 def _run_info(

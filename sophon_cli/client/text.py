@@ -54,9 +54,15 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 
 def one_line(text: object, limit: int = 300) -> str:
+    """``text`` on one line, at most ``limit`` characters: a longer one is cut at the last space
+    that fits (never mid-word, unless one word alone is longer) and ends in "…"."""
     value = " ".join(str(text).split())
     if len(value) > limit:
-        value = value[: limit - 1] + "…"
+        head = value[: limit - 1]
+        space = head.rfind(" ")
+        if space > limit // 2:
+            head = head[:space].rstrip(",;:")
+        value = head + "…"
     return value
 
 

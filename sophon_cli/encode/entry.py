@@ -27,6 +27,7 @@ __all__ = [
     "ENTRY_SCHEMA",
     "FINISHED_STATES",
     "FileEntry",
+    "FileStat",
     "Result",
     "State",
 ]
@@ -84,8 +85,16 @@ class FileEntry:
     fingerprint: str | None = None
     schema: int | None = None
     state: State = State.PENDING
+    # the file as it was when its content facts were recorded: ``sha256`` and
+    # ``content_fingerprint`` are trusted only while all of these still match (ctime too, which
+    # no tool can restore, so a same-size rewrite with its mtime put back is caught)
+    device: int | None = None
+    inode: int | None = None
+    mtime_ns: int | None = None
+    ctime_ns: int | None = None
     # hashing
     sha256: str | None = None
+    content_fingerprint: str | None = None  # the upload's content fingerprint (its session key)
     source_bytes: int | None = None
     # upload
     upload_id: str | None = None
@@ -167,9 +176,46 @@ class FileEntry:
             patch[key] = value.value if isinstance(value, Enum) else value
         return patch
 
+    def same_file(self, stat: FileStat) -> bool:
+        """True unless the recorded identity shows the file changed since (entries without one,
+        written before it existed, are trusted as before)."""
+        if self.inode is None or self.ctime_ns is None:
+            return True
+        return (self.device, self.inode, self.size, self.mtime_ns, self.ctime_ns) == stat.identity()
+
     @property
     def job_terminal(self) -> bool:
         return self.job_status in TERMINAL_JOB_STATUSES
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What ``os.stat`` says of a source, as far as the cache cares."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: Any) -> FileStat:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def identity(self) -> tuple[int, int, int, int, int]:
+        return (self.device, self.inode, self.size, self.mtime_ns, self.ctime_ns)
+
+    def digest_key(self) -> tuple[int, int, int, int]:
+        """(device, inode, size, mtime_ns): where the digest of this content is remembered."""
+        return (self.device, self.inode, self.size, self.mtime_ns)
+
+    def fields(self) -> dict[str, int]:
+        return {
+            "device": self.device,
+            "inode": self.inode,
+            "mtime_ns": self.mtime_ns,
+            "ctime_ns": self.ctime_ns,
+        }
 
 
 _FIELD_NAMES = frozenset(f.name for f in fields(FileEntry))

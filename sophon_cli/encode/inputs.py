@@ -91,14 +91,22 @@ def _glob_base(pattern: str) -> Path:
 
 
 def expand_inputs(
-    patterns: Sequence[str], *, recursive: bool = False, cwd: str | os.PathLike[str] | None = None
+    patterns: Sequence[str],
+    *,
+    recursive: bool = False,
+    cwd: str | os.PathLike[str] | None = None,
+    skipped_dirs: list[str] | None = None,
 ) -> tuple[list[Source], list[str]]:
     """Expand files, directories (with ``recursive``) and globs (``**`` included) ourselves, so a
     quoted pattern works where no shell expands it. Returns (videos, ignored non-video files).
 
     Duplicates are removed (first occurrence wins). A pattern that matches nothing raises
-    InputError naming it; so does a directory without ``recursive``.
+    InputError naming it; so does a directory without ``recursive``, unless the caller passes a
+    ``skipped_dirs`` list and other inputs were given: then the directory is skipped (and named
+    in the list), as a glob skips the directories it matches, so ``vids/*`` expanded by the shell
+    means what the quoted ``"vids/*"`` means.
     """
+    dirs: list[str] = []
     root = Path(cwd) if cwd is not None else Path.cwd()
     seen: set[str] = set()
     videos: list[Source] = []
@@ -149,19 +157,23 @@ def expand_inputs(
                 )
         elif target.is_dir():
             if not recursive:
-                raise InputError(
-                    f"{pattern} is a directory", hint="pass --recursive to encode the videos inside it"
-                )
+                dirs.append(pattern)
+                continue
             walk(Path(expanded), Path(expanded))
         elif target.is_file():
             add(Path(expanded), Path(expanded).parent)
         else:
             raise InputError(f"no such file: {pattern}", hint="check the path or the glob pattern")
+    if dirs and (skipped_dirs is None or not (videos or ignored)):
+        raise InputError(f"{dirs[0]} is a directory", hint="pass --recursive to encode the videos inside it")
+    if skipped_dirs is not None:
+        skipped_dirs.extend(dirs)
     return videos, ignored
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``"I/N"`` (1 <= I <= N) -> (I, N)."""
+    """``"I/N"`` (1 <= I <= N) -> (I, N): the one parser of a shard given as numbers
+    (``ci.resolve_shard`` adds ``auto``)."""
     if not text:
         return None
     try:
@@ -169,10 +181,10 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
         index, count = int(left), int(right)
     except ValueError:
         raise InputError(
-            f"bad --shard {text!r}", hint="use I/N, e.g. --shard 1/4 (I counts from 1)"
+            f"bad shard {text!r}", hint="give it as I/N with I counting from 1, e.g. 1/4"
         ) from None
     if count < 1 or not 1 <= index <= count:
-        raise InputError(f"bad --shard {text!r}", hint="use I/N with 1 <= I <= N, e.g. --shard 2/4")
+        raise InputError(f"bad shard {text!r}", hint="give it as I/N with 1 <= I <= N, e.g. 2/4")
     return index, count
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "FALLBACKS",
     "TEMPLATE_FIELDS",
     "EncodeOptions",
+    "check_output_location",
     "check_template",
     "drop_own_outputs",
     "entry_key",
@@ -35,6 +36,7 @@ __all__ = [
 
 FALLBACKS = ("copy", "skip", "fail")
 CONTAINERS = ("mp4", "mkv")
+DEFAULT_CONTAINER = "mp4"  # the API's default (OutputContainer)
 DEFAULT_TEMPLATE = "{stem}.sophon.{ext}"
 TEMPLATE_FIELDS = ("stem", "ext", "name", "suffix", "profile")
 
@@ -42,8 +44,8 @@ TEMPLATE_FIELDS = ("stem", "ext", "name", "suffix", "profile")
 @dataclass(frozen=True)
 class EncodeOptions:
     profile: str = "sophon-auto"
-    container: str | None = None
-    audio: bool | None = None
+    container: str = DEFAULT_CONTAINER
+    audio: bool = False  # the API's default
     height: int | None = None
     webhook_ids: tuple[str, ...] = ()
     metadata: tuple[tuple[str, Any], ...] = ()
@@ -58,8 +60,18 @@ class EncodeOptions:
     check_quality: bool = False  # score every output (implied by min_vmaf); never part of a key
 
     def __post_init__(self) -> None:
+        # One canonical form of the job options, from which every key is derived: the API's
+        # defaults filled in (``--container mp4`` is the same job as no flag), webhooks
+        # de-duplicated and sorted (order and repeats do not change what is notified), metadata
+        # in key order.
+        object.__setattr__(self, "container", self.container or DEFAULT_CONTAINER)
+        object.__setattr__(self, "audio", bool(self.audio))
+        object.__setattr__(self, "webhook_ids", tuple(sorted(set(self.webhook_ids))))
+        object.__setattr__(self, "metadata", tuple(sorted(dict(self.metadata).items())))
         if self.min_vmaf is not None and not 0 <= self.min_vmaf <= 100:
-            raise InputError(f"--min-vmaf {self.min_vmaf:g} is out of range", hint="use a score from 0 to 100")
+            raise InputError(
+                f"--min-vmaf {self.min_vmaf:g} is out of range", hint="use a score from 0 to 100"
+            )
         if self.fallback not in FALLBACKS:
             raise InputError(f"unknown --fallback {self.fallback!r}", hint="use copy, skip or fail")
         if self.container is not None and self.container not in CONTAINERS:
@@ -69,7 +81,7 @@ class EncodeOptions:
         check_template(self.name_template, self.profile)
 
     def job_options(self) -> dict[str, Any]:
-        """Everything that shapes the job request besides the upload id."""
+        """Everything that shapes the job request besides the upload id, in canonical form."""
         return {
             "profile": self.profile,
             "container": self.container,
@@ -125,7 +137,7 @@ def output_path_for(source: Source, options: EncodeOptions) -> Path:
     name = render_name(
         options.name_template,
         stem=p.stem,
-        ext=options.container or "mp4",
+        ext=options.container,
         name=p.name,
         suffix=p.suffix.lstrip("."),
         profile=options.profile,
@@ -167,8 +179,11 @@ def fallback_path_for(output: Path, source: Path) -> Path:
     return output.with_suffix(source.suffix)
 
 
-def entry_key(path: Path, size: int, mtime_ns: int, fingerprint: str) -> str:
-    return f"{path}|{size}|{mtime_ns}|{fingerprint}"
+def entry_key(path: Path, size: int, mtime_ns: int, fingerprint: str, output: Path) -> str:
+    """The cache key of one file's intent: the source as it is now, the job options (and server)
+    and the resolved output path, so a new ``-o`` or name template is a new entry (whose upload
+    and job are still found again through their deterministic idempotency keys)."""
+    return f"{path}|{size}|{mtime_ns}|{fingerprint}|{output}"
 
 
 def job_idempotency_key(
@@ -187,3 +202,27 @@ def job_idempotency_key(
         nonce=nonce,
     )
     return route_key(base, "create-job")
+
+
+def check_output_location(out: Path, display: str) -> None:
+    """Refuse, before anything is sent, an output that could never be written: a name longer
+    than the file system allows, or a parent that is a regular file (not a directory)."""
+    parent = out.parent
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(
+            f"cannot write the output of {display} to {out}: {existing} is a file, not a directory",
+            hint="choose another output directory, or move that file away",
+        )
+    try:
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    length = len(os.fsencode(out.name))
+    if length > limit:
+        raise InputError(
+            f"the output name for {display} is {length} bytes long; this file system allows {limit}",
+            hint="use a shorter name template, e.g. {stem:.100}.sophon.{ext}, or rename the source",
+        )

@@ -47,6 +47,8 @@ class PlanItem:
 class RunReport:
     results: list[FileResult]
     interrupted: bool = False
+    unfinished: int = 0  # files the run did not finish (interrupted or stopped by ``error``)
+    error: BaseException | None = None  # what stopped the whole run (it is raised after this)
 
     @property
     def failed(self) -> list[FileResult]:

@@ -26,15 +26,17 @@ from sophon_cli.client.errors import (
     ConfigError,
     InputError,
     NotFoundError,
+    RateLimitError,
     SophonError,
     TransportError,
 )
 from sophon_cli.encode import steps
-from sophon_cli.encode.entry import FileEntry, Result, State
+from sophon_cli.encode.entry import FileEntry, FileStat, Result, State
 from sophon_cli.encode.events import Event, EventSink, Progress
 from sophon_cli.encode.inputs import Source
 from sophon_cli.encode.naming import (
     EncodeOptions,
+    check_output_location,
     drop_own_outputs,
     entry_key,
     fallback_path_for,
@@ -54,8 +56,10 @@ POLL_CAP = 8.0
 MAX_FAILED_POLLS = 5
 LIST_THRESHOLD = 2  # with this many jobs waiting, one list page per tick beats N gets
 LIST_PAGE_SIZE = 100
-#: errors that end the whole run (every other file would hit them too)
-_FATAL = (AuthError, ConfigError, TransportError, StateError)
+#: errors that end the whole run (every other file would hit them too): a rejected key, an
+#: unreachable server, an unusable cache, job options the server refuses, and a server that keeps
+#: refusing with 429 after the client's own retries (a storm: the rest would spend the same budget)
+_FATAL = (AuthError, ConfigError, TransportError, StateError, steps.OptionsRejected, RateLimitError)
 
 
 class HardInterrupt(BaseException):
@@ -136,6 +140,7 @@ class Pipeline:
             stop=self._stop,
         )
         self.watcher = JobWatcher(client)
+        self.report: RunReport | None = None  # the last run's report (also when it raised)
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -149,6 +154,7 @@ class Pipeline:
         kept, _ = drop_own_outputs(sources, self.options)
         items: list[Item] = []
         by_output: dict[Path, Source] = {}
+        digests = _digest_index(entries.values())
         for s in kept:
             out = output_path_for(s, self.options)
             if out == s.path or fallback_path_for(out, s.path) == s.path:
@@ -162,9 +168,20 @@ class Pipeline:
                     hint="use -o with the directory layout kept, or a --name-template with {name}",
                 )
             by_output[out] = s
-            st = s.path.stat()
-            key = entry_key(s.path, st.st_size, st.st_mtime_ns, self.ctx.fingerprint)
-            items.append(Item(s, key, out, st.st_size, FileEntry.from_dict(entries.get(key))))
+            check_output_location(out, s.display)
+            check_output_location(fallback_path_for(out, s.path), s.display)
+            st = FileStat.of(s.path.stat())
+            key = entry_key(s.path, st.size, st.mtime_ns, self.ctx.fingerprint, out)
+            entry = FileEntry.from_dict(entries.get(key))
+            if entry.path is not None and not entry.same_file(st) and self.client is not None:
+                # Rewritten with its size and mtime put back (cp -p, rsync -t): nothing recorded
+                # of it holds. Start over; the deterministic keys still find what is on the server.
+                entry = FileEntry(nonce=entry.nonce, force_run=entry.force_run)
+                self.store.delete(key)
+            known = digests.get(st.digest_key())
+            if known is not None and known[2] != st.ctime_ns:
+                known = None
+            items.append(Item(s, key, out, st.size, entry, stat=st, known=known[:2] if known else None))
         return items
 
     def plan(self, sources: Sequence[Source]) -> list[PlanItem]:
@@ -194,8 +211,15 @@ class Pipeline:
         self._stop.set()
         self._wake.set()
 
+    def preflight(self) -> None:
+        """One cheap authenticated request before any file is read or sent, so a rejected key or
+        an unreachable server ends the run at once (and not after hashing every file)."""
+        self.client.jobs.list(limit=1)
+
     def run(self, sources: Sequence[Source]) -> RunReport:
         items = self.prepare(sources)
+        if self.options.force or not all(steps.is_done(self.ctx, i) for i in items):
+            self.preflight()  # a batch that is all done sends nothing at all
         results: dict[str, FileResult] = {}
         pending: deque[Item] = deque(items)
         ready: deque[Item] = deque()  # jobs done, waiting for a slot to download
@@ -276,8 +300,6 @@ class Pipeline:
                     raise HardInterrupt() from None
         finally:
             executor.shutdown(wait=not interrupted, cancel_futures=True)
-        if self._fatal is not None:
-            raise self._fatal
         ordered: list[FileResult] = []
         for item in items:
             r = results.get(item.key)
@@ -287,7 +309,17 @@ class Pipeline:
                 else:
                     continue
             ordered.append(r)
-        return RunReport(ordered, interrupted=interrupted or (self._stop.is_set() and self._fatal is None))
+        self.report = RunReport(
+            ordered,
+            interrupted=interrupted or (self._stop.is_set() and self._fatal is None),
+            unfinished=len(items) - len(ordered),
+            error=self._fatal,
+        )
+        if self._fatal is not None:
+            # The run stopped on an error every other file would hit too; ``self.report`` keeps
+            # what finished before it (a front end shows it, then the error).
+            raise self._fatal
+        return self.report
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -329,3 +361,19 @@ class Pipeline:
                 else:
                     watched.setdefault(job_id, []).append(item)
         return changed
+
+
+def _digest_index(entries: Any) -> dict[tuple[int, int, int, int], tuple[str, str | None, int]]:
+    """(device, inode, size, mtime_ns) -> (sha256, content fingerprint, ctime_ns) of every entry
+    that recorded them: a file met again under another intent (a new ``-o``, template or option)
+    finds its upload session without being read."""
+    index: dict[tuple[int, int, int, int], tuple[str, str | None, int]] = {}
+    for raw in entries:
+        e = FileEntry.from_dict(raw)
+        if e.sha256 and e.inode is not None and e.ctime_ns is not None and e.size is not None:
+            index[(e.device or 0, e.inode, e.size, e.mtime_ns or 0)] = (
+                e.sha256,
+                e.content_fingerprint,
+                e.ctime_ns,
+            )
+    return index

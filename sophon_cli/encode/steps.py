@@ -24,6 +24,7 @@ import hashlib
 import os
 import shutil
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,10 @@ from sophon_cli.client.errors import (
     APIError,
     BadRequestError,
     ConflictError,
+    IntegrityError,
 )
 from sophon_cli.encode import quality_gate
-from sophon_cli.encode.entry import ENTRY_SCHEMA, FileEntry, Result, State
+from sophon_cli.encode.entry import ENTRY_SCHEMA, FileEntry, FileStat, Result, State
 from sophon_cli.encode.events import EventSink, Progress
 from sophon_cli.encode.inputs import Source
 from sophon_cli.encode.naming import EncodeOptions, fallback_path_for, job_idempotency_key
@@ -43,6 +45,7 @@ from sophon_cli.encode.results import FileResult
 __all__ = [
     "Context",
     "Item",
+    "OptionsRejected",
     "Stopped",
     "Wait",
     "advance",
@@ -58,6 +61,27 @@ __all__ = [
     "result_of",
     "upload",
 ]
+
+
+class OptionsRejected(BadRequestError):
+    """The server refused the job options that every file of the batch shares: the batch stops
+    at the first refusal instead of uploading every file."""
+
+    def __init__(self, exc: BadRequestError) -> None:
+        super().__init__(
+            exc.status,
+            exc.code,
+            f"the server rejected the job options: {exc.message}",
+            request_id=exc.request_id,
+            envelope_retryable=exc.envelope_retryable,
+            attempts=exc.attempts,
+            path=exc.path,
+        )
+
+
+def _names_upload(exc: BadRequestError, item: Item) -> bool:
+    upload_id = item.entry.upload_id
+    return bool(upload_id) and upload_id in exc.message
 
 
 class Stopped(Exception):
@@ -80,6 +104,8 @@ class Item:
     output: Path
     size: int
     entry: FileEntry
+    stat: FileStat | None = None  # the source as stat'ed when the run began
+    known: tuple[str, str | None] | None = None  # (sha256, content fingerprint) remembered for it
     job: Any = None  # the last Job seen (a finished one is reused by ``finish``)
     waited_since: float | None = None
 
@@ -110,6 +136,9 @@ class Context:
             fields.setdefault("fingerprint", self.fingerprint)
             fields.setdefault("size", item.size)
             fields.setdefault("schema", ENTRY_SCHEMA)
+            if item.stat is not None:
+                for k, v in item.stat.fields().items():
+                    fields.setdefault(k, v)
         patch = e.update(**fields)
         self.store.update(item.key, patch)
         if announce:
@@ -150,7 +179,14 @@ def advance(ctx: Context, item: Item) -> FileResult | Wait:
         if not (e.upload_id and e.state == State.UPLOADED):
             upload(ctx, item)
         ctx.check_stop()
-        create_job(ctx, item)
+        try:
+            create_job(ctx, item)
+        except BadRequestError as exc:
+            if exc.status == 400 and exc.code == "validation_error" and not _names_upload(exc, item):
+                # The job request differs between files only by its upload id: a refused option
+                # (an unknown profile, webhook or metadata) would be refused for every file.
+                raise OptionsRejected(exc) from None
+            raise
     except ConflictError as exc:
         return fail(
             ctx,
@@ -158,8 +194,11 @@ def advance(ctx: Context, item: Item) -> FileResult | Wait:
             f"the server refused to replay an earlier request ({exc}); run again with --force for a fresh job",
         )
     except BadRequestError as exc:
-        if exc.status == 422 or exc.code in ("source_invalid", "source_unsupported"):
-            return fallback(ctx, item, f"the server rejected the source: {exc}")
+        if exc.code == "source_unsupported":
+            return fallback(ctx, item, f"the server cannot encode this source: {exc.message}")
+        if exc.status == 422 or exc.code == "source_invalid":
+            # not a usable video: a failure (never "original kept", which would pass a CI job)
+            return fail(ctx, item, f"the server rejected the source: {exc.message}")
         raise
     if item.entry.job_terminal:
         return finish(ctx, item)
@@ -192,20 +231,38 @@ def upload(ctx: Context, item: Item) -> None:
         ctx.progress(item, "uploading", done, total)
         ctx.check_stop()
 
-    result = ctx.client.uploads.upload_file(
-        item.source.path,
-        concurrency=ctx.options.part_concurrency,
-        sha256=e.sha256,
-        on_created=created,
-        on_progress=progress,
-    )
+    # What is remembered of this content (this entry's, or another entry's for the same device,
+    # inode, size and mtime): with both digests the server's session is found without reading.
+    sha256, fingerprint = (e.sha256, e.content_fingerprint) if e.sha256 else (item.known or (None, None))
+
+    def send(sha256: str | None, fingerprint: str | None) -> Any:
+        return ctx.client.uploads.upload_file(
+            item.source.path,
+            concurrency=ctx.options.part_concurrency,
+            sha256=sha256,
+            fingerprint=fingerprint if sha256 else None,
+            on_created=created,
+            on_progress=progress,
+        )
+
+    try:
+        result = send(sha256, fingerprint)
+    except IntegrityError:
+        if not sha256:
+            raise
+        # What was remembered no longer describes the file (rewritten in place): drop it and
+        # read the file again, once.
+        item.known = None
+        ctx.save(item, e.state, announce=False, sha256=None, content_fingerprint=None)
+        result = send(None, None)
     # result.sha256 is the digest of the bytes read (checked against the server's): the truth
-    # even when a cached e.sha256 was stale
+    # even when a remembered digest was stale
     ctx.save(
         item,
         State.UPLOADED,
         upload_id=result.upload_id,
         sha256=result.sha256,
+        content_fingerprint=result.fingerprint,
         source_bytes=result.bytes,
         resumed_upload=bool(result.resumed),
     )
@@ -403,7 +460,7 @@ def failure_reason(exc: BaseException) -> str:
         return f"{exc.strerror or exc}:{where}"
     text = str(exc)
     if isinstance(exc, APIError) and isinstance(exc, BadRequestError):
-        return f"the server rejected the source: {text}"
+        return f"the server rejected the request: {exc.message}"
     return text
 
 
@@ -441,7 +498,8 @@ def _sha256_file(path: Path) -> str:
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    # a short temporary name: a final name near the length limit must not fail on it
+    tmp = dst.with_name(f".sophon-{uuid.uuid4().hex[:12]}.tmp")
     with open(src, "rb") as fin:
         try:
             with open(tmp, "wb") as fout:

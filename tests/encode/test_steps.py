@@ -43,8 +43,9 @@ def seam(make_server, clip, tmp_path):
     )
     (source,), _ = expand_inputs([str(src)], cwd=work)
     st = src.stat()
-    key = entry_key(src, st.st_size, st.st_mtime_ns, ctx.fingerprint)
-    item = steps.Item(source, key, output_path_for(source, options), st.st_size, FileEntry())
+    out = output_path_for(source, options)
+    key = entry_key(src, st.st_size, st.st_mtime_ns, ctx.fingerprint, out)
+    item = steps.Item(source, key, out, st.st_size, FileEntry())
     item.server = srv  # type: ignore[attr-defined]
     yield ctx, item, events, progress, store
     client.close()

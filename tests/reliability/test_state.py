@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sophon_cli.state import STATE_VERSION, StateStore, default_state_path
+from sophon_cli.state import STATE_VERSION, StateError, StateStore, default_state_path
 
 from .stress import count
 
@@ -182,6 +182,56 @@ def test_compaction_happens_when_journal_outgrows_the_snapshot(tmp_path: Path) -
     entries = StateStore(path).load()
     assert len(entries) == 10
     assert entries["k9"]["i"] == 99
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full for a real ENOSPC")
+def test_compaction_on_a_full_disk_warns_and_keeps_the_journal(tmp_path: Path) -> None:
+    """Compaction is optional: a snapshot that cannot be written (a real ENOSPC: the temp file
+    is a link to /dev/full) is one warning, the journal stays, updates go on and lose nothing."""
+    path = tmp_path / "state.json"
+    journal = path.with_name("state.json.journal")
+    warnings: list[str] = []
+    store = StateStore(path, on_warning=warnings.append)
+    for i in range(10):
+        store.update(f"k{i % 5}", state="uploaded", i=i)
+    tmp = path.with_name(f".state.json.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.symlink_to("/dev/full")
+    size = journal.stat().st_size
+    assert store.compact(optional=True) is False
+    assert len(warnings) == 1 and "kept the journal" in warnings[0] and "space" in warnings[0].lower()
+    assert not path.exists() and journal.stat().st_size == size  # the journal is the cache still
+    assert not tmp.exists() and not tmp.is_symlink()  # no debris
+    with pytest.raises(StateError):  # a compaction the caller requires still says it failed
+        tmp.symlink_to("/dev/full")
+        store.compact()
+    store.update("k0", state="done")
+    entries = StateStore(path).load()
+    assert {k: e["i"] for k, e in entries.items()} == {f"k{i}": 5 + i for i in range(5)}
+    assert entries["k0"]["state"] == "done"
+    assert store.compact(optional=True) is True and path.exists()
+
+
+def test_a_temp_file_left_by_a_writer_killed_mid_compaction_is_removed(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    StateStore(path).update("k", state="done")
+    code = (
+        "import os, sys\n"
+        "from sophon_cli.state import StateStore\n"
+        "s = StateStore(sys.argv[1])\n"
+        "real = os.write\n"
+        "def dying(fd, data):\n"
+        "    real(fd, bytes(data)[:10])\n"
+        "    os.kill(os.getpid(), 9)\n"
+        "os.write = dying\n"
+        "s.compact()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr
+    left = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and left[0].startswith(".state.json."), left  # SIGKILL mid-compaction
+    store = StateStore(path)
+    assert store.load()["k"]["state"] == "done"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
 def test_prune_drops_only_old_finished_entries(tmp_path: Path) -> None:
