@@ -187,7 +187,6 @@ def test_an_output_name_too_long_is_refused_before_any_upload(world, clip_bank):
     assert world.upload_count() == 0 and world.requests() == []
 
 
-@pytest.mark.xfail(reason="the download's .part name is the client's to shorten (SafeWriter)", strict=False)
 def test_a_long_valid_name_is_written_with_short_temporary_names(world, clip_bank):
     place(clip_bank[:1], world.work)
     template = "y" * (255 - len("-video0.mp4")) + "-{stem}.{ext}"
