@@ -76,7 +76,13 @@ class AppContext:
             url, key = self.endpoint(need_key=need_key)
             s = self.settings
             self._client = SophonClient(
-                url, key, timeout=s.timeout, max_retries=s.max_retries, retry_budget=s.retry_budget
+                url,
+                key,
+                timeout=s.timeout,
+                max_retries=s.max_retries,
+                retry_budget=s.retry_budget,
+                stall_seconds=s.stall_seconds,
+                min_rate=s.min_rate * 1024,
             )
         return self._client
 

@@ -67,10 +67,11 @@ def os_error_hint(exc: OSError) -> str:
 
 
 def one_line(msg: str) -> str:
-    """One terminal-safe line: control characters stripped, whitespace folded."""
-    from sophon_cli.client.text import terminal_safe
+    """One terminal-safe line: control characters stripped, every known secret (the API keys the
+    clients of this process were given, download tokens) redacted, whitespace folded."""
+    from sophon_cli.client.text import redact, terminal_safe
 
-    return " ".join(terminal_safe(msg).split())
+    return " ".join(redact(terminal_safe(msg)).split())
 
 
 def report(exc: BaseException, stderr=None) -> int:

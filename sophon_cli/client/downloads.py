@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
@@ -30,12 +31,15 @@ from urllib.parse import quote
 from sophon_cli.client.errors import (
     APIError,
     IntegrityError,
-    ServerError,
+    SizeExceededError,
     SophonError,
     TargetExistsError,
     error_from_response,
+    malformed,
+    malformed_from_transport,
 )
 from sophon_cli.client.files import SafeWriter, WriteResult
+from sophon_cli.client.text import terminal_safe
 
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
@@ -138,14 +142,17 @@ class Downloads:
         response = self._c.request("GET", f"/v1/jobs/{quote(str(job_id), safe='')}/output", expect=_REDIRECTS)
         location = response.headers.get("location")
         if not location:
-            raise ServerError(
-                response.status_code,
-                "invalid_response",
-                "the server's output redirect had no Location header",
-                request_id=response.headers.get("x-request-id"),
-                hint="try again later; quote the request id if it persists",
+            raise malformed("an output redirect without a Location header", response)
+        try:
+            url = httpx.URL(self._c.base_url + "/").join(location)
+        except httpx.InvalidURL:
+            raise malformed("an output redirect to an invalid URL", response) from None
+        if url.scheme not in ("http", "https"):
+            scheme = terminal_safe(url.scheme)[:16] or "?"
+            raise malformed(
+                f"an output redirect to a {scheme}:// URL (only http and https are fetched)", response
             )
-        return str(httpx.URL(self._c.base_url + "/").join(location))
+        return str(url)
 
     def download(
         self,
@@ -289,12 +296,16 @@ class Downloads:
                         total = int(length) if length and length.isdigit() else None
                     if w.expected_size is None and total is not None:
                         w.expected_size = total
+                    elif w.expected_size is not None and total is not None and total > w.expected_size:
+                        raise SizeExceededError(str(w.target), w.expected_size, received=total)
                     if name_dir is not None:
                         w.set_target(name_dir / self._server_name(resp, fallback))
                         name_dir = None
                         if w.already_present:
                             return url
-                    self._write_stream(resp, w, w.expected_size or total, on_progress)
+                    self._write_stream(
+                        resp, w, w.expected_size or total, on_progress, c.stall_seconds, c.min_rate
+                    )
                 want = w.expected_size
                 if want is not None and w.offset < want:
                     raise _StoppedEarly()  # closed early without an error: resume
@@ -317,6 +328,14 @@ class Downloads:
                     raise c.transport_error(
                         ConnectionError("the download kept stopping early"), attempt
                     ) from None
+            except _Stalled:
+                delay = state.next_delay(reason="stalled")
+                if delay is None:
+                    raise c.stall_error(f"the download of job {job_id}", attempt) from None
+            except (httpx.TooManyRedirects, httpx.DecodingError) as exc:
+                raise malformed_from_transport(exc, secrets=c._secret_values) from None  # type: ignore[misc]
+            except httpx.UnsupportedProtocol:
+                raise malformed("a download redirect to a URL that is not http(s)") from None
             except APIError as err:
                 err.attempts = attempt
                 delay = state.next_delay(
@@ -325,8 +344,13 @@ class Downloads:
                 if delay is None:
                     raise
             except httpx.TransportError as exc:
+                bad = malformed_from_transport(exc, secrets=c._secret_values)
+                if bad is not None:
+                    raise bad from None
                 delay = state.next_delay(reason=type(exc).__name__)
                 if delay is None:
+                    if isinstance(exc, httpx.ReadTimeout):  # nothing at all for stall_seconds
+                        raise c.stall_error(f"the download of job {job_id}", attempt) from None
                     raise c.transport_error(exc, attempt) from None
             c.sleep(delay)
 
@@ -342,13 +366,29 @@ class Downloads:
         w: SafeWriter,
         total: int | None,
         on_progress: ProgressCallback | None,
+        stall_seconds: float,
+        min_rate: float,
     ) -> None:
+        """Write the body as received (a drop loses nothing already written). Fewer than
+        ``min_rate`` bytes/s over a window of ``stall_seconds`` is a stall (retried with Range)."""
         if on_progress is not None:
             on_progress(w.offset, total)
-        for block in resp.iter_bytes():  # as received: a drop loses nothing already written
+        window_start = time.monotonic()
+        window_bytes = 0
+        for block in resp.iter_bytes():
             w.write(block)
+            window_bytes += len(block)
+            now = time.monotonic()
+            if now - window_start >= stall_seconds:
+                if window_bytes < min_rate * (now - window_start):
+                    raise _Stalled()
+                window_start, window_bytes = now, 0
             if on_progress is not None:
                 on_progress(w.offset, total)
+
+
+class _Stalled(Exception):
+    """Fewer bytes arrived than the minimum throughput allows: try again (resumes with Range)."""
 
 
 class _StoppedEarly(Exception):

@@ -4,6 +4,8 @@
     ├── InputError                   bad local input (missing file, bad metadata, ...) -> exit 2
     │   └── TargetExistsError        a file (or symlink) is in the way (.path)            -> exit 2
     ├── ConfigError                  missing API key or unusable configuration           -> exit 4
+    │   └── ConfigFileError          a config/secrets file that cannot be parsed, or an
+    │                                unknown profile (.path, .line; also an InputError)  -> exit 2
     ├── TransportError               server unreachable after retries (has .url)         -> exit 8
     ├── IntegrityError               a hash or size did not match what the server said    -> exit 1
     │   └── SizeExceededError        more bytes arrived than expected (.limit); none kept -> exit 1
@@ -94,6 +96,19 @@ class TargetExistsError(InputError):
 
 class ConfigError(SophonError):
     """Missing API key or unusable configuration."""
+
+
+class ConfigFileError(ConfigError, InputError):
+    """A configuration (or secrets) file that cannot be used: not valid TOML, a value of the wrong
+    type, or a profile that is not in it. ``path`` names the file, ``line`` the line when known.
+    Bad local input (exit 2), not an authentication problem."""
+
+    def __init__(
+        self, message: str, *, path: str | None = None, line: int | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+        self.line = line
 
 
 class TransportError(SophonError):
@@ -317,17 +332,58 @@ def error_from_response(response: httpx.Response, *, secrets: tuple[str, ...] = 
     )
 
 
-def decode_json(response: httpx.Response) -> Any:
+def decode_json(response: httpx.Response, *, secrets: tuple[str, ...] = ()) -> Any:
     """The JSON body of a success response; a body that is not JSON is a MalformedResponseError."""
-    from sophon_cli.client.text import safe_field
-
     try:
         return response.json()
     except Exception:
-        request_id = response.headers.get("x-request-id")
         what = "an empty response" if not response.content else "a response that is not valid JSON"
-        raise MalformedResponseError(
-            f"the server sent {what} (HTTP {response.status_code})",
-            status=response.status_code,
-            request_id=safe_field(request_id, (), 100) if request_id else None,
-        ) from None
+        raise malformed(f"{what} (HTTP {response.status_code})", response, secrets=secrets) from None
+
+
+def malformed(
+    what: str, response: httpx.Response | None = None, *, secrets: tuple[str, ...] = ()
+) -> MalformedResponseError:
+    """A MalformedResponseError saying "the server sent <what>" (request id and path redacted)."""
+    from sophon_cli.client.text import redact, safe_field
+
+    request_id = response.headers.get("x-request-id") if response is not None else None
+    path = ""
+    if response is not None:
+        try:
+            path = response.request.url.path
+        except RuntimeError:  # a response built without a request
+            path = ""
+    return MalformedResponseError(
+        safe_field(f"the server sent {what}", secrets),
+        status=response.status_code if response is not None else 0,
+        request_id=safe_field(request_id, secrets, 100) if request_id else None,
+        path=redact(path),
+    )
+
+
+#: RemoteProtocolError texts that mean the connection dropped (retry) rather than a malformed reply
+_DROPPED = ("server disconnected", "peer closed connection", "connection reset", "connection closed")
+
+
+def malformed_from_transport(
+    exc: BaseException, *, secrets: tuple[str, ...] = ()
+) -> MalformedResponseError | None:
+    """The MalformedResponseError for an httpx failure that means the reply itself was unusable
+    (a bad Content-Length, an illegal status line, undecodable gzip, a redirect loop or a redirect
+    off http(s)); None for failures that mean the server could not be reached or dropped the
+    connection (those are retried and end as TransportError)."""
+    import httpx
+
+    from sophon_cli.client.text import one_line, redact
+
+    detail = one_line(redact(str(exc), secrets), 120)
+    if isinstance(exc, httpx.TooManyRedirects):
+        return malformed("a redirect loop (too many redirects)", secrets=secrets)
+    if isinstance(exc, httpx.DecodingError):
+        return malformed(f"a body that could not be decoded ({detail})", secrets=secrets)
+    if isinstance(exc, httpx.RemoteProtocolError):
+        if any(d in str(exc).lower() for d in _DROPPED):
+            return None
+        return malformed(f"a malformed HTTP response ({detail})", secrets=secrets)
+    return None

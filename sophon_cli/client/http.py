@@ -30,9 +30,11 @@ from sophon_cli.client.errors import (
     TransportError,
     decode_json,
     error_from_response,
+    malformed,
+    malformed_from_transport,
 )
 from sophon_cli.client.retry import RetryObserver, RetryPolicy, RetryState
-from sophon_cli.client.text import display_url, one_line, redact
+from sophon_cli.client.text import display_url, one_line, redact, register_secret
 
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
@@ -45,6 +47,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 USER_AGENT = f"sophon-cli/{__version__}"
 IDEMPOTENCY_KEY_MAX = 128
+#: the largest API response read into memory (JSON replies are a few KiB)
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+#: streamed bodies (downloads): fail when fewer than MIN_RATE bytes/s arrived over STALL_SECONDS
+STALL_SECONDS = 30.0
+MIN_RATE = 1024.0
+
+
+class _DeadlineExceeded(Exception):
+    """The whole request (connect to last byte) took longer than the client's timeout."""
 
 
 def new_idempotency_key() -> str:
@@ -89,6 +100,7 @@ class RedactingFilter(logging.Filter):
 
 def _install_log_filter(secret: str | None) -> None:
     global _FILTER_INSTALLED
+    register_secret(secret)
     with _SECRETS_LOCK:
         if secret:
             _SECRETS.add(secret)
@@ -200,6 +212,9 @@ class SophonClient:
         concurrency: int = 8,
         user_agent: str | None = None,
         on_retry: RetryObserver | None = None,
+        stall_seconds: float = STALL_SECONDS,
+        min_rate: float = MIN_RATE,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         import httpx
 
@@ -214,12 +229,21 @@ class SophonClient:
         self.clock = clock
         self.retry_policy = RetryPolicy(max_retries=self.max_retries, budget=self.retry_budget, rng=self.rng)
         self.retry_observers: list[RetryObserver] = [on_retry] if on_retry is not None else []
-        self.timeout = timeout
+        self.timeout = float(timeout)
+        #: a streamed body fails (and is resumed by the retry) when fewer than ``min_rate`` bytes/s
+        #: arrived over ``stall_seconds``
+        self.stall_seconds = float(stall_seconds)
+        self.min_rate = float(min_rate)
+        self.max_response_bytes = int(max_response_bytes)
         _install_log_filter(self._api_key)
 
         pool = max(32, 2 * concurrency)  # upload workers never wait for a free connection
         limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool, keepalive_expiry=30.0)
         self._timeout = httpx.Timeout(timeout, connect=min(connect_timeout, timeout))
+        # a streamed body that sends nothing for stall_seconds has stalled
+        self._stream_timeout = httpx.Timeout(
+            min(timeout, self.stall_seconds), connect=min(connect_timeout, timeout)
+        )
         headers = {"User-Agent": user_agent or USER_AGENT, "Accept": "application/json"}
         auth_headers = dict(headers)
         if self._api_key:
@@ -328,7 +352,7 @@ class SophonClient:
             if client is None:
                 client = httpx.Client(
                     headers=self._anon_headers,
-                    timeout=self._timeout,
+                    timeout=self._stream_timeout,
                     limits=self._anon_limits,
                     transport=self._custom_transport,
                     follow_redirects=True,
@@ -350,6 +374,16 @@ class SophonClient:
             url=display_url(self.base_url),
             hint="check your network and the base URL (or use the local server)",
             next_step=NextStep.CHECK_CONNECTION,
+            attempts=attempts,
+        )
+
+    def stall_error(self, what: str, attempts: int) -> TransportError:
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        return TransportError(
+            f"{what} from {display_url(self.base_url)} stalled{tries} (fewer than "
+            f"{self.min_rate / 1024:g} KiB/s over {self.stall_seconds:g} s)",
+            url=display_url(self.base_url),
+            next_step=NextStep.RESUME,
             attempts=attempts,
         )
 
@@ -400,23 +434,34 @@ class SophonClient:
             hdrs["Idempotency-Key"] = key
         if params:
             params = {k: v for k, v in params.items() if v is not None}
-        per_call = (
-            httpx.Timeout(timeout, connect=self._timeout.connect) if timeout is not None else self._timeout
-        )
+        limit = float(timeout) if timeout is not None else self.timeout
         state = self.retry_state(retry=retry, method=method, path=path)
         while True:
             attempt = state.begin()
             try:
-                response = self._http.request(
-                    method,
-                    path,
-                    params=params or None,
-                    json=json,
-                    content=content,
-                    headers=hdrs,
-                    timeout=per_call,
+                response = self._send_bounded(
+                    method, path, params=params or None, json=json, content=content, headers=hdrs, limit=limit
                 )
+            except _DeadlineExceeded:
+                delay = state.next_delay(reason="deadline")
+                if delay is None:
+                    tries = f" after {attempt} attempts" if attempt > 1 else ""
+                    raise TransportError(
+                        f"the SOPHON server at {display_url(self.base_url)} did not answer within "
+                        f"{limit:g} s{tries}",
+                        url=display_url(self.base_url),
+                        hint="check your network, or raise the timeout",
+                        next_step=NextStep.CHECK_CONNECTION,
+                        attempts=attempt,
+                    ) from None
+                self.sleep(delay)
+                continue
+            except (httpx.TooManyRedirects, httpx.DecodingError) as exc:
+                raise malformed_from_transport(exc, secrets=self._secret_values) from None  # type: ignore[misc]
             except httpx.TransportError as exc:
+                bad = malformed_from_transport(exc, secrets=self._secret_values)
+                if bad is not None:
+                    raise bad from None
                 # An invalid URL or unsupported protocol is a configuration problem: no retry.
                 delay = None
                 if not isinstance(exc, httpx.UnsupportedProtocol):
@@ -429,6 +474,12 @@ class SophonClient:
             status = response.status_code
             if expect is None or status in expect:
                 return response
+            if 300 <= status < 400:
+                raise malformed(
+                    f"a redirect (HTTP {status}) where an answer was due",
+                    response,
+                    secrets=self._secret_values,
+                )
             err = error_from_response(response, secrets=self._secret_values)
             err.attempts = attempt
             delay = state.next_delay(
@@ -439,9 +490,58 @@ class SophonClient:
             response.close()
             self.sleep(delay)
 
+    def _send_bounded(self, method: str, path: str, *, limit: float, **kwargs: Any) -> httpx.Response:
+        """One attempt, bounded as a whole: the body is read here (at most ``max_response_bytes``,
+        decoded) and the attempt fails with _DeadlineExceeded once ``limit`` seconds have passed
+        since it started, however slowly the bytes trickle in. Returns a fully read response."""
+        import httpx
+
+        deadline = time.monotonic() + limit
+        per_call = httpx.Timeout(limit, connect=min(self._timeout.connect or limit, limit))
+        request = self._http.build_request(method, path, timeout=per_call, **kwargs)
+        response = self._http.send(request, stream=True)
+        cap = self.max_response_bytes
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            announced = response.headers.get("content-length", "").strip()
+            if announced.isdigit() and int(announced) > cap:
+                raise malformed(
+                    f"a response of {int(announced)} bytes (more than the {cap} allowed)",
+                    response,
+                    secrets=self._secret_values,
+                )
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    raise malformed(
+                        f"a response larger than the {cap} bytes allowed",
+                        response,
+                        secrets=self._secret_values,
+                    )
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise _DeadlineExceeded()
+        finally:
+            response.close()
+        headers = response.headers.copy()
+        for name in ("content-encoding", "transfer-encoding"):
+            if name in headers:
+                del headers[name]
+        headers["content-length"] = str(size)
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            content=b"".join(chunks),
+            request=request,
+            extensions={
+                k: v for k, v in response.extensions.items() if k in ("reason_phrase", "http_version")
+            },
+        )
+
     def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
-        return decode_json(response)
+        return decode_json(response, secrets=self._secret_values)
 
 
 __all__ = [

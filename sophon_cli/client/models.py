@@ -228,25 +228,20 @@ M = TypeVar("M", bound=BaseModel)
 def parse_model(model: type[M], response_or_data: Any) -> M:
     """Validate a response body (an httpx.Response or decoded JSON) into ``model``; a body that does
     not fit becomes a ServerError naming the model (never a pydantic traceback)."""
-    from sophon_cli.client.errors import ServerError
+    from sophon_cli.client.errors import malformed
 
     data = response_or_data
-    status = 200
-    request_id = None
+    response = None
     if hasattr(response_or_data, "status_code"):
         from sophon_cli.client.errors import decode_json
 
-        status = response_or_data.status_code
-        request_id = response_or_data.headers.get("x-request-id")
-        data = decode_json(response_or_data)
+        response = response_or_data
+        data = decode_json(response)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()[:3])
-        raise ServerError(
-            status,
-            "invalid_response",
-            f"the server's response did not match the expected {model.__name__} shape ({fields})",
-            request_id=request_id,
-            hint="check SOPHON_BASE_URL points at a compatible SOPHON API server",
-        ) from None
+        err = malformed(f"a response that does not fit the {model.__name__} shape ({fields})", response)
+        if response is None:
+            err.status = 200
+        raise err from None

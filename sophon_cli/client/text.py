@@ -43,9 +43,24 @@ _QUERY_SECRET_RE = re.compile(
 )
 
 
+_REGISTERED: set[str] = set()
+
+
+def register_secret(secret: str | None) -> None:
+    """Remember ``secret`` (an API key a client was given): :func:`redact` removes it from every
+    text from then on, whether or not the caller passes it."""
+    if secret and len(secret) >= 4:
+        _REGISTERED.add(secret)
+
+
+def known_secrets() -> tuple[str, ...]:
+    return tuple(_REGISTERED)
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove download tokens, signed-URL query secrets and the given secret strings from ``text``."""
-    for secret in secrets:
+    """Remove download tokens, signed-URL query secrets, the given secret strings and every
+    registered secret from ``text``."""
+    for secret in sorted({*secrets, *known_secrets()}, key=len, reverse=True):
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
     text = _TOKEN_PATH_RE.sub(r"\1***", text)
@@ -79,4 +94,12 @@ def display_url(url: str) -> str:
     return redact(m.group(1) + m.group(2) + m.group(3)).rstrip("/")
 
 
-__all__ = ["terminal_safe", "redact", "one_line", "safe_field", "display_url"]
+__all__ = [
+    "display_url",
+    "known_secrets",
+    "one_line",
+    "redact",
+    "register_secret",
+    "safe_field",
+    "terminal_safe",
+]

@@ -29,6 +29,7 @@ def send_json(h: BaseHTTPRequestHandler, status: int, body: object, headers: dic
 def send_raw(h: BaseHTTPRequestHandler, raw: bytes) -> None:
     """Write ``raw`` (status line, headers and body) as is and close the connection."""
     h.close_connection = True
+    h.wfile.flush()
     h.wfile.write(raw)
     h.wfile.flush()
 
@@ -102,6 +103,7 @@ class FakeAPI(HostileServer):
         self.chunk = chunk
         self.delay = delay
         self.downloads = 0
+        self.ranges: list[int] = []
         job = job_doc("job_1", size=size, sha256=sha256)
 
         def get_job(h):
@@ -115,15 +117,23 @@ class FakeAPI(HostileServer):
 
         def download(h):
             self.downloads += 1
-            h.send_response(200)
+            start = 0
+            rng = h.headers.get("Range")
+            if rng and rng.startswith("bytes=") and rng.endswith("-"):
+                start = int(rng[6:-1])
+                self.ranges.append(start)
+                h.send_response(206)
+                h.send_header("Content-Range", f"bytes {start}-{len(self.body) - 1}/{len(self.body)}")
+            else:
+                h.send_response(200)
             h.send_header("Content-Type", "video/mp4")
             h.send_header("Content-Disposition", 'attachment; filename="out.mp4"')
             if content_length:
-                h.send_header("Content-Length", str(len(self.body)))
+                h.send_header("Content-Length", str(len(self.body) - start))
             else:
                 h.close_connection = True
             h.end_headers()
-            for i in range(0, len(self.body), self.chunk):
+            for i in range(start, len(self.body), self.chunk):
                 h.wfile.write(self.body[i : i + self.chunk])
                 h.wfile.flush()
                 if self.delay:

@@ -67,7 +67,9 @@ def test_key_and_download_tokens_never_printed_or_logged(make_server, slow_proxy
         run(*flags, "job", "get", job_id)
         run(*flags, "download", job_id, "-o", f"{out_dir}/")
         run(*flags, "download", job_id, "-o", f"{out_dir}/", "--force", env=DEBUG)
-        # failures, with tracebacks
+        # failures, with tracebacks (a file that is not this output is in the way)
+        for written in out_dir.iterdir():
+            written.write_bytes(b"another file")
         assert run(*flags, "download", job_id, "-o", f"{out_dir}/", env=DEBUG, ok=False).returncode == 2
         wrong = dict(DEBUG, SOPHON_API_KEY=TEST_KEY + "-wrong")
         assert run(*flags, "job", "get", job_id, env=wrong, ok=False).returncode == 4

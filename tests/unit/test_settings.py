@@ -165,3 +165,59 @@ def test_missing_key_exit_code_names_next_step(home):
     # exit 4 once the command exists; a placeholder exits 1 — both must be one line without a traceback
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def _one_error(r, code):
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == code and len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
+def test_malformed_config_file_is_exit_2_naming_file_and_line(home):
+    home.mkdir(parents=True)
+    path = home / "config.toml"
+    path.write_text('[profiles.default]\nbase_url = "https://x.example"\ntimeout = = 3\n')
+    line = _one_error(_sophon(home, "job", "get", "job_x"), 2)
+    assert f"{path} line 3: not valid TOML" in line
+    path.write_bytes(b'[profiles.default]\nbase_url = "\xff"\n')
+    assert f"{path} line 2" in _one_error(_sophon(home, "config", "show"), 2)
+
+
+def test_a_config_value_of_the_wrong_type_is_exit_2(home):
+    update_config("default", {"timeout": "soon"})
+    line = _one_error(_sophon(home, "config", "show"), 2)
+    assert "config.toml" in line and "timeout" in line
+    line = _one_error(_sophon(home, "config", "show", env={"SOPHON_TIMEOUT": "-1"}), 2)
+    assert "SOPHON_TIMEOUT" in line
+
+
+def test_a_profile_that_does_not_exist_is_exit_2(home):
+    update_config("staging", {"base_url": "https://staging.example"})
+    line = _one_error(_sophon(home, "--profile", "nope", "config", "show"), 2)
+    assert "profile 'nope' not found" in line and "staging" in line
+    line = _one_error(_sophon(home, "job", "get", "job_x", env={"SOPHON_PROFILE": "nope"}), 2)
+    assert "profile 'nope' not found" in line
+    # the default profile may be absent (defaults apply), and `config set` creates a profile
+    assert _sophon(home, "config", "show").returncode == 0
+    assert _sophon(home, "--profile", "new", "config", "set", "timeout", "5").returncode == 0
+    assert _sophon(home, "--profile", "new", "config", "show").returncode == 0
+
+
+def test_a_password_in_the_base_url_is_masked_in_the_settings_representation(home, monkeypatch):
+    monkeypatch.setenv("SOPHON_BASE_URL", "https://alice:hunter2secret@api.example/v?x=1")
+    s = load_settings()
+    assert s.base_url == "https://alice:hunter2secret@api.example/v?x=1"  # the client still uses it
+    assert s.redacted_base_url == "https://alice:****@api.example/v?x=1"
+    assert "hunter2secret" not in repr(s) and "hunter2secret" not in str(s)
+    from sophon_cli.settings import redacted_url
+
+    assert redacted_url("https://token@api.example") == "https://****@api.example"
+    assert redacted_url("https://api.example/") == "https://api.example/"
+
+
+def test_stall_and_min_rate_settings(home, monkeypatch):
+    monkeypatch.setenv("SOPHON_STALL_SECONDS", "5")
+    update_config("default", {"min_rate": 16.0})
+    s = load_settings()
+    assert (s.stall_seconds, s.min_rate) == (5.0, 16.0)
