@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
 import resource
@@ -28,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from sophon_cli.client.files import PART_SUFFIX
+from tests.cli.helpers import assert_one_line_error, free_port
 from tests.conftest import TEST_KEY, _make_clip
 
 from .conftest import db_rows, padded_video, popen_cli, run_cli, sha256_of
@@ -39,9 +41,9 @@ NOBODY = 65534
 @dataclass
 class Case:
     id: str
-    args: Callable[[dict], list]  # ctx -> argv
+    args: Callable[[dict], list]  # ctx -> argv (ctx["work"] is this row's own empty directory)
     code: int
-    expect: str = ""  # a fragment the one line must contain (case-insensitive)
+    needles: tuple[str, ...] = ()  # fragments the one line must contain (case-sensitive)
     env: dict = field(default_factory=dict)
     url: str | None = None  # "down" for a closed port
     as_nobody: bool = False  # run without root's power to ignore permissions
@@ -149,6 +151,7 @@ def world(tmp_path_factory):
         "srv": srv,
         "clip": clip,
         "job": done.id,
+        "upload": up.upload_id,
         "slow": slow.id,
         "home": home,
         "readonly": readonly,
@@ -163,129 +166,235 @@ def _j(ctx):
     return ctx["job"]
 
 
+def _put(c: dict, name: str, data: bytes | str = b"") -> Path:
+    """A file in the row's own directory (made before the snapshot: it is the row's input)."""
+    path = c["work"] / name
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def _up(c: dict, *args) -> list:
+    return ["job", "create", "--upload", c["upload"], *args]
+
+
 CASES = [
-    Case("upload-missing-file", lambda c: ["upload", c["root"] / "nope.mp4"], 2, "no such file"),
-    Case("upload-empty-file", lambda c: ["upload", c["root"] / "empty.mp4"], 2, "empty"),
-    Case("upload-directory", lambda c: ["upload", c["root"] / "adir"], 2, "directory"),
+    # local files
+    Case(
+        "upload-missing-file", lambda c: ["upload", c["work"] / "nope.mp4"], 2, ("nope.mp4", "no such file")
+    ),
+    Case("upload-empty-file", lambda c: ["upload", c["root"] / "empty.mp4"], 2, ("empty.mp4", "empty")),
+    Case("upload-directory", lambda c: ["upload", c["root"] / "adir"], 2, ("is a directory",)),
     Case(
         "upload-unreadable-file",
         lambda c: ["upload", c["root"] / "locked.mp4"],
         2,
-        "readable",
+        ("locked.mp4", "readable"),
         as_nobody=True,
     ),
-    Case("upload-fifo", lambda c: ["upload", c["root"] / "fifo.mp4"], 2, "not a regular file"),
-    Case("upload-not-a-video", lambda c: ["upload", c["root"] / "notes.txt"], 1, "video"),
-    Case("upload-bad-concurrency", lambda c: ["upload", c["clip"], "--concurrency", "0"], 2, "--concurrency"),
+    Case("upload-fifo", lambda c: ["upload", c["root"] / "fifo.mp4"], 2, ("not a regular file",)),
+    Case("upload-not-a-video", lambda c: ["upload", c["root"] / "notes.txt"], 1, ("video",)),
+    Case(
+        "upload-bad-concurrency", lambda c: ["upload", c["clip"], "--concurrency", "0"], 2, ("--concurrency",)
+    ),
     Case(
         "upload-concurrency-not-a-number",
         lambda c: ["upload", c["clip"], "--concurrency", "many"],
         2,
-        "concurrency",
+        ("concurrency",),
     ),
-    Case("encode-glob-matches-nothing", lambda c: ["encode", str(c["root"] / "*.nothing")], 2, ""),
-    Case("encode-bad-fallback", lambda c: ["encode", c["clip"], "--fallback", "bogus"], 2, "fallback"),
-    Case("encode-bad-shard", lambda c: ["encode", c["clip"], "--shard", "3/2"], 2, "shard"),
+    Case(
+        "job-create-missing-file", lambda c: ["job", "create", c["work"] / "nope.mp4"], 2, ("no such file",)
+    ),
+    Case("job-create-no-source", lambda c: ["job", "create"], 2, ("FILE or --upload",)),
+    # encode
+    Case("encode-glob-matches-nothing", lambda c: ["encode", str(c["root"] / "*.nothing")], 2),
+    Case("encode-bad-fallback", lambda c: ["encode", c["clip"], "--fallback", "bogus"], 2, ("fallback",)),
+    Case("encode-bad-shard", lambda c: ["encode", c["clip"], "--shard", "3/2"], 2, ("shard",)),
     Case(
         "encode-escaping-name-template",
         lambda c: ["encode", c["clip"], "--name-template", "../{stem}.mp4"],
         2,
-        "template",
+        ("template",),
     ),
+    # local validation of job options, before anything is sent
+    Case("job-create-height-too-small", lambda c: [*_up(c), "--height", "100"], 2, ("144", "4320")),
     Case(
         "job-create-bad-height",
         lambda c: ["job", "create", "--upload", "upl_x", "--height", "50"],
         2,
-        "--height",
+        ("--height",),
     ),
     Case(
-        "job-create-bad-metadata-pair",
-        lambda c: ["job", "create", "--upload", "upl_x", "--metadata", "novalue"],
+        "job-create-height-too-big",
+        lambda c: ["job", "create", c["clip"], "--height", "5000"],
         2,
-        "KEY=VALUE",
+        ("--height",),
     ),
+    Case("job-create-bad-metadata-pair", lambda c: [*_up(c), "--metadata", "novalue"], 2, ("KEY=VALUE",)),
     Case(
         "job-create-bad-metadata-json",
         lambda c: ["job", "create", "--upload", "upl_x", "--metadata-file", c["root"] / "meta-bad.json"],
         2,
-        "json",
+        ("not valid JSON",),
+    ),
+    Case(
+        "job-create-bad-metadata-json-in-place",
+        lambda c: [*_up(c), "--metadata-file", _put(c, "meta.json", "{oops")],
+        2,
+        ("not valid JSON",),
     ),
     Case(
         "job-create-metadata-not-object",
         lambda c: ["job", "create", "--upload", "upl_x", "--metadata-file", c["root"] / "meta-list.json"],
         2,
-        "object",
+        ("JSON object",),
     ),
     Case(
-        "job-create-oversized-metadata",
+        "job-create-oversized-metadata-file",
         lambda c: ["job", "create", "--upload", "upl_x", "--metadata-file", c["root"] / "meta-big.json"],
         2,
-        "16",
+        ("16384",),
     ),
     Case(
-        "job-create-bad-container",
-        lambda c: ["job", "create", "--upload", "upl_x", "--container", "avi"],
+        "job-create-oversized-metadata-flag",
+        lambda c: [*_up(c), "--metadata", "blob=" + "x" * 17000],
         2,
-        "container",
+        ("16384",),
     ),
+    Case(
+        "job-create-bad-container", lambda c: [*_up(c), "--container", "avi"], 2, ("container", "mp4 or mkv")
+    ),
+    Case("job-create-timeout-without-wait", lambda c: [*_up(c), "--timeout", "5"], 2, ("--wait",)),
+    # server-side validation: the server's message is shown
     Case(
         "job-create-unknown-profile",
-        lambda c: ["job", "create", "--upload", "upl_x", "--profile", "sophon-nope"],
+        lambda c: [*_up(c), "--profile", "sophon-bogus"],
         1,
-        "profile",
+        ("profile", "sophon-bogus", "validation_error"),
     ),
-    Case("job-get-unknown-id", lambda c: ["job", "get", "job_0000000000000000"], 3, "not found"),
-    Case("job-cancel-unknown-id", lambda c: ["job", "cancel", "job_0000000000000000"], 3, "not found"),
+    # unknown ids
+    Case(
+        "job-get-unknown-id",
+        lambda c: ["job", "get", "job_doesnotexist"],
+        3,
+        ("job_doesnotexist", "404", "not found"),
+    ),
+    Case("job-wait-unknown-id", lambda c: ["job", "wait", "job_doesnotexist"], 3, ("404",)),
+    Case("job-cancel-unknown-id", lambda c: ["job", "cancel", "job_0000000000000000"], 3, ("not found",)),
     Case(
         "download-unknown-id",
         lambda c: ["download", "job_0000000000000000", "-o", f"{c['root']}/dl-unknown/"],
         3,
-        "not found",
+        ("not found", "404"),
     ),
     Case(
-        "download-not-finished", lambda c: ["download", c["slow"], "-o", f"{c['root']}/dl-slow/"], 1, "wait"
+        "download-not-finished",
+        lambda c: ["download", c["slow"], "-o", f"{c['root']}/dl-slow/"],
+        1,
+        ("wait",),
     ),
     Case(
-        "webhook-delete-unknown-id", lambda c: ["webhooks", "delete", "wh_0000000000000000"], 3, "not found"
+        "webhook-delete-unknown-id",
+        lambda c: ["webhooks", "delete", "wh_0000000000000000"],
+        3,
+        ("not found", "404"),
     ),
-    Case("uploads-get-unknown-id", lambda c: ["uploads", "get", "upl_0000000000000000"], 3, "not found"),
-    Case("job-wait-timeout", lambda c: ["job", "wait", c["slow"], "--timeout", "1"], 6, ""),
-    Case("no-api-key", lambda c: ["job", "get", _j(c)], 4, "SOPHON_API_KEY", env={"SOPHON_API_KEY": None}),
     Case(
-        "wrong-api-key", lambda c: ["job", "get", _j(c)], 4, "", env={"SOPHON_API_KEY": "sk_wrong_0123456789"}
+        "uploads-get-unknown-id",
+        lambda c: ["uploads", "get", "upl_doesnotexist"],
+        3,
+        ("upl_doesnotexist", "404", "not found"),
+    ),
+    Case("job-wait-timeout", lambda c: ["job", "wait", c["slow"], "--timeout", "1"], 6),
+    # credentials and reachability
+    Case(
+        "no-api-key",
+        lambda c: ["job", "get", _j(c)],
+        4,
+        ("no API key", "SOPHON_API_KEY"),
+        env={"SOPHON_API_KEY": None},
+    ),
+    Case(
+        "wrong-api-key",
+        lambda c: ["job", "get", _j(c)],
+        4,
+        ("401", "SOPHON_API_KEY"),
+        env={"SOPHON_API_KEY": "sk_wrong_0123456789"},
     ),
     Case(
         "server-down",
         lambda c: ["job", "get", _j(c)],
         8,
-        "SOPHON_BASE_URL",
+        ("SOPHON_BASE_URL",),
         url="down",
         env={"SOPHON_MAX_RETRIES": "1"},
     ),
-    Case("download-exists-no-force", lambda c: ["download", _j(c), "-o", c["clip"]], 2, "--force"),
-    Case("download-dir-is-a-file", lambda c: ["download", _j(c), "-o", f"{c['root']}/a-file/out.mp4"], 2, ""),
+    # output paths
+    Case("download-exists-no-force", lambda c: ["download", _j(c), "-o", c["clip"]], 2, ("--force",)),
+    Case(
+        "download-dir-is-a-file",
+        lambda c: ["download", _j(c), "-o", _put(c, "plainfile") / "out.mp4"],
+        2,
+        ("plainfile",),
+    ),
     Case(
         "download-dir-not-writable",
+        lambda c: ["download", _j(c), "-o", c["readonly"] / "out.mp4"],
+        2,
+        ("out.mp4",),
+        as_nobody=True,
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="bug: the error names the hidden temporary file (.<hash>.sophon-part), not the "
+            "target out.mp4 the user asked for (client/files.py SafeWriter)",
+        ),
+    ),
+    Case(
+        "download-parent-not-creatable",
         lambda c: ["download", _j(c), "-o", c["readonly"] / "sub" / "out.mp4"],
         2,
-        "",
         as_nobody=True,
     ),
     Case(
         "download-disk-full",
         lambda c: ["download", _j(c), "-o", f"{c['root']}/full/out.mp4"],
         2,
-        "space",
+        ("space",),
         limit_fsize=2048,
+    ),
+    # webhooks
+    Case(
+        "webhooks-verify-no-secret",
+        lambda c: [
+            "webhooks",
+            "verify",
+            "--signature",
+            "sha256=00",
+            "--timestamp",
+            "1",
+            "--body-file",
+            c["clip"],
+        ],
+        2,
+        ("--secret", "SOPHON_WEBHOOK_SECRET"),
+        env={"SOPHON_WEBHOOK_SECRET": None},
+    ),
+    Case(
+        "webhooks-listen-no-secret",
+        lambda c: ["webhooks", "listen", "--port", "0"],
+        2,
+        ("no webhook secret",),
+        env={"SOPHON_WEBHOOK_SECRET": None},
     ),
     Case(
         "webhooks-listen-bad-port",
         lambda c: ["webhooks", "listen", "--port", "70000", "--secret", "s"],
         2,
-        "--port",
+        ("--port",),
     ),
-    Case("completions-unknown-shell", lambda c: ["completions", "tcsh"], 2, "shell"),
-    Case("unknown-command", lambda c: ["frobnicate"], 2, "frobnicate"),
+    # the command line itself
+    Case("completions-unknown-shell", lambda c: ["completions", "tcsh"], 2, ("shell",)),
+    Case("unknown-command", lambda c: ["frobnicate"], 2, ("frobnicate",)),
 ]
 
 
@@ -315,6 +424,10 @@ def _snapshot(root: Path) -> dict[str, str]:
     return out
 
 
+def _listing(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES])
 def test_bad_input(world, case: Case):
     root: Path = world["root"]
@@ -330,7 +443,12 @@ def test_bad_input(world, case: Case):
             pytest.skip("running as root with no read-only file system: every directory is writable")
         except OSError:
             pass
+    work = root / "rows" / case.id
+    work.mkdir(parents=True)
+    os.chmod(work, 0o777)
+    args = case.args({**world, "work": work})  # may place the row's own input files in work
     before = _snapshot(root)
+    before_work = _listing(work)
     url = f"http://127.0.0.1:{_closed_port()}" if case.url == "down" else world["srv"].url
     home = world["home"] / case.id
     python, env = None, dict(case.env)
@@ -338,7 +456,7 @@ def test_bad_input(world, case: Case):
         python, extra = nobody_python()
         env.update(extra)
     proc = run_cli(
-        *case.args(world),
+        *args,
         server=url,
         home=home,
         env=env,
@@ -354,8 +472,9 @@ def test_bad_input(world, case: Case):
     assert len(lines) == 1, where
     line = lines[0]
     assert line.startswith("error: "), where
-    assert case.expect.lower() in line.lower(), where
-    assert proc.stdout.strip() == "", where
+    for needle in case.needles:
+        assert needle in line, (where, needle)
+    assert proc.stdout == "", where
     for secret in (TEST_KEY, "sk_wrong_0123456789"):
         assert secret not in proc.stdout + proc.stderr
     after = _snapshot(root)
@@ -364,8 +483,36 @@ def test_bad_input(world, case: Case):
         assert after.get(name) == digest, (where, name)
     new = set(after) - set(before)
     assert not [n for n in new if not n.endswith(PART_SUFFIX)], (where, new)
+    assert _listing(work) == before_work, where  # nothing at all appeared in the row's own directory
     if case.id.startswith("download-disk-full"):
         assert not any(p.name == "out.mp4" for p in root.rglob("out.mp4")), where
+
+
+def test_bad_local_input_sends_nothing(cli, server, clip, tmp_path):
+    """A bad file in a batch is reported before any upload starts."""
+    log = server.request_log
+    before = log.read_text().count("\n") if log and log.exists() else 0
+    result = cli("upload", clip, tmp_path / "missing.mp4")
+    assert_one_line_error(result, 2, "missing.mp4")
+    after = log.read_text() if log and log.exists() else ""
+    new = [json.loads(line) for line in after.splitlines()[before:]]
+    assert not [r for r in new if r["path"].startswith("/v1/uploads")], new
+
+
+def test_server_down_names_the_url_after_retries(cli, tmp_path):
+    """Nothing listens on the port: exit 8 after the client's retries, naming the URL.
+
+    The client retries connection failures with backoff (about 5-10 s in total here)."""
+    url = f"http://127.0.0.1:{free_port()}"
+    result = cli("job", "get", "job_x", env={"SOPHON_BASE_URL": url}, timeout=60)
+    line = assert_one_line_error(result, 8, url, "cannot reach")
+    assert "attempts" in line
+
+
+def test_keys_never_appear_in_errors(cli):
+    secret_key = "sk-very-secret-value-1234567890"
+    result = cli("job", "list", env={"SOPHON_API_KEY": secret_key})
+    assert_one_line_error(result, 4, secrets=(secret_key,))
 
 
 def test_ctrl_c_mid_upload_exits_130_and_rerun_resumes(make_server, tmp_path):
