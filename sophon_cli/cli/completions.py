@@ -1,7 +1,7 @@
 """Static shell completion scripts generated from the command tree.
 
 The scripts are plain bash/zsh/fish: completing a subcommand or an option never starts Python.
-``scripts/gen_completions.py`` writes them to ``completions/``; ``tests/test_completions.py``
+``scripts/gen_completions.py`` writes them to ``completions/``; ``tests/unit/test_completions.py``
 fails when they drift from the app. ``sophon completions SHELL`` prints them too.
 """
 

@@ -5,7 +5,7 @@ group, and ``sophon --help`` lists the commands from the registry below without 
 (building every command's parameters costs typer tens of milliseconds). ``build_app()`` builds
 the whole tree (completions, tests). Importing this module loads typer and nothing heavy; httpx,
 pydantic, rich and starlette are loaded by the commands that need them
-(``tests/unit/test_startup.py`` keeps it that way).
+(``tests/cli/test_startup.py`` keeps it that way).
 """
 
 from __future__ import annotations
