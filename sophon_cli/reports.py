@@ -14,9 +14,9 @@ reason, output, sizes, profile, job id, ...) and a ``RunInfo`` about the run, an
                        step summary, GitLab or Buildkite annotations
 
 ``render(fmt, ...)`` picks one; ``format_for(path)`` picks it by extension (.json, .csv, .xml).
-``write_report`` writes a file atomically (temp file + rename, never through a symlink) and
-replaces an existing file only when it is an earlier report of the same kind, so a rerun updates
-its report and nothing else is ever lost. ``append_summary`` appends to a file such as GitHub's
+``write_report`` writes a file through the one safe writer (``client/files.py``: temp file +
+rename, never through a symlink) and replaces an existing file only when it is an earlier report
+of the same kind, so a rerun updates its report and nothing else is ever lost. ``append_summary`` appends to a file such as GitHub's
 ``GITHUB_STEP_SUMMARY``.
 
 Text that came from the server (reasons, ids) is stripped of control characters where a human
@@ -32,7 +32,6 @@ import io
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -524,35 +523,27 @@ def check_target(path: str | os.PathLike[str], fmt: ReportFormat) -> Path:
 
 
 def write_report(path: str | os.PathLike[str], text: str, fmt: ReportFormat) -> Path:
-    """Write ``text`` to ``path`` atomically, after ``check_target``."""
+    """Write ``text`` to ``path`` after ``check_target``, through the one safe writer of user files
+    (``client/files.py``: a hidden temporary file, verified, fsynced, moved into place). Only an
+    earlier report found by ``check_target`` may be replaced; a file that appears meanwhile is not."""
+    import hashlib
+
+    from sophon_cli.client.files import SafeWriter
+
     target = check_target(path, fmt)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise InputError(
-            f"cannot write {os.fspath(path)}: {exc.strerror or exc}", hint="check the directory"
-        ) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    data = text.encode("utf-8")
+    digest = hashlib.sha256(data).hexdigest()
+    with SafeWriter(
+        target,
+        force=os.path.lexists(target),  # it is an earlier report (check_target): replace it
+        expected_size=len(data),
+        expected_sha256=digest,
+        resume=False,
+    ) as writer:
+        if not writer.already_present:  # the same bytes are there already: nothing to do
+            writer.write(data)
+            writer.commit()
     return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def append_summary(path: str | os.PathLike[str], text: str) -> None:

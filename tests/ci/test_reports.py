@@ -296,3 +296,18 @@ def test_append_summary_appends_and_refuses_symlinks(tmp_path):
         reports.append_summary(link, "x")
     assert path.read_text() == text
     assert os.path.islink(link)
+
+
+def test_write_report_goes_through_the_safe_writer(tmp_path):
+    """Same bytes: the file is left alone (same inode); an earlier report is replaced by a new
+    file moved into place; no temporary file is left either way."""
+    path = tmp_path / "r.json"
+    first = reports.render_json(sample())
+    reports.write_report(path, first, reports.ReportFormat.JSON)
+    inode = path.stat().st_ino
+    reports.write_report(path, first, reports.ReportFormat.JSON)
+    assert path.stat().st_ino == inode
+    second = reports.render_json(sample()[:1])
+    reports.write_report(path, second, reports.ReportFormat.JSON)
+    assert path.read_text(encoding="utf-8") == second and path.stat().st_ino != inode
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
