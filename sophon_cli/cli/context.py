@@ -18,7 +18,7 @@ class GlobalOptions:
     profile: str | None = None
     json: bool = False
     quiet: bool = False
-    verbose: bool = False
+    verbose: int = 0  # -v 1, -vv 2
     no_progress: bool = False
     local: bool = False
 
@@ -84,6 +84,9 @@ class AppContext:
                 stall_seconds=s.stall_seconds,
                 min_rate=s.min_rate * 1024,
             )
+            from sophon_cli.cli.verbose import attach
+
+            attach(self._client, self.out, int(self.options.verbose))
         return self._client
 
     @property

@@ -8,6 +8,8 @@ only caller for errors; other commands may use :data:`RESUME` for their interrup
 
 from __future__ import annotations
 
+import re
+
 #: what an interrupted command prints (one wording everywhere)
 RESUME = "run the same command again to resume"
 INTERRUPTED = f"interrupted; {RESUME}"
@@ -60,6 +62,16 @@ API_CODES: dict[str, str] = {
 }
 
 
+#: the server's words for a job whose upload is not (or no longer) usable
+_UPLOAD_NOT_COMPLETED = re.compile(
+    r"\bupload \S+ is (canceled|expired|uploading|assembling|\w+), not completed"
+)
+UPLOAD_NOT_COMPLETED = (
+    "the upload is {status}, so there is nothing to encode; upload the file again (`sophon upload FILE`) "
+    "and use the new upload id"
+)
+
+
 def api_hint(status: int, code: str, path: str) -> str:
     """The next step for an API error response."""
     if code in API_CODES:
@@ -102,6 +114,10 @@ def hint_for(exc: BaseException) -> str | None:
             return words
     if isinstance(exc, e.MalformedResponseError):
         return API_CODES["invalid_response"]
+    if isinstance(exc, e.APIError) and exc.code == "source_invalid":
+        gone = _UPLOAD_NOT_COMPLETED.search(exc.message)
+        if gone:  # the upload, not the video, is the problem
+            return UPLOAD_NOT_COMPLETED.format(status=gone.group(1))
     if isinstance(exc, e.APIError) and exc.hint is None:
         return api_hint(exc.status, exc.code, exc.path)
     hint = getattr(exc, "hint", None)
@@ -119,6 +135,9 @@ def _class_default(exc: BaseException) -> str | None:
         return "check the id"
     if isinstance(exc, e.TransportError):
         return "check the URL and your network, or use --local"
+    if isinstance(exc, e.JobFailedError):
+        job_id = getattr(getattr(exc, "job", None), "id", None)
+        return f"see it with `sophon job get {job_id}`" if job_id else None
     if isinstance(exc, e.APIError) and exc.retryable:
         return "try again later"
     return None

@@ -134,7 +134,15 @@ def root(
         bool, typer.Option("--json", help="Print API objects as JSON (NDJSON for streams).")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only data and errors.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print debug notices to stderr.")] = False,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="Print debug notices and each HTTP request to stderr (-vv: headers too).",
+        ),
+    ] = 0,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Never show progress bars.")] = False,
     local: Annotated[
         bool,
@@ -145,7 +153,7 @@ def root(
     opts = GlobalOptions(base_url, profile, json_output, quiet, verbose, no_progress, local)
     app_ctx = AppContext(
         options=opts,
-        out=Output(json_mode=json_output, quiet=quiet, verbose=verbose, progress=not no_progress),
+        out=Output(json_mode=json_output, quiet=quiet, verbose=verbose > 0, progress=not no_progress),
     )
     ctx.obj = app_ctx
     ctx.call_on_close(app_ctx.close)
@@ -165,7 +173,7 @@ def completions_command(
 
 
 # Flags that may also be written after the command; moved in front of it before parsing.
-_HOISTABLE = {"--json", "--quiet", "-q", "--verbose", "-v", "--no-progress", "--local"}
+_HOISTABLE = {"--json", "--quiet", "-q", "--verbose", "-v", "-vv", "--no-progress", "--local"}
 
 
 def hoist_global_flags(args: list[str]) -> list[str]:

@@ -30,7 +30,9 @@ from urllib.parse import quote
 
 from sophon_cli.client.errors import (
     APIError,
+    ConflictError,
     IntegrityError,
+    JobFailedError,
     SizeExceededError,
     SophonError,
     TargetExistsError,
@@ -183,6 +185,7 @@ class Downloads:
 
         if job is None:
             job = self._c.jobs.get(job_id)
+        self._check_has_output(job)
         if job.final_artifact == "original":
             return DownloadResult(final_artifact="original", skipped=True, bytes=job.output.bytes)
 
@@ -198,7 +201,11 @@ class Downloads:
         with writer as w:
             if w.already_present:
                 return self._result(w.result, job)
-            url = self.output_url(job_id)  # 409 output_not_ready surfaces here
+            try:
+                url = self.output_url(job_id)  # 409 output_not_ready surfaces here
+            except ConflictError:
+                self._check_has_output(self._c.jobs.get(job_id))  # ended meanwhile?
+                raise
             if job.status != "completed" or not job.output.sha256:
                 job = self._c.jobs.get(job_id)
                 if job.final_artifact == "original":
@@ -227,6 +234,15 @@ class Downloads:
                         f"download of job {job_id} is corrupt: {err}",
                         hint="run the download again; if it keeps failing, report the job id",
                     ) from None
+
+    @staticmethod
+    def _check_has_output(job: Job) -> None:
+        """A failed or canceled job has no output, and never will: JobFailedError (not "wait")."""
+        if job.status in ("failed", "canceled"):
+            reason = f" ({terminal_safe(job.status_reason)[:200]})" if job.status_reason else ""
+            raise JobFailedError(
+                f"job {job.id} was {job.status}{reason}: it has no output to download", job=job
+            )
 
     @staticmethod
     def _result(written: WriteResult | None, job: Job) -> DownloadResult:
@@ -269,9 +285,12 @@ class Downloads:
             offset = w.offset
             headers = {"Range": f"bytes={offset}-"} if offset else {}
             attempt = state.begin()
+            started = time.monotonic()
             try:
                 with anon.stream("GET", url, headers=headers) as resp:
                     status = resp.status_code
+                    if status >= 300:
+                        c.trace(resp.request, resp, started, attempt)
                     if status == 416 and offset:
                         if w.expected_size is not None and offset == w.expected_size:
                             if name_dir is not None:
@@ -306,6 +325,7 @@ class Downloads:
                     self._write_stream(
                         resp, w, w.expected_size or total, on_progress, c.stall_seconds, c.min_rate
                     )
+                c.trace(resp.request, resp, started, attempt)
                 want = w.expected_size
                 if want is not None and w.offset < want:
                     raise _StoppedEarly()  # closed early without an error: resume
@@ -344,6 +364,10 @@ class Downloads:
                 if delay is None:
                     raise
             except httpx.TransportError as exc:
+                try:
+                    c.trace(exc.request, None, started, attempt, error=type(exc).__name__)
+                except RuntimeError:  # no request attached
+                    pass
                 bad = malformed_from_transport(exc, secrets=c._secret_values)
                 if bad is not None:
                     raise bad from None

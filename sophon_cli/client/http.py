@@ -34,7 +34,8 @@ from sophon_cli.client.errors import (
     malformed_from_transport,
 )
 from sophon_cli.client.retry import RetryObserver, RetryPolicy, RetryState
-from sophon_cli.client.text import display_url, one_line, redact, register_secret
+from sophon_cli.client.text import display_url, one_line, redact, register_secret, safe_field
+from sophon_cli.client.trace import HttpEvent, HttpObserver, redact_headers, shown_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
@@ -229,6 +230,8 @@ class SophonClient:
         self.clock = clock
         self.retry_policy = RetryPolicy(max_retries=self.max_retries, budget=self.retry_budget, rng=self.rng)
         self.retry_observers: list[RetryObserver] = [on_retry] if on_retry is not None else []
+        #: hear about every finished HTTP attempt (HttpEvent: no key, no download token in it)
+        self.http_observers: list[HttpObserver] = []
         self.timeout = float(timeout)
         #: a streamed body fails (and is resumed by the retry) when fewer than ``min_rate`` bytes/s
         #: arrived over ``stall_seconds``
@@ -440,7 +443,14 @@ class SophonClient:
             attempt = state.begin()
             try:
                 response = self._send_bounded(
-                    method, path, params=params or None, json=json, content=content, headers=hdrs, limit=limit
+                    method,
+                    path,
+                    params=params or None,
+                    json=json,
+                    content=content,
+                    headers=hdrs,
+                    limit=limit,
+                    attempt=attempt,
                 )
             except _DeadlineExceeded:
                 delay = state.next_delay(reason="deadline")
@@ -490,20 +500,24 @@ class SophonClient:
             response.close()
             self.sleep(delay)
 
-    def _send_bounded(self, method: str, path: str, *, limit: float, **kwargs: Any) -> httpx.Response:
+    def _send_bounded(
+        self, method: str, path: str, *, limit: float, attempt: int = 1, **kwargs: Any
+    ) -> httpx.Response:
         """One attempt, bounded as a whole: the body is read here (at most ``max_response_bytes``,
         decoded) and the attempt fails with _DeadlineExceeded once ``limit`` seconds have passed
         since it started, however slowly the bytes trickle in. Returns a fully read response."""
         import httpx
 
-        deadline = time.monotonic() + limit
+        started = time.monotonic()
+        deadline = started + limit
         per_call = httpx.Timeout(limit, connect=min(self._timeout.connect or limit, limit))
         request = self._http.build_request(method, path, timeout=per_call, **kwargs)
-        response = self._http.send(request, stream=True)
+        response: httpx.Response | None = None
         cap = self.max_response_bytes
         chunks: list[bytes] = []
         size = 0
         try:
+            response = self._http.send(request, stream=True)
             announced = response.headers.get("content-length", "").strip()
             if announced.isdigit() and int(announced) > cap:
                 raise malformed(
@@ -522,14 +536,19 @@ class SophonClient:
                 chunks.append(chunk)
                 if time.monotonic() > deadline:
                     raise _DeadlineExceeded()
+        except BaseException as exc:
+            kind = "deadline" if isinstance(exc, _DeadlineExceeded) else type(exc).__name__
+            self.trace(request, response, started, attempt, error=kind)
+            raise
         finally:
-            response.close()
+            if response is not None:
+                response.close()
         headers = response.headers.copy()
         for name in ("content-encoding", "transfer-encoding"):
             if name in headers:
                 del headers[name]
         headers["content-length"] = str(size)
-        return httpx.Response(
+        full = httpx.Response(
             response.status_code,
             headers=headers,
             content=b"".join(chunks),
@@ -538,6 +557,43 @@ class SophonClient:
                 k: v for k, v in response.extensions.items() if k in ("reason_phrase", "http_version")
             },
         )
+        self.trace(request, response, started, attempt)
+        return full
+
+    def trace(
+        self,
+        request: httpx.Request,
+        response: httpx.Response | None,
+        started: float,
+        attempt: int,
+        *,
+        error: str | None = None,
+    ) -> None:
+        """Tell the http observers about one finished attempt (credentials redacted)."""
+        if not self.http_observers:
+            return
+        url = request.url
+        host = None if url.host == self._http.base_url.host else url.host
+        request_id = response.headers.get("x-request-id") if response is not None else None
+        secrets = self._secret_values
+        event = HttpEvent(
+            method=request.method,
+            path=shown_path(url.path, url.query.decode("ascii", "replace"), host),
+            status=response.status_code if response is not None else None,
+            elapsed=time.monotonic() - started,
+            attempt=attempt,
+            request_id=safe_field(request_id, secrets, 100) if request_id else None,
+            error=error,
+            request_headers=redact_headers(request.headers.multi_items(), secrets),
+            response_headers=redact_headers(response.headers.multi_items(), secrets)
+            if response is not None
+            else (),
+        )
+        for observer in tuple(self.http_observers):
+            try:
+                observer(event)
+            except Exception:  # pragma: no cover - an observer never breaks a request
+                pass
 
     def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
