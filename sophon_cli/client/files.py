@@ -268,7 +268,7 @@ class SafeWriter:
         try:
             self._fd = self._open_part()
         except OSError as exc:
-            raise _write_error(self.part, exc) from None
+            raise _write_error(self.target, exc) from None  # the user's name, not our hidden one
         try:
             if checking:
                 self._check_target(_lstat(self.target), appeared=before is None)

@@ -343,11 +343,6 @@ CASES = [
         2,
         ("out.mp4",),
         as_nobody=True,
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="bug: the error names the hidden temporary file (.<hash>.sophon-part), not the "
-            "target out.mp4 the user asked for (client/files.py SafeWriter)",
-        ),
     ),
     Case(
         "download-parent-not-creatable",
