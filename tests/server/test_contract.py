@@ -274,6 +274,23 @@ def test_webhook_operations(api, v):
     assert r.status_code == 400
 
 
+def test_webhook_objects_carry_exactly_the_spec_fields_and_no_name(api, spec):
+    """Issue 13 asked whether `webhooks list` shows an empty NAME because this server omits `name`:
+    it does, as the spec does (neither WebhookResponse nor WebhookListItem has a `name`), so a
+    client that relied on it here would break against the real API. The name stays client-side."""
+    schemas = spec["components"]["schemas"]
+    r = api.post(
+        "/v1/webhooks", headers=api.ikey(), json={"url": "https://hooks.example.com/named", "name": "local"}
+    )
+    assert r.status_code == 201
+    assert set(r.json()) == set(schemas["WebhookResponse"]["properties"])
+    items = [w for w in api.get("/v1/webhooks").json()["webhooks"] if w["id"] == r.json()["id"]]
+    assert len(items) == 1 and set(items[0]) == set(schemas["WebhookListItem"]["properties"])
+    assert "name" not in schemas["WebhookResponse"]["properties"]
+    assert "name" not in schemas["WebhookListItem"]["properties"]
+    assert api.delete(f"/v1/webhooks/{r.json()['id']}").status_code == 204
+
+
 def test_idempotency_conflicts(api, v, upload_id):
     key = {"Idempotency-Key": "contract-conflict-key"}
     body = {"file_name": "i.mp4", "file_size": 5, "mime_type": "video/mp4"}
