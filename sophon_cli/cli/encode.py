@@ -298,6 +298,13 @@ def encode_command(
         sys.stderr.flush()
         raise SystemExit(int(code))
     if report.failed:
+        from sophon_cli.cli.hints import NEXT_STEPS
+
+        in_the_way = sum(1 for r in report.failed if r.next_step == "overwrite")
+        if in_the_way:
+            out.notice(
+                f"{in_the_way} output path(s) hold files this run did not write; {NEXT_STEPS['overwrite']}"
+            )
         out.notice(
             f"{len(report.failed)} of {len(results)} files failed; fix the cause and run the same command again"
         )

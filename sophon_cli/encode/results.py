@@ -28,6 +28,7 @@ class FileResult:
     timed_out: bool = False  # --timeout gave up on the job (a rerun resumes waiting)
     vmaf: float | None = None  # mean VMAF of the encode vs its source (--min-vmaf / --check-quality)
     quality_below_threshold: bool = False  # the encode scored below --min-vmaf (reason has the score)
+    next_step: str | None = None  # a failure's NextStep value (e.g. "overwrite"), for the front end
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

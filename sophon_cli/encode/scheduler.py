@@ -173,15 +173,22 @@ class Pipeline:
             st = FileStat.of(s.path.stat())
             key = entry_key(s.path, st.size, st.mtime_ns, self.ctx.fingerprint, out)
             entry = FileEntry.from_dict(entries.get(key))
+            previous: dict[str, tuple[str, ...]] = {}
             if entry.path is not None and not entry.same_file(st) and self.client is not None:
                 # Rewritten with its size and mtime put back (cp -p, rsync -t): nothing recorded
                 # of it holds. Start over; the deterministic keys still find what is on the server.
+                # What it wrote stays ours to replace.
+                if entry.output:
+                    previous[entry.output] = tuple(x for x in (entry.output_sha256, entry.sha256) if x)
                 entry = FileEntry(nonce=entry.nonce, force_run=entry.force_run)
                 self.store.delete(key)
             known = digests.get(st.digest_key())
             if known is not None and known[2] != st.ctime_ns:
                 known = None
-            items.append(Item(s, key, out, st.size, entry, stat=st, known=known[:2] if known else None))
+            known_digests = known[:2] if known else None
+            items.append(
+                Item(s, key, out, st.size, entry, stat=st, known=known_digests, previous_outputs=previous)
+            )
         return items
 
     def plan(self, sources: Sequence[Source]) -> list[PlanItem]:

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import threading
-import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,9 @@ from sophon_cli.client.errors import (
     BadRequestError,
     ConflictError,
     IntegrityError,
+    TargetExistsError,
 )
+from sophon_cli.client.files import copy_file, sha256_file
 from sophon_cli.encode import quality_gate
 from sophon_cli.encode.entry import ENTRY_SCHEMA, FileEntry, FileStat, Result, State
 from sophon_cli.encode.events import EventSink, Progress
@@ -106,6 +106,8 @@ class Item:
     entry: FileEntry
     stat: FileStat | None = None  # the source as stat'ed when the run began
     known: tuple[str, str | None] | None = None  # (sha256, content fingerprint) remembered for it
+    #: output path -> sha256s of what a dropped entry of this item wrote there (ours to replace)
+    previous_outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     job: Any = None  # the last Job seen (a finished one is reused by ``finish``)
     waited_since: float | None = None
 
@@ -302,15 +304,15 @@ def finish(ctx: Context, item: Item) -> FileResult:
     server_bytes = e.server_output_bytes
     if isinstance(server_bytes, int) and server_bytes > item.size:
         # The job says its output is larger than the source: no need to fetch it to know.
-        _unlink(out)
+        _drop_own_output(item)
         return fallback(ctx, item, _larger(server_bytes, item.size))
     if (low := quality_gate.cached_verdict(ctx, item)) is not None:
-        _unlink(out)
+        _drop_own_output(item)
         return fallback(ctx, item, low)
     if not (e.state == State.DOWNLOADED and out.exists() and e.output == str(out)):
         ctx.check_stop()
         expected = e.output_sha256
-        if out.exists() and expected and _sha256_file(out) == expected:
+        if expected and out.is_file() and not out.is_symlink() and sha256_file(out) == expected:
             pass  # already there and verified (e.g. the cache was deleted after a download)
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -320,7 +322,18 @@ def finish(ctx: Context, item: Item) -> FileResult:
                 ctx.progress(item, "downloading", done, total)
                 ctx.check_stop()
 
-            dl = ctx.client.downloads.download(e.job_id, out, force=True, on_progress=progress, job=item.job)
+            # the one safe writer: a file at ``out`` that is not this job's output is left alone
+            # (a per-file failure) unless ``force``; nothing is written through a symlink
+            try:
+                dl = ctx.client.downloads.download(
+                    e.job_id,
+                    out,
+                    force=ctx.options.force or _written_before(ctx, item, out),
+                    on_progress=progress,
+                    job=item.job,
+                )
+            except TargetExistsError as exc:
+                return _in_the_way(ctx, item, exc)
             if getattr(dl, "skipped", False) or dl.final_artifact == "original":
                 ctx.save(item, State.JOB_DONE, final_artifact="original", announce=False)
                 return fallback(ctx, item, "nothing smaller than the source was made")
@@ -329,10 +342,10 @@ def finish(ctx: Context, item: Item) -> FileResult:
         ctx.save(item, State.DOWNLOADED, output=str(out), output_bytes=out.stat().st_size)
     out_bytes = int(e.output_bytes or out.stat().st_size)
     if out_bytes > item.size:
-        _unlink(out)
+        _drop_own_output(item)
         return fallback(ctx, item, _larger(out_bytes, item.size))
     if (low := quality_gate.check(ctx, item, out)) is not None:
-        _unlink(out)
+        _drop_own_output(item)
         return fallback(ctx, item, low)
     return _done(ctx, item, Result.ENCODED, None, output=str(out), output_bytes=out_bytes)
 
@@ -345,7 +358,14 @@ def fallback(ctx: Context, item: Item, reason: str) -> FileResult:
         return _done(ctx, item, Result.SKIPPED, reason, output=None, output_bytes=None)
     target = fallback_path_for(item.output, item.source.path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_copy(item.source.path, target)
+    # through the safe writer: verified against the source's sha256, a copy already in place is
+    # kept, anything else there is left alone unless ``force``
+    source_sha = item.entry.sha256 or sha256_file(item.source.path)
+    try:
+        force = ctx.options.force or _written_before(ctx, item, target)
+        copy_file(item.source.path, target, force=force, expected_sha256=source_sha)
+    except TargetExistsError as exc:
+        return _in_the_way(ctx, item, exc)
     ctx.event(item, "fallback", reason=reason, output=str(target))
     return _done(
         ctx, item, Result.ORIGINAL_KEPT, reason, output=str(target), output_bytes=target.stat().st_size
@@ -378,9 +398,12 @@ def _done(
     return result_of(ctx, item)
 
 
-def fail(ctx: Context, item: Item, reason: str) -> FileResult:
+def fail(ctx: Context, item: Item, reason: str, *, next_step: Any = None) -> FileResult:
+    """Record a per-file failure; ``next_step`` (a ``NextStep``) is what a front end may suggest."""
     ctx.save(item, State.FAILED, result=Result.FAILED, reason=reason, failed_at_state=str(item.entry.state))
-    return result_of(ctx, item)
+    r = result_of(ctx, item)
+    r.next_step = getattr(next_step, "value", next_step)
+    return r
 
 
 def fail_timeout(ctx: Context, item: Item, job: Any) -> FileResult:
@@ -482,31 +505,37 @@ def _larger(out_bytes: int, src_bytes: int) -> str:
     return f"the encode ({out_bytes} bytes) is larger than the source ({src_bytes} bytes)"
 
 
-def _unlink(path: Path) -> None:
+def _drop_own_output(item: Item) -> None:
+    """Remove the output path only when it holds this entry's verified output (the job's sha256):
+    never a file someone else put there."""
+    out, expected = item.output, item.entry.output_sha256
     try:
-        path.unlink()
+        if expected and out.is_file() and not out.is_symlink() and sha256_file(out) == expected:
+            out.unlink()
     except FileNotFoundError:
         pass
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def _written_before(ctx: Context, item: Item, path: Path) -> bool:
+    """True if ``path`` holds what an earlier run wrote there (an encode or a copy the cache
+    records at that path, e.g. before the source was edited): replacing it loses nothing."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    wanted: set[str] = set(item.previous_outputs.get(str(path), ()))
+    for raw in ctx.store.entries().values():
+        if raw.get("output") != str(path):
+            continue
+        sha = raw.get("output_sha256") if raw.get("result") == Result.ENCODED.value else raw.get("sha256")
+        if isinstance(sha, str):
+            wanted.add(sha)
+    return bool(wanted) and sha256_file(path) in wanted
 
 
-def _atomic_copy(src: Path, dst: Path) -> None:
-    # a short temporary name: a final name near the length limit must not fail on it
-    tmp = dst.with_name(f".sophon-{uuid.uuid4().hex[:12]}.tmp")
-    with open(src, "rb") as fin:
-        try:
-            with open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout, 1 << 20)
-                fout.flush()
-                os.fsync(fout.fileno())
-            os.replace(tmp, dst)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+def _in_the_way(ctx: Context, item: Item, exc: TargetExistsError) -> FileResult:
+    """Something that is not this entry's output is at the output path: a per-file failure."""
+    return fail(
+        ctx,
+        item,
+        f"{exc}: it is not this file's output, so it was left alone",
+        next_step=exc.next_step,
+    )

@@ -285,3 +285,44 @@ def test_an_interrupted_force_run_prints_one_line_that_says_to_drop_force(world,
     again = world.encode("video0.mp4", "--metadata", "sophon_local_delay=2", "--json")
     assert again.returncode == 0, again.stderr
     assert len(world.jobs()) == 2  # resumed the --force job, no third
+
+
+# -- nothing lost: a file at the output path is never replaced without --force (item 1) ----------
+
+
+def test_a_file_already_at_the_output_path_is_left_alone_unless_force(world, clip_bank):
+    place(clip_bank[:2], world.work)
+    mine = world.work / "video0.sophon.mp4"
+    mine.write_bytes(b"the user's own file")
+    victim = world.work / "victim.txt"
+    victim.write_text("must not change")
+    (world.work / "video1.sophon.mp4").symlink_to(victim)
+    run = world.encode("video0.mp4", "video1.mp4", "--json")
+    assert run.returncode == 7, run.stderr
+    rows = {f["file"]: f for f in run.summary()["files"]}
+    assert {r["result"] for r in rows.values()} == {"failed"}
+    assert "left alone" in rows["video0.mp4"]["reason"]
+    assert "use --force to overwrite it" in run.stderr
+    assert mine.read_bytes() == b"the user's own file" and victim.read_text() == "must not change"
+    assert (world.work / "video1.sophon.mp4").is_symlink()
+    # a rerun does not pass either; --force replaces them (the symlink with a regular file)
+    assert world.encode("video0.mp4", "video1.mp4").returncode == 7
+    forced = world.encode("video0.mp4", "video1.mp4", "--force", "--json")
+    assert forced.returncode == 0, forced.stderr
+    assert [f["result"] for f in forced.summary()["files"]] == ["encoded", "encoded"]
+    assert mine.read_bytes() != b"the user's own file"
+    assert not (world.work / "video1.sophon.mp4").is_symlink() and victim.read_text() == "must not change"
+
+
+def test_a_fallback_copy_never_replaces_a_file_it_did_not_write(world, gray_clip):
+    place([gray_clip], world.work, ["gray.mp4"])
+    mine = world.work / "gray.sophon.mp4"
+    mine.write_bytes(b"keep me")
+    run = world.encode("gray.mp4", "--json")  # nothing smaller: the original would be copied there
+    assert run.returncode == 7, run.stderr
+    assert mine.read_bytes() == b"keep me"
+    mine.unlink()
+    again = world.encode("gray.mp4", "--json")
+    assert again.returncode == 0, again.stderr
+    assert again.summary()["files"][0]["result"] == "original kept"
+    assert mine.read_bytes() == gray_clip.read_bytes()
