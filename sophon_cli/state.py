@@ -22,6 +22,11 @@ unknown-version snapshot is moved aside to ``state.json.corrupt-<timestamp>`` wi
 the cache starts empty: the cache is an optimisation, the server's idempotency keys are the safety
 net, so losing it never creates duplicate work.
 
+Compaction is an optimisation: ``compact(optional=True)`` (and the automatic one) turns a snapshot
+that cannot be written (a full disk) into one warning and keeps the journal, which alone holds every
+update. A writer killed mid-compaction leaves a ``.state.json.<pid>.<tid>.tmp``; snapshots are only
+written under the lock, so the first store to take the lock removes any such file.
+
 Files are created 0600 and a directory the store creates is 0700. Warnings are collected in
 ``StateStore.warnings`` (and passed to ``on_warning``); the library never prints.
 

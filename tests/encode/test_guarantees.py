@@ -326,3 +326,57 @@ def test_a_fallback_copy_never_replaces_a_file_it_did_not_write(world, gray_clip
     assert again.returncode == 0, again.stderr
     assert again.summary()["files"][0]["result"] == "original kept"
     assert mine.read_bytes() == gray_clip.read_bytes()
+
+
+def test_a_stale_remembered_digest_is_dropped_after_the_integrity_failure_and_the_file_reread(
+    world, clip_bank
+):
+    """The cache holds a wrong sha256 for an unchanged-looking file (what a same-size rewrite the
+    stat cannot see leaves behind): the upload's check fails once, the digest is dropped, the file
+    is read again, and the run ends encoded with the true digest (no hint naming --new)."""
+    import hashlib
+
+    from sophon_cli.state import StateStore
+
+    (src,) = place(clip_bank[:1], world.work, ["a.mp4"])
+    assert world.encode("a.mp4", "-o", "out").returncode == 0
+    store = StateStore(world.home / "state.json")
+    (key,) = store.load()
+    store.update(key, state="hashed", sha256="0" * 64, upload_id=None, job_id=None, job_status=None)
+    (world.work / "out" / "a.sophon.mp4").unlink()
+    run = world.encode("a.mp4", "-o", "out", "--json")
+    assert run.returncode == 0, run.stderr
+    assert "--new" not in run.stderr + run.stdout
+    assert run.summary()["files"][0]["result"] == "encoded"
+    assert world.upload_count() == 1 and len(world.jobs()) == 1  # the same session and job
+    assert (
+        StateStore(world.home / "state.json").load()[key]["sha256"]
+        == hashlib.sha256(src.read_bytes()).hexdigest()
+    )
+
+
+def test_a_lost_server_ends_like_ctrl_c_with_the_summary_and_the_resume_hint(world, clip_bank):
+    import threading
+
+    place(clip_bank[:2], world.work)
+    args = ("video0.mp4", "video1.mp4", "-j", "1", "--json", "--metadata", "sophon_local_delay=2")
+    proc = world.popen(*args, env={"SOPHON_MAX_RETRIES": "1", "SOPHON_RETRY_BUDGET": "2"})
+    timer = threading.Timer(90, proc.kill)
+    timer.start()
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            ev = json.loads(line)
+            if ev.get("state") == "done":
+                world.server.stop()  # the second file is still waiting on its job
+                break
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        timer.cancel()
+    assert proc.returncode == 8, err
+    summary = json.loads(rest.splitlines()[-1])
+    assert summary["event"] == "summary" and [f["file"] for f in summary["files"]] == ["video0.mp4"]
+    assert summary["exit_code"] == 8
+    assert "1 of 2 files not finished; run the same command again to resume" in err
+    assert err.count("error:") == 1 and "Traceback" not in err
