@@ -12,19 +12,15 @@ import sys
 import pytest
 
 from sophon_cli.settings import DEFAULT_BASE_URL, update_config
-from tests.helpers.env import cli_env
+from tests.helpers.env import SETTINGS_KEY, cli_env, isolated_home
 
-KEY = "xt_test_0123456789abcdef"
+KEY = SETTINGS_KEY
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """SOPHON_HOME for the child and for ``update_config`` in this process."""
-    for var in ("SOPHON_API_KEY", "SOPHON_BASE_URL", "SOPHON_PROFILE", "SOPHON_TIMEOUT"):
-        monkeypatch.delenv(var, raising=False)
-    h = tmp_path / "home"
-    monkeypatch.setenv("SOPHON_HOME", str(h))
-    return h
+    return isolated_home(tmp_path, monkeypatch)
 
 
 def _sophon(home, *args, input=None, env=None):

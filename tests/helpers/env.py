@@ -7,6 +7,8 @@ subprocess (or a linter the tests run) inherits from the developer's shell.
 - ``cli_env(server=None, home=None, extra=None, **more)`` the above plus ``SOPHON_HOME`` (and an
   ``XDG_CONFIG_HOME`` under it) when ``home`` is given, and ``SOPHON_BASE_URL``/``SOPHON_API_KEY``
   for ``server`` (a LocalServer, or a base URL string that gets the suite's test key)
+- ``isolated_home(tmp_path, monkeypatch)`` this process's settings isolated too: the shell's
+  key, URL, profile and timeout unset, ``SOPHON_HOME`` pointed at ``tmp_path/home`` (returned)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 TEST_KEY = "test-key-0123456789"
+SETTINGS_KEY = "xt_test_0123456789abcdef"  # an API key the settings tests store and look for
 
 # Variables named SOPHON_* that configure the test suite itself, not the CLI.
 SUITE_KNOBS = frozenset({"SOPHON_STRESS_FULL"})
@@ -61,3 +64,11 @@ def cli_env(
     _apply(env, extra)
     _apply(env, more)
     return env
+
+
+def isolated_home(tmp_path: Path, monkeypatch) -> Path:
+    for var in ("SOPHON_API_KEY", "SOPHON_BASE_URL", "SOPHON_PROFILE", "SOPHON_TIMEOUT"):
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "home"
+    monkeypatch.setenv("SOPHON_HOME", str(home))
+    return home

@@ -9,17 +9,14 @@ import stat
 import pytest
 
 from sophon_cli.settings import DEFAULT_BASE_URL, load_settings, redact, update_config
+from tests.helpers.env import SETTINGS_KEY, isolated_home
 
-KEY = "xt_test_0123456789abcdef"
+KEY = SETTINGS_KEY
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    for var in ("SOPHON_API_KEY", "SOPHON_BASE_URL", "SOPHON_PROFILE", "SOPHON_TIMEOUT"):
-        monkeypatch.delenv(var, raising=False)
-    h = tmp_path / "home"
-    monkeypatch.setenv("SOPHON_HOME", str(h))
-    return h
+    return isolated_home(tmp_path, monkeypatch)
 
 
 def test_defaults(home):
