@@ -5,7 +5,7 @@ function __sophon_path
     set -l p ''
     for w in $tokens[2..-1]
         switch "$p/$w"
-            case '/upload' '/download' '/encode' '/compare' '/health' '/doctor' '/completions' '/uploads' '/uploads/get' '/uploads/cancel' '/job' '/job/create' '/job/get' '/job/list' '/job/cancel' '/job/wait' '/webhooks' '/webhooks/create' '/webhooks/list' '/webhooks/delete' '/webhooks/verify' '/webhooks/listen' '/server' '/server/status' '/server/stop' '/config' '/config/show' '/config/set' '/config/set-key' '/config/path' '/cache' '/cache/list' '/cache/prune' '/cache/clear'
+            case '/upload' '/download' '/encode' '/compare' '/health' '/doctor' '/completions' '/version' '/uploads' '/uploads/get' '/uploads/cancel' '/job' '/job/create' '/job/get' '/job/list' '/job/cancel' '/job/wait' '/webhooks' '/webhooks/create' '/webhooks/list' '/webhooks/delete' '/webhooks/verify' '/webhooks/listen' '/server' '/server/status' '/server/stop' '/config' '/config/show' '/config/set' '/config/set-key' '/config/path' '/cache' '/cache/list' '/cache/prune' '/cache/clear'
                 set p "$p/$w"
         end
     end
@@ -14,6 +14,20 @@ end
 function __sophon_at
     test (__sophon_path) = "$argv[1]"
 end
+function __sophon_recent_jobs
+    set -l d
+    if set -q SOPHON_HOME; and test -n "$SOPHON_HOME"
+        set d "$SOPHON_HOME"
+    else if test -d "$HOME/Library/Application Support/sophon"
+        set d "$HOME/Library/Application Support/sophon"
+    else if set -q XDG_STATE_HOME; and test -n "$XDG_STATE_HOME"
+        set d "$XDG_STATE_HOME/sophon"
+    else
+        set d "$HOME/.local/state/sophon"
+    end
+    test -r "$d/recent-jobs"; or return
+    while read -l line; echo $line; end < "$d/recent-jobs"
+end
 complete -c sophon -f -n '__sophon_at ""' -a upload -d 'Upload files in resumable chunks; print their upload ids.'
 complete -c sophon -f -n '__sophon_at ""' -a download -d 'Download a finished job\'s output, verified against its sha256.'
 complete -c sophon -f -n '__sophon_at ""' -a encode -d 'Encode files or globs end to end: upload, encode, download; safe to re-run.'
@@ -21,6 +35,7 @@ complete -c sophon -f -n '__sophon_at ""' -a compare -d 'Score an encode against
 complete -c sophon -f -n '__sophon_at ""' -a health -d 'Check that the server is alive, ready, and accepts your key.'
 complete -c sophon -f -n '__sophon_at ""' -a doctor -d 'Check the setup: config, key, server, clock, ffmpeg, state dir.'
 complete -c sophon -f -n '__sophon_at ""' -a completions -d 'Print the static completion script for a shell.'
+complete -c sophon -f -n '__sophon_at ""' -a version -d 'Show the version (the same as --version).'
 complete -c sophon -f -n '__sophon_at ""' -a uploads -d 'Inspect or cancel upload sessions.'
 complete -c sophon -f -n '__sophon_at ""' -a job -d 'Create, inspect, list, cancel and wait for encoding jobs.'
 complete -c sophon -f -n '__sophon_at ""' -a webhooks -d 'Manage webhooks; verify and receive signed deliveries.'
@@ -28,9 +43,11 @@ complete -c sophon -f -n '__sophon_at ""' -a server -d 'Run the local SOPHON-com
 complete -c sophon -f -n '__sophon_at ""' -a config -d 'Show and change settings (config profiles, API key).'
 complete -c sophon -f -n '__sophon_at ""' -a cache -d 'Inspect and prune the local resume cache.'
 complete -c sophon -n '__sophon_at ""' -l version -d 'Show the version and exit.'
+complete -c sophon -n '__sophon_at ""' -s V -d 'Show the version and exit.'
 complete -c sophon -n '__sophon_at ""' -l base-url -d 'API base URL [env SOPHON_BASE_URL; \'local\' = local server].'
 complete -c sophon -n '__sophon_at ""' -l profile -d 'Config-file profile to use [env SOPHON_PROFILE].'
-complete -c sophon -n '__sophon_at ""' -l json -d 'Print API objects as JSON (NDJSON for streams).'
+complete -c sophon -n '__sophon_at ""' -l json -d 'Print API objects as JSON (NDJSON for streams); --json id,status keeps only those fields.'
+complete -c sophon -n '__sophon_at ""' -l jq -d 'Filter the JSON output through a jq expression (implies --json).'
 complete -c sophon -n '__sophon_at ""' -l quiet -d 'Print only data and errors.'
 complete -c sophon -n '__sophon_at ""' -s q -d 'Print only data and errors.'
 complete -c sophon -n '__sophon_at ""' -l verbose -d 'Print debug notices and each HTTP request to stderr (-vv: headers too).'
@@ -38,10 +55,11 @@ complete -c sophon -n '__sophon_at ""' -s v -d 'Print debug notices and each HTT
 complete -c sophon -n '__sophon_at ""' -l no-progress -d 'Never show progress bars.'
 complete -c sophon -n '__sophon_at ""' -l local -d 'Use the embedded local server (started in the background if needed).'
 complete -c sophon -n '__sophon_at ""' -l help -d 'Show help and exit.'
-complete -c sophon -n '__sophon_at /upload' -l concurrency -d 'Parts sent in parallel per file (1-16).'
-complete -c sophon -n '__sophon_at /upload' -s c -d 'Parts sent in parallel per file (1-16).'
+complete -c sophon -n '__sophon_at /upload' -l concurrency -d 'Parts uploaded in parallel per file (1-16).'
+complete -c sophon -n '__sophon_at /upload' -s j -d 'Parts uploaded in parallel per file (1-16).'
 complete -c sophon -n '__sophon_at /upload' -l new -d 'Start a fresh upload session instead of resuming one.'
 complete -c sophon -n '__sophon_at /upload' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /download' -a '(__sophon_recent_jobs)' -d 'recent job'
 complete -c sophon -n '__sophon_at /download' -l output -d 'Where to save it: a file, or a directory (existing, or ending in /) [default: .].'
 complete -c sophon -n '__sophon_at /download' -s o -d 'Where to save it: a file, or a directory (existing, or ending in /) [default: .].'
 complete -c sophon -n '__sophon_at /download' -l force -d 'Overwrite an existing file.'
@@ -80,16 +98,20 @@ complete -c sophon -n '__sophon_at /compare' -l duration-tolerance -d 'Largest a
 complete -c sophon -n '__sophon_at /compare' -l help -d 'Show help and exit.'
 complete -c sophon -n '__sophon_at /health' -l help -d 'Show help and exit.'
 complete -c sophon -n '__sophon_at /doctor' -l help -d 'Show help and exit.'
+complete -c sophon -n '__sophon_at /completions' -l man -d 'Print the man page (roff) instead.'
 complete -c sophon -n '__sophon_at /completions' -l help -d 'Show help and exit.'
+complete -c sophon -n '__sophon_at /version' -l help -d 'Show help and exit.'
 complete -c sophon -f -n '__sophon_at /uploads' -a get -d 'Show an upload session: status, parts received, expiry.'
-complete -c sophon -f -n '__sophon_at /uploads' -a cancel -d 'Cancel an upload session and delete its staged parts.'
+complete -c sophon -f -n '__sophon_at /uploads' -a cancel -d 'Cancel an upload session and delete its staged parts (asks first on a terminal).'
 complete -c sophon -n '__sophon_at /uploads' -l help -d 'Show help and exit.'
 complete -c sophon -n '__sophon_at /uploads/get' -l help -d 'Show help and exit.'
+complete -c sophon -n '__sophon_at /uploads/cancel' -l yes -d 'Do not ask for confirmation.'
+complete -c sophon -n '__sophon_at /uploads/cancel' -s y -d 'Do not ask for confirmation.'
 complete -c sophon -n '__sophon_at /uploads/cancel' -l help -d 'Show help and exit.'
 complete -c sophon -f -n '__sophon_at /job' -a create -d 'Create an encoding job from FILE (uploaded first) or from --upload ID.'
 complete -c sophon -f -n '__sophon_at /job' -a get -d 'Show a job: status, progress, source and output.'
-complete -c sophon -f -n '__sophon_at /job' -a list -d 'List jobs, newest first (a table; NDJSON with --json).'
-complete -c sophon -f -n '__sophon_at /job' -a cancel -d 'Cancel a queued or running job.'
+complete -c sophon -f -n '__sophon_at /job' -a list -d 'List jobs, newest first, with the file each was made from (NDJSON with --json).'
+complete -c sophon -f -n '__sophon_at /job' -a cancel -d 'Cancel a queued or running job (a job already canceled is not an error).'
 complete -c sophon -f -n '__sophon_at /job' -a wait -d 'Wait for jobs to finish with a progress bar; exit 5 if any failed or was canceled, 6 on timeout.'
 complete -c sophon -n '__sophon_at /job' -l help -d 'Show help and exit.'
 complete -c sophon -n '__sophon_at /job/create' -l upload -d 'Encode an already uploaded file.'
@@ -103,15 +125,27 @@ complete -c sophon -n '__sophon_at /job/create' -l metadata -d 'Attach metadata;
 complete -c sophon -n '__sophon_at /job/create' -l metadata-file -d 'Attach a JSON object of metadata.'
 complete -c sophon -n '__sophon_at /job/create' -l wait -d 'Wait for the job to finish (exit 5 if it fails).'
 complete -c sophon -n '__sophon_at /job/create' -l timeout -d 'Give up waiting after this long (exit 6).'
-complete -c sophon -n '__sophon_at /job/create' -l concurrency -d 'Upload parts in parallel (with FILE).'
+complete -c sophon -n '__sophon_at /job/create' -l concurrency -d 'Parts uploaded in parallel per file (1-16).'
+complete -c sophon -n '__sophon_at /job/create' -s j -d 'Parts uploaded in parallel per file (1-16).'
 complete -c sophon -n '__sophon_at /job/create' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /job/get' -a '(__sophon_recent_jobs)' -d 'recent job'
+complete -c sophon -n '__sophon_at /job/get' -l watch -d 'Keep the view live until every job shown has finished.'
+complete -c sophon -n '__sophon_at /job/get' -s w -d 'Keep the view live until every job shown has finished.'
+complete -c sophon -n '__sophon_at /job/get' -l interval -d 'Seconds between refreshes with --watch.'
 complete -c sophon -n '__sophon_at /job/get' -l help -d 'Show help and exit.'
 complete -c sophon -n '__sophon_at /job/list' -l status -d 'Only jobs with this status.'
+complete -c sophon -n '__sophon_at /job/list' -l since -d 'Only jobs created since WHEN: a duration (30m, 2h, 7d) or a date.'
+complete -c sophon -n '__sophon_at /job/list' -l metadata -d 'Only jobs whose metadata KEY equals VALUE (repeatable).'
 complete -c sophon -n '__sophon_at /job/list' -l limit -d 'Show at most N jobs.'
 complete -c sophon -n '__sophon_at /job/list' -l all -d 'Show every job (follows the pages).'
 complete -c sophon -n '__sophon_at /job/list' -l page-size -d 'Jobs per request (1-100).'
+complete -c sophon -n '__sophon_at /job/list' -l watch -d 'Keep the view live until every job shown has finished.'
+complete -c sophon -n '__sophon_at /job/list' -s w -d 'Keep the view live until every job shown has finished.'
+complete -c sophon -n '__sophon_at /job/list' -l interval -d 'Seconds between refreshes with --watch.'
 complete -c sophon -n '__sophon_at /job/list' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /job/cancel' -a '(__sophon_recent_jobs)' -d 'recent job'
 complete -c sophon -n '__sophon_at /job/cancel' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /job/wait' -a '(__sophon_recent_jobs)' -d 'recent job'
 complete -c sophon -n '__sophon_at /job/wait' -l timeout -d 'Give up waiting after this long (exit 6).'
 complete -c sophon -n '__sophon_at /job/wait' -l help -d 'Show help and exit.'
 complete -c sophon -f -n '__sophon_at /webhooks' -a create -d 'Register a webhook; prints its signing secret (shown only this once).'
@@ -184,4 +218,6 @@ complete -c sophon -n '__sophon_at /cache/prune' -l older-than -d 'Drop finished
 complete -c sophon -n '__sophon_at /cache/prune' -l state-file -d 'Cache file to use [default: state.json in the state dir].'
 complete -c sophon -n '__sophon_at /cache/prune' -l help -d 'Show help and exit.'
 complete -c sophon -n '__sophon_at /cache/clear' -l state-file -d 'Cache file to use [default: state.json in the state dir].'
+complete -c sophon -n '__sophon_at /cache/clear' -l yes -d 'Do not ask for confirmation.'
+complete -c sophon -n '__sophon_at /cache/clear' -s y -d 'Do not ask for confirmation.'
 complete -c sophon -n '__sophon_at /cache/clear' -l help -d 'Show help and exit.'

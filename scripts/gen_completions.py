@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Regenerate completions/ from the command tree: python scripts/gen_completions.py [--check]."""
+"""Regenerate completions/ (the shell scripts and the man page sophon.1) from the command tree:
+python scripts/gen_completions.py [--check]."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sophon_cli.cli.completions import render_all  # noqa: E402
+from sophon_cli.cli.manpage import render as render_man  # noqa: E402
 
 
 def main() -> int:
@@ -17,7 +19,7 @@ def main() -> int:
     out_dir = ROOT / "completions"
     out_dir.mkdir(exist_ok=True)
     stale = []
-    for name, text in render_all().items():
+    for name, text in {**render_all(), "sophon.1": render_man()}.items():
         path = out_dir / name
         current = path.read_text() if path.exists() else None
         if current != text:

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from sophon_cli.cli import options as opts
+from sophon_cli.cli import shared
 from sophon_cli.cli.context import get_ctx
 
 app = typer.Typer(
@@ -33,21 +35,10 @@ def _store(ctx: typer.Context, state_file: Path | None) -> Any:
     return StateStore(state_file or app_ctx.state_path, on_warning=app_ctx.out.warn)
 
 
-def _age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.0f}h"
-    return f"{seconds / 86400:.0f}d"
-
-
 @app.command("list")
 def list_(ctx: typer.Context, state_file: StateFileOption = None) -> None:
     """List cached files: state, result, job and output (--json: one entry per line)."""
-    import time
+    from sophon_cli.cli.output import plural, rfc3339
 
     out = get_ctx(ctx).out
     store = _store(ctx, state_file)
@@ -55,9 +46,12 @@ def list_(ctx: typer.Context, state_file: StateFileOption = None) -> None:
     ordered = sorted(entries.items(), key=lambda kv: kv[1].get("updated_at") or 0)
     if out.json:
         for key, entry in ordered:
-            out.emit({"key": key, **entry})
+            data = {"key": key, **entry}
+            for stamp in ("created_at", "updated_at"):  # epoch seconds in the cache; RFC 3339 out
+                if isinstance(data.get(stamp), (int, float)):
+                    data[stamp] = rfc3339(data[stamp])
+            out.emit(data)
         return
-    now = time.time()
     rows = []
     for key, e in ordered:
         rows.append(
@@ -67,11 +61,11 @@ def list_(ctx: typer.Context, state_file: StateFileOption = None) -> None:
                 e.get("result") or "-",
                 e.get("job_id") or "-",
                 e.get("output") or "-",
-                _age(now - float(e.get("updated_at") or now)),
+                out.when(e.get("updated_at")),
             )
         )
     out.table(["file", "state", "result", "job", "output", "updated"], rows)
-    out.notice(f"{len(rows)} entries in {store.path}")
+    out.notice(f"{plural(len(rows), 'entry', 'entries')} in {store.path}")
 
 
 @app.command("prune")
@@ -96,16 +90,19 @@ def prune(
     if out.json:
         out.emit({"pruned": len(dropped), "remaining": len(store), "state_file": str(store.path)})
     else:
-        out.print(f"pruned {len(dropped)} entries ({len(store)} left) in {store.path}")
+        out.print(f"pruned {plural(len(dropped), 'entry', 'entries')} ({len(store)} left) in {store.path}")
 
 
 @app.command("clear")
-def clear(ctx: typer.Context, state_file: StateFileOption = None) -> None:
+def clear(ctx: typer.Context, state_file: StateFileOption = None, yes: opts.Yes = False) -> None:
     """Remove every entry (safe: a rerun finds its uploads and jobs again by idempotency key)."""
+    from sophon_cli.cli.output import plural
+
     out = get_ctx(ctx).out
     store = _store(ctx, state_file)
+    shared.confirm(out, f"remove every entry of {store.path}?", yes=yes)
     removed = store.clear()
     if out.json:
         out.emit({"cleared": removed, "state_file": str(store.path)})
     else:
-        out.print(f"cleared {removed} entries from {store.path}")
+        out.print(f"cleared {plural(removed, 'entry', 'entries')} from {store.path}")

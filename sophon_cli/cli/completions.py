@@ -1,6 +1,9 @@
 """Static shell completion scripts generated from the command tree.
 
 The scripts are plain bash/zsh/fish: completing a subcommand or an option never starts Python.
+An argument named ``JOB_ID`` (``job get``, ``job wait``, ``download`` ...) completes the ids of
+recent jobs, read by the shell from ``recent-jobs`` in the state directory (``cli/recent.py``
+keeps it); other arguments complete file names.
 ``scripts/gen_completions.py`` writes them to ``completions/``; ``tests/unit/test_completions.py``
 fails when they drift from the app. ``sophon completions SHELL`` prints them too.
 """
@@ -24,6 +27,7 @@ class Node:
     choices: dict[str, list[str]] = field(default_factory=dict)  # option -> allowed values
     children: list[Node] = field(default_factory=list)
     takes_files: bool = False
+    takes_job_ids: bool = False
 
     @property
     def key(self) -> str:
@@ -34,9 +38,11 @@ def build_tree(app=None) -> Node:
     import typer
     from typer import _click as click  # typer vendors click; its minor version is pinned
 
+    from sophon_cli.cli.helptext import polish
+
     if app is None:
         from sophon_cli.cli.main import app
-    root_cmd = typer.main.get_command(app)
+    root_cmd = polish(typer.main.get_command(app))
 
     def walk(cmd, path: tuple[str, ...]) -> Node:
         node = Node(path=path, help=_first_line(cmd.help or getattr(cmd, "short_help", None) or ""))
@@ -56,7 +62,10 @@ def build_tree(app=None) -> Node:
                         # options that take a free string but document their values: mp4|mkv
                         node.choices[opt] = param.metavar.split("|")
             elif kind == "argument":
-                node.takes_files = True
+                if getattr(param, "metavar", None) == "JOB_ID":
+                    node.takes_job_ids = True
+                else:
+                    node.takes_files = True
         node.options.append("--help")
         node.option_help["--help"] = "Show help and exit."
         if hasattr(cmd, "list_commands"):
@@ -68,6 +77,19 @@ def build_tree(app=None) -> Node:
         return node
 
     return walk(root_cmd, ())
+
+
+#: the recent job ids for bash and zsh: the state directory as the CLI computes it (SOPHON_HOME,
+#: else platformdirs' user state dir), then ``recent-jobs`` in it
+_RECENT_JOBS_SH = [
+    "__sophon_recent_jobs() {",
+    "    local d",
+    '    if [[ -n "$SOPHON_HOME" ]]; then d="$SOPHON_HOME"',
+    '    elif [[ "$OSTYPE" == darwin* ]]; then d="$HOME/Library/Application Support/sophon"',
+    '    else d="${XDG_STATE_HOME:-$HOME/.local/state}/sophon"; fi',
+    '    [[ -r "$d/recent-jobs" ]] && printf "%s\\n" "$(< "$d/recent-jobs")"  # builtins only',
+    "}",
+]
 
 
 def _first_line(text: str) -> str:
@@ -92,9 +114,10 @@ def bash(tree: Node) -> str:
         f"# bash completion for sophon ({HEADER})",
         "# install: source this file from ~/.bashrc, or copy it to",
         "#   ~/.local/share/bash-completion/completions/sophon",
+        *_RECENT_JOBS_SH,
         "_sophon() {",
         '    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"',
-        '    local path="" w i words="" leaf=0',
+        '    local path="" w i words="" leaf=0 jobs=0',
         "    for ((i = 1; i < COMP_CWORD; i++)); do",
         '        w="${COMP_WORDS[i]}"',
         '        case "${path}/${w}" in',
@@ -112,11 +135,13 @@ def bash(tree: Node) -> str:
     for n in nodes:
         words = [c.path[-1] for c in n.children] + n.options
         leaf = 0 if n.children else 1
-        lines.append(f"        {_sh_quote(n.key)}) words={_sh_quote(' '.join(words))}; leaf={leaf} ;;")
+        jobs = "; jobs=1" if n.takes_job_ids else ""
+        lines.append(f"        {_sh_quote(n.key)}) words={_sh_quote(' '.join(words))}; leaf={leaf}{jobs} ;;")
     lines += [
         "    esac",
         '    if [[ $leaf == 1 && "$cur" != -* ]]; then',
-        "        COMPREPLY=()  # arguments: fall back to file names (complete -o default)",
+        "        COMPREPLY=()  # arguments: file names (complete -o default), or recent job ids",
+        '        [[ $jobs == 1 ]] && COMPREPLY=($(compgen -W "$(__sophon_recent_jobs)" -- "$cur"))',
         "        return",
         "    fi",
         '    COMPREPLY=($(compgen -W "$words" -- "$cur"))',
@@ -138,8 +163,9 @@ def zsh(tree: Node) -> str:
         "#compdef sophon",
         f"# zsh completion for sophon ({HEADER})",
         "# install: copy to a directory in $fpath as _sophon, then run compinit",
+        *_RECENT_JOBS_SH,
         "_sophon() {",
-        '    local p="" w i',
+        '    local p="" w i jobs=0',
         "    local -a cmds opts",
         "    for ((i = 2; i < CURRENT; i++)); do",
         '        w="${words[i]}"',
@@ -156,13 +182,16 @@ def zsh(tree: Node) -> str:
     for n in nodes:
         cmds = " ".join(_sh_quote(f"{c.path[-1]}:{_zsh_escape(c.help)}") for c in n.children)
         opts = " ".join(n.options)
-        lines.append(f"        ({_sh_quote(n.key)}) cmds=({cmds}); opts=({opts}) ;;")
+        jobs = "; jobs=1" if n.takes_job_ids else ""
+        lines.append(f"        ({_sh_quote(n.key)}) cmds=({cmds}); opts=({opts}){jobs} ;;")
     lines += [
         "    esac",
         '    if [[ "${words[CURRENT]}" == -* ]]; then',
         "        compadd -- $opts",
         "    elif (( ${#cmds} )); then",
         "        _describe -t commands 'sophon command' cmds",
+        "    elif (( jobs )); then",
+        '        compadd -- ${(f)"$(__sophon_recent_jobs)"}',
         "    else",
         "        _files",
         "    fi",
@@ -198,11 +227,27 @@ def fish(tree: Node) -> str:
         "function __sophon_at",
         '    test (__sophon_path) = "$argv[1]"',
         "end",
+        "function __sophon_recent_jobs",
+        "    set -l d",
+        "    if set -q SOPHON_HOME; and test -n \"$SOPHON_HOME\"",
+        '        set d "$SOPHON_HOME"',
+        '    else if test -d "$HOME/Library/Application Support/sophon"',
+        '        set d "$HOME/Library/Application Support/sophon"',
+        "    else if set -q XDG_STATE_HOME; and test -n \"$XDG_STATE_HOME\"",
+        '        set d "$XDG_STATE_HOME/sophon"',
+        "    else",
+        '        set d "$HOME/.local/state/sophon"',
+        "    end",
+        '    test -r "$d/recent-jobs"; or return',
+        '    while read -l line; echo $line; end < "$d/recent-jobs"',
+        "end",
     ]
     for n in _all(tree):
         cond = f"-n '__sophon_at {n.key}'" if n.path else "-n '__sophon_at \"\"'"
         for c in n.children:
             lines.append(f"complete -c sophon -f {cond} -a {c.path[-1]} -d '{_fish_escape(c.help)}'")
+        if n.takes_job_ids:
+            lines.append(f"complete -c sophon -f {cond} -a '(__sophon_recent_jobs)' -d 'recent job'")
         seen = set()
         for opt in n.options:
             if opt in seen:

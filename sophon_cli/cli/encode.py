@@ -141,7 +141,7 @@ def encode_command(
     """Encode files end to end: upload, encode, download. Re-running resumes and never duplicates work."""
     from sophon_cli import encode as pl
     from sophon_cli.cli.errors import classify
-    from sophon_cli.cli.job import build_metadata, check_height, check_timeout
+    from sophon_cli.cli.shared import build_metadata, check_height, check_timeout
     from sophon_cli.client.errors import InputError, SophonError
     from sophon_cli.encode import quality_gate
     from sophon_cli.exitcodes import ExitCode

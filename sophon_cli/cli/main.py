@@ -11,6 +11,8 @@ pydantic, rich and starlette are loaded by the commands that need them
 from __future__ import annotations
 
 import importlib
+import os
+import re
 import sys
 from typing import Annotated
 
@@ -18,6 +20,7 @@ import typer
 
 from sophon_cli import __version__
 from sophon_cli.cli.context import AppContext, GlobalOptions
+from sophon_cli.cli.helptext import polish
 from sophon_cli.cli.output import Output
 from sophon_cli.exitcodes import EXIT_CODE_HELP, ExitCode
 
@@ -58,6 +61,7 @@ COMMANDS: list[tuple[str, str, str, str]] = [
     ("config", "config", "app", "Show and change settings (config profiles, API key)."),
     ("cache", "cache", "app", "Inspect and prune the local resume cache."),
     ("completions", "main", "completions_command", "Print the static completion script for a shell."),
+    ("version", "main", "version_command", "Show the version (the same as --version)."),
 ]
 COMMAND_NAMES = frozenset(name for name, *_ in COMMANDS)
 
@@ -115,10 +119,16 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+def version_command() -> None:
+    """Show the version (the same as --version and -V)."""
+    typer.echo(f"sophon {__version__}")
+
+
 def root(
     ctx: typer.Context,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+        bool,
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show the version and exit."),
     ] = False,
     base_url: Annotated[
         str | None,
@@ -131,8 +141,26 @@ def root(
         typer.Option("--profile", metavar="NAME", help="Config-file profile to use [env SOPHON_PROFILE]."),
     ] = None,
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print API objects as JSON (NDJSON for streams).")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print API objects as JSON (NDJSON for streams); --json id,status keeps only those fields.",
+        ),
     ] = False,
+    json_fields: Annotated[
+        str | None,
+        typer.Option(
+            "--json-fields",
+            metavar="FIELDS",
+            hidden=True,  # written `--json id,status`: main() rewrites it to this before parsing
+        ),
+    ] = None,
+    jq: Annotated[
+        str | None,
+        typer.Option(
+            "--jq", metavar="EXPR", help="Filter the JSON output through a jq expression (implies --json)."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only data and errors.")] = False,
     verbose: Annotated[
         int,
@@ -150,46 +178,113 @@ def root(
     ] = False,
 ) -> None:
     """Global options go before or after the command (flags only after it: --json, -q, -v, --no-progress, --local)."""
-    opts = GlobalOptions(base_url, profile, json_output, quiet, verbose, no_progress, local)
+    from sophon_cli.cli.output import parse_json_fields
+
+    fields = parse_json_fields(json_fields) if json_fields is not None else None
+    json_mode = json_output or bool(fields) or jq is not None
+    opts = GlobalOptions(base_url, profile, json_mode, quiet, verbose, no_progress, local)
     app_ctx = AppContext(
         options=opts,
-        out=Output(json_mode=json_output, quiet=quiet, verbose=verbose > 0, progress=not no_progress),
+        out=Output(
+            json_mode=json_mode,
+            quiet=quiet,
+            verbose=verbose > 0,
+            progress=not no_progress,
+            json_fields=fields,
+            jq=jq,
+        ),
     )
     ctx.obj = app_ctx
     ctx.call_on_close(app_ctx.close)
 
 
 def completions_command(
-    shell: Annotated[str, typer.Argument(help="bash, zsh or fish.", metavar="SHELL")],
+    shell: Annotated[
+        str | None, typer.Argument(help="bash, zsh or fish.", metavar="SHELL", show_default=False)
+    ] = None,
+    man: Annotated[bool, typer.Option("--man", help="Print the man page (roff) instead.")] = False,
 ) -> None:
-    """Print the static completion script for a shell (the same files as in completions/)."""
-    from sophon_cli.cli.completions import render_all
+    """Print the static completion script for a shell (the same files as in completions/), or the
+    man page with --man (also shipped as completions/sophon.1)."""
     from sophon_cli.client.errors import InputError
+
+    if man:
+        if shell is not None:
+            raise InputError("give a SHELL or --man, not both", hint="e.g. sophon completions --man > sophon.1")
+        from sophon_cli.cli.manpage import render
+
+        typer.echo(render(), nl=False)
+        return
+    from sophon_cli.cli.completions import render_all
 
     names = {"bash": "sophon.bash", "zsh": "_sophon", "fish": "sophon.fish"}
     if shell not in names:
-        raise InputError(f"unknown shell {shell!r}", hint="use bash, zsh or fish")
+        raise InputError(
+            f"unknown shell {shell!r}" if shell else "name a shell", hint="use bash, zsh or fish (or --man)"
+        )
     typer.echo(render_all()[names[shell]], nl=False)
 
 
 # Flags that may also be written after the command; moved in front of it before parsing.
 _HOISTABLE = {"--json", "--quiet", "-q", "--verbose", "-v", "-vv", "--no-progress", "--local"}
+#: global options that take a value and may also follow the command (no command has them)
+_HOISTABLE_VALUES = {"--jq", "--json-fields"}
+#: global options that must come before the command (a command may have an option of that name)
+_FRONT_ONLY = {"--base-url", "--profile", "--version", "-V"}
+_FIELD_LIST = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(,[A-Za-z_][A-Za-z0-9_]*)*,?")
+
+
+def _json_fields_value(args: list[str], i: int) -> str | None:
+    """The FIELDS of ``--json FIELDS`` at ``args[i]`` (gh style), or None when ``--json`` stands
+    alone. The next word is FIELDS when it is a comma list, or one name of a field of the API
+    objects; a command name or an id (``job_...``) never is."""
+    if i + 1 >= len(args):
+        return None
+    word = args[i + 1]
+    if word in COMMAND_NAMES or not _FIELD_LIST.fullmatch(word):
+        return None
+    if "," in word:
+        return word
+    from sophon_cli.cli.fields import KNOWN_FIELDS
+
+    return word if word in KNOWN_FIELDS else None
 
 
 def hoist_global_flags(args: list[str]) -> list[str]:
-    """``sophon job list --json`` == ``sophon --json job list`` (value-less global flags only)."""
+    """``sophon job list --json`` == ``sophon --json job list`` (value-less global flags, and
+    ``--jq EXPR`` / ``--json FIELDS``, which no command has); ``--json FIELDS`` becomes
+    ``--json-fields FIELDS``."""
     front: list[str] = []
     rest: list[str] = []
-    for i, arg in enumerate(args):
+    i = 0
+    while i < len(args):
+        arg = args[i]
         if arg == "--":
             rest.extend(args[i:])
             break
-        (front if arg in _HOISTABLE else rest).append(arg)
+        if arg == "--json":
+            fields = _json_fields_value(args, i)
+            if fields is not None:
+                front += ["--json-fields", fields]
+                i += 2
+                continue
+            front.append(arg)
+        elif arg.startswith("--json="):
+            front += ["--json-fields", arg.split("=", 1)[1]]
+        elif arg in _HOISTABLE_VALUES and i + 1 < len(args):
+            front += [arg, args[i + 1]]
+            i += 2
+            continue
+        elif arg.split("=", 1)[0] in _HOISTABLE_VALUES and "=" in arg:
+            front.append(arg)
+        else:
+            (front if arg in _HOISTABLE else rest).append(arg)
+        i += 1
     return front + rest
 
 
 INTERRUPTED_MESSAGE = "interrupted; run the same command again to resume"
-_VALUE_OPTIONS = {"--base-url", "--profile"}
+_VALUE_OPTIONS = {"--base-url", "--profile", "--jq", "--json-fields"}
 
 
 def command_name(args: list[str]) -> str | None:
@@ -213,26 +308,65 @@ def _usage_message(exc, click_exc) -> str:
     """A click/typer usage error as one line that names the next step."""
     from sophon_cli.cli.errors import one_line
 
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "sophon"
+    option = getattr(exc, "option_name", None)
+    if isinstance(exc, click_exc.NoSuchOption) and option in _FRONT_ONLY and path != "sophon":
+        value = " URL" if option == "--base-url" else " NAME" if option == "--profile" else ""
+        return (
+            f"{option} is a global option: put it before the command, "
+            f"e.g. 'sophon {option}{value} {path.removeprefix('sophon ')}'"
+        )
     msg = one_line(exc.format_message()).rstrip(".")
     if isinstance(exc, click_exc.UsageError):
-        ctx = getattr(exc, "ctx", None)
-        path = ctx.command_path if ctx is not None else "sophon"
+        if msg.endswith("?"):  # "... Did you mean 'job'?"
+            return f"{msg} See '{path} --help'"
         msg = f"{msg}; see '{path} --help'"
     return msg
+
+
+def _standard_streams() -> str | None:
+    """A closed stdin reads as empty; a closed stdout or stderr (``>&-``) is reported once.
+    Returns the error line when stdout is closed (nothing could be printed)."""
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+    if sys.stdout is None:
+        return "standard output is closed; send it to a file or to /dev/null (e.g. '>/dev/null')"
+    return None
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout went away (``| head -1``): stop quietly with exit 0 (the reader chose
+    to stop; under ``set -o pipefail`` the pipeline keeps its own status). stdout is pointed at
+    /dev/null so the interpreter's final flush does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return ExitCode.OK
 
 
 def main(argv: list[str] | None = None) -> None:
     from typer._click import exceptions as click_exc  # typer vendors click; its minor version is pinned
 
     from sophon_cli.cli.errors import report
+    from sophon_cli.cli.shared import Interrupted
 
+    closed = _standard_streams()
+    if closed is not None:
+        sys.stderr.write(f"error: {closed}\n")
+        sys.exit(ExitCode.ERROR)
     # httpx imports its own command-line client (rich, pygments, click: ~80 ms) whenever click is
     # installed; this process never uses it, and httpx falls back to a stub when it is absent.
     sys.modules.setdefault("httpx._main", None)
     args = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     name = command_name(args)
     # Only the invoked command is built; root help and errors list placeholders with the same help.
-    command = typer.main.get_command(build_app(name or "", placeholders=True))
+    command = polish(typer.main.get_command(build_app(name or "", placeholders=True)))
     try:
         rv = command.main(args=args, prog_name="sophon", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
@@ -249,11 +383,14 @@ def main(argv: list[str] | None = None) -> None:
     except click_exc.ClickException as exc:
         code = exc.exit_code
         sys.stderr.write(f"error: {_usage_message(exc, click_exc)}\n")
+    except Interrupted as exc:
+        sys.stderr.write(f"{exc}\n")
+        code = ExitCode.INTERRUPTED
     except KeyboardInterrupt:
         sys.stderr.write(INTERRUPTED_MESSAGE + "\n")
         code = ExitCode.INTERRUPTED
     except BrokenPipeError:
-        code = ExitCode.ERROR
+        code = _quiet_broken_pipe()
     except Exception as exc:  # the one error boundary
         code = report(exc)
     sys.exit(code)

@@ -1,4 +1,9 @@
-"""Options shared by the commands that create jobs (`job create`, `encode`): one definition each."""
+"""Option definitions shared by several commands: one spelling and one help text each.
+
+What the commands do with the values (checks, metadata, filters, prompts) is in ``cli/shared.py``.
+Concurrency is spelled ``-j N`` / ``--concurrency N`` everywhere (``upload``, ``job create``,
+``encode``); ``upload``'s old ``-c`` stays as a hidden alias (:data:`OldConcurrency`).
+"""
 
 from __future__ import annotations
 
@@ -27,6 +32,19 @@ Metadata = Annotated[
     list[str] | None,
     typer.Option("--metadata", metavar="KEY=VALUE", help="Attach metadata; VALUE may be JSON (repeatable)."),
 ]
+
+
+Concurrency = Annotated[
+    int,
+    typer.Option("--concurrency", "-j", metavar="N", help="Transfers at once (1-16)."),
+]
+PartConcurrency = Annotated[
+    int,
+    typer.Option("--concurrency", "-j", metavar="N", help="Parts uploaded in parallel per file (1-16)."),
+]
+#: the old ``upload -c N``: hidden, kept so scripts keep working (``shared.pick_concurrency``)
+OldConcurrency = Annotated[int | None, typer.Option("-c", metavar="N", hidden=True)]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
 def read_option_file(path: str, option: str, *, kind: str) -> bytes:

@@ -1,9 +1,15 @@
 """The one I/O object of the CLI.
 
 stdout carries data (tables, ids, JSON); stderr carries notices, warnings and progress. On a TTY
-data is rendered as rich tables; piped, the same content is printed as plain tab-separated lines
-with stable columns and no colour; with ``--json`` each object is one JSON document per line
-(NDJSON), exactly as the API returned it. Tests build an ``Output`` around ``io.StringIO``.
+data is rendered as rich tables (fitted to the width: low-priority columns dropped, long cells cut
+with an ellipsis, never wrapped mid-word) and short records as two-space-separated fields; piped,
+the same content is printed as plain tab-separated lines with stable columns and no colour; with
+``--json`` each object is one JSON document per line (NDJSON), exactly as the API returned it,
+restricted to ``--json FIELDS`` and filtered through ``--jq EXPR`` when those are given.
+
+The rules every command shares live here: sizes in binary units (KiB, MiB, GiB), timestamps
+relative on a terminal ("3 min ago") and RFC 3339 with a zone when piped and in JSON.
+Tests build an ``Output`` around ``io.StringIO``.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
 from typing import IO, Any
 
 
@@ -42,10 +49,17 @@ class Output:
         progress: bool = True,
         is_tty: bool | None = None,
         color: bool | None = None,
+        json_fields: Sequence[str] | None = None,
+        jq: str | None = None,
+        width: int | None = None,
     ) -> None:
         self.stdout = stdout if stdout is not None else sys.stdout
         self.stderr = stderr if stderr is not None else sys.stderr
-        self.json = json_mode
+        self.json_fields = list(json_fields) if json_fields else None
+        self.jq = jq
+        self._jq_program = compile_jq(jq) if jq else None
+        self.json = json_mode or bool(self.json_fields) or bool(jq)
+        self.width = width
         self.quiet = quiet
         self.verbose = verbose
         self.err_is_tty = _isatty(self.stderr) if is_tty is None else is_tty
@@ -56,38 +70,100 @@ class Output:
             color = is_tty and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
         self.color = color
         # progress: animated on a TTY stderr, throttled plain lines otherwise; never with --json/--quiet
-        self.progress_enabled = progress and not quiet and not json_mode
+        self.progress_enabled = progress and not quiet and not self.json
         self._console = None
         self._err_console = None
 
     # ---- data (stdout) -------------------------------------------------------------------------
     def emit(self, obj: Any) -> None:
-        """One JSON document on one line (``--json`` data and NDJSON streams)."""
-        self.stdout.write(json.dumps(to_jsonable(obj), separators=(",", ":"), default=str) + "\n")
+        """One JSON document on one line (``--json`` data and NDJSON streams), restricted to
+        ``--json FIELDS`` and run through ``--jq EXPR`` (each result on its own line; strings raw)."""
+        data = to_jsonable(obj)
+        if self.json_fields is not None:
+            data = select_fields(data, self.json_fields)
+        if self._jq_program is None:
+            self._write_json(data)
+            return
+        for value in run_jq(self._jq_program, data, self.jq or ""):
+            if isinstance(value, str):
+                self.stdout.write(value + "\n")
+            else:
+                self._write_json(value, flush=False)
         self.stdout.flush()
+
+    def _write_json(self, data: Any, *, flush: bool = True) -> None:
+        self.stdout.write(json.dumps(data, separators=(",", ":"), default=str, ensure_ascii=False) + "\n")
+        if flush:
+            self.stdout.flush()
 
     def print(self, text: str = "") -> None:
         self.stdout.write(text + "\n")
         self.stdout.flush()
 
-    def table(
-        self, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None
-    ) -> None:
-        rows = [["" if c is None else str(c) for c in row] for row in rows]
-        if self.is_tty:
-            from rich.table import Table
+    def fields(self, *values: Any) -> None:
+        """One short record (``upl_1  clip.mp4``): tab-separated when piped, two spaces on a terminal."""
+        cells = ["" if v is None else str(v).replace("\t", " ").replace("\n", " ") for v in values]
+        self.print(("  " if self.is_tty else "\t").join(cells))
 
-            table = Table(title=title, show_edge=False, header_style="bold" if self.color else None)
-            for i, col in enumerate(columns):
-                # the first column is the identifier (id, file): never wrap it mid-word
-                table.add_column(col, overflow="fold", no_wrap=(i == 0))
-            for row in rows:
-                table.add_row(*row)
-            self.console.print(table)
-        else:
+    def when(self, value: Any) -> str:
+        """A timestamp by the one rule: relative on a terminal, RFC 3339 (UTC, ``Z``) when piped."""
+        return relative_time(value) if self.is_tty else rfc3339(value)
+
+    def table(
+        self,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+        *,
+        title: str | None = None,
+        priority: Sequence[int] | None = None,
+        styles: dict[int, Callable[[str], str | None]] | None = None,
+    ) -> None:
+        """A table. On a terminal it fits the width: the columns are dropped in the reverse order of
+        ``priority`` (indexes, most important first; default: left to right) until the rest fits, and
+        what still does not fit is cut with an ellipsis; ``styles`` colours cells (column index ->
+        cell text -> rich style). Piped: a header and tab-separated rows with every column."""
+        rows = [["" if c is None else str(c) for c in row] for row in rows]
+        if not self.is_tty:
             self.print("\t".join(c.upper() for c in columns))
             for row in rows:
                 self.print("\t".join(c.replace("\t", " ").replace("\n", " ") for c in row))
+            return
+        self.console.print(self.rich_table(columns, rows, title=title, priority=priority, styles=styles))
+
+    def rich_table(
+        self,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[str]],
+        *,
+        title: str | None = None,
+        priority: Sequence[int] | None = None,
+        styles: dict[int, Callable[[str], str | None]] | None = None,
+    ) -> Any:
+        """The rich Table :meth:`table` prints on a terminal (also the frame of a live view)."""
+        from rich.table import Table
+        from rich.text import Text
+
+        rows = [["" if c is None else str(c) for c in row] for row in rows]
+        priority = list(priority) if priority is not None else list(range(len(columns)))
+        keep = fit_columns([len(c) for c in columns], [[len(c) for c in row] for row in rows], self.console.width, priority)
+        table = Table(title=title, show_edge=False, header_style="bold" if self.color else None)
+        for i in keep:
+            # the most important column (the id) is never cut; the others shrink with an ellipsis
+            natural = max([len(columns[i]), *(len(row[i]) for row in rows)])
+            table.add_column(
+                columns[i],
+                overflow="ellipsis",
+                no_wrap=True,
+                min_width=natural if i == priority[0] else min(natural, len(columns[i])),
+            )
+        for row in rows:
+            cells = []
+            for i in keep:
+                style = (styles or {}).get(i)
+                cell_style = style(row[i]) if style is not None and self.color else None
+                cells.append(Text(row[i], style=cell_style or ""))
+            table.add_row(*cells)
+        return table
 
     def record(self, obj: Any, pairs: Iterable[tuple[str, Any]]) -> None:
         """One API object: as JSON with --json, else as ``key: value`` lines."""
@@ -133,6 +209,7 @@ class Output:
                 no_color=not self.color,
                 highlight=False,
                 soft_wrap=False,
+                width=self.width,
             )
         return self._console
 
@@ -181,8 +258,8 @@ class Progress:
                 columns = [
                     rp.TextColumn("{task.description}"),
                     rp.BarColumn(),
-                    rp.DownloadColumn(),
-                    rp.TransferSpeedColumn(),
+                    rp.DownloadColumn(binary_units=True),
+                    _speed_column(rp),
                     rp.TimeRemainingColumn(),
                 ]
             else:
@@ -190,7 +267,7 @@ class Progress:
                     rp.TextColumn("{task.description}"),
                     rp.BarColumn(),
                     rp.TaskProgressColumn(),
-                    rp.TimeRemainingColumn(),
+                    _eta_column(rp),
                 ]
             self._bar = rp.Progress(*columns, console=self.out.err_console, transient=False)
             self._bar.__enter__()
@@ -225,7 +302,10 @@ class Progress:
         completed: float | None = None,
         total: float | None = None,
         description: str | None = None,
+        eta: float | None = None,
     ) -> None:
+        """``eta``: seconds left as the server estimates them (shown instead of the bar's own
+        estimate, so a line carries one ETA)."""
         if not self.enabled:
             return
         with self._lock:
@@ -236,8 +316,11 @@ class Progress:
                 t["total"] = total
             if description is not None:
                 t["desc"] = description
+            t["eta"] = eta
             if self._bar is not None:
-                self._bar.update(t["rid"], completed=t["done"], total=t["total"], description=t["desc"])
+                self._bar.update(
+                    t["rid"], completed=t["done"], total=t["total"], description=t["desc"], eta=eta
+                )
                 return
             now = time.monotonic()
             if now - self._last_plain < self.plain_interval:
@@ -269,8 +352,190 @@ class Progress:
             if self.transfer:
                 elapsed = max(time.monotonic() - t["t0"], 1e-6)
                 return f"{t['desc']}: {pct:5.1f}% ({_human_bytes(done)} of {_human_bytes(total)}, {_human_bytes(done / elapsed)}/s)"
-            return f"{t['desc']}: {pct:5.1f}%"
+            eta = t.get("eta")
+            return f"{t['desc']}: {pct:5.1f}%" + (f", eta {_clock(eta)}" if eta is not None and pct < 100 else "")
         return f"{t['desc']}: {_human_bytes(done) if self.transfer else done}"
+
+
+# ---- --json FIELDS and --jq ----------------------------------------------------------------------
+
+
+def parse_json_fields(text: str) -> list[str]:
+    """``id,status,output`` -> ["id", "status", "output"] (blanks dropped, repeats folded)."""
+    return list(dict.fromkeys(f.strip() for f in text.split(",") if f.strip()))
+
+
+def select_fields(data: Any, fields: Sequence[str]) -> Any:
+    """The object restricted to ``fields`` (in that order); an unknown field is an InputError
+    (exit 2) that lists the valid ones."""
+    from sophon_cli.client.errors import InputError
+
+    if not isinstance(data, dict):
+        return data
+    unknown = [f for f in fields if f not in data]
+    if unknown:
+        raise InputError(
+            f"unknown JSON field {unknown[0]!r}",
+            hint="valid fields: " + ", ".join(data),
+        )
+    return {f: data[f] for f in fields}
+
+
+def compile_jq(expr: str) -> Any:
+    """The compiled ``--jq`` program (the ``jq`` package: bindings to the jq C library); a syntax
+    error is an InputError (exit 2)."""
+    from sophon_cli.client.errors import InputError
+
+    import jq  # heavy-ish C extension: only loaded when --jq is given
+
+    try:
+        return jq.compile(expr)
+    except ValueError as exc:
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), str(exc))
+        raise InputError(f"--jq {expr!r} is not a valid jq expression ({first})", hint="fix the expression") from None
+
+
+def run_jq(program: Any, data: Any, expr: str) -> list[Any]:
+    from sophon_cli.client.errors import InputError
+
+    try:
+        return program.input_value(data).all()
+    except ValueError as exc:
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), str(exc))
+        raise InputError(f"--jq {expr!r} failed: {first}", hint="check the expression against --json output") from None
+
+
+# ---- timestamps -------------------------------------------------------------------------------------
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 string, a datetime or an epoch number as an aware datetime (zone-less = UTC);
+    None for None, "" or text that is not a time."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, (int, float)):
+        return datetime.fromtimestamp(float(value), timezone.utc)
+    else:
+        text = str(value).strip()
+        if text[-1:] in ("Z", "z"):
+            text = text[:-1] + "+00:00"
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def rfc3339(value: Any) -> str:
+    """RFC 3339 in UTC with the ``Z`` zone, to the second; "" for no time; unparsable text as is."""
+    when = parse_time(value)
+    if when is None:
+        return "" if value is None else str(value)
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def relative_time(value: Any, *, now: datetime | None = None) -> str:
+    """'just now', '42 s ago', '3 min ago', '5 h ago', '2 d ago', 'in 3 h'; a date past 60 days."""
+    when = parse_time(value)
+    if when is None:
+        return "" if value is None else str(value)
+    now = now or datetime.now(timezone.utc)
+    delta = (now - when).total_seconds()
+    ahead = delta < 0
+    secs = abs(delta)
+    if secs < 5:
+        return "just now"
+    if secs >= 60 * 86400:
+        return when.astimezone(timezone.utc).strftime("%Y-%m-%d")
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min"), (1, "s")):
+        if secs >= size:
+            n = int(secs // size)
+            break
+    return f"in {n} {unit}" if ahead else f"{n} {unit} ago"
+
+
+# ---- table fitting --------------------------------------------------------------------------------
+
+#: what a rich table without edges adds around each column (padding 1+1, a separator between)
+_CELL_OVERHEAD = 3
+
+
+def fit_columns(
+    header: Sequence[int], rows: Sequence[Sequence[int]], width: int, priority: Sequence[int]
+) -> list[int]:
+    """The indexes of the columns to show, in table order: the least important (last in
+    ``priority``) are dropped until every kept column fits, the first of ``priority`` at its full
+    width and the others squeezed to their header (at least 12 cells); the first always stays."""
+    natural = [max([h, *(r[i] for r in rows)]) for i, h in enumerate(header)]
+    first = priority[0] if priority else 0
+
+    def squeezed(i: int) -> int:
+        return natural[i] if i == first else min(natural[i], max(header[i], 12))
+
+    keep = list(priority)
+    while len(keep) > 1 and sum(squeezed(i) for i in keep) + _CELL_OVERHEAD * (len(keep) - 1) > width:
+        keep.pop()
+    return sorted(keep)
+
+
+#: colours of job statuses on a terminal
+STATUS_STYLES = {
+    "completed": "green",
+    "failed": "red",
+    "canceled": "yellow",
+    "queued": "blue",
+    "probing": "cyan",
+    "encoding": "cyan",
+    "uploading": "cyan",
+}
+
+
+def status_style(status: str) -> str | None:
+    return STATUS_STYLES.get(status.strip().lower())
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 file', '2 files' (``many`` for irregular plurals)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(max(0.0, seconds)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _speed_column(rp: Any) -> Any:
+    """Transfer speed in binary units (rich's own column uses decimal MB/s)."""
+
+    class SpeedColumn(rp.ProgressColumn):
+        def render(self, task: Any) -> Any:
+            from rich.text import Text
+
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else f"{_human_bytes(speed)}/s", style="progress.data.speed")
+
+    return SpeedColumn()
+
+
+def _eta_column(rp: Any) -> Any:
+    """A rich column showing the server's ETA (task field ``eta``) when known, else rich's estimate."""
+
+    class EtaColumn(rp.ProgressColumn):
+        max_refresh = 0.5
+
+        def render(self, task: Any) -> Any:
+            from rich.text import Text
+
+            eta = task.fields.get("eta")
+            if eta is None:
+                eta = task.time_remaining
+            if task.finished:
+                eta = 0
+            return Text("-:--:--" if eta is None else _clock(eta), style="progress.remaining")
+
+    return EtaColumn()
 
 
 def _human_bytes(n: float) -> str:

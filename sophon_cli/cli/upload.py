@@ -13,10 +13,9 @@ from typing import Annotated, Any
 
 import typer
 
+from sophon_cli.cli import options as opts
+from sophon_cli.cli import shared
 from sophon_cli.cli.context import get_ctx
-
-MIN_CONCURRENCY = 1
-MAX_CONCURRENCY = 16
 
 
 def check_input_file(path: Path) -> Path:
@@ -37,17 +36,6 @@ def check_input_files(paths: list[Path]) -> list[Path]:
             seen.add(key)
             out.append(path)
     return out
-
-
-def check_concurrency(concurrency: int) -> int:
-    from sophon_cli.client.errors import InputError
-
-    if not MIN_CONCURRENCY <= concurrency <= MAX_CONCURRENCY:
-        raise InputError(
-            f"--concurrency must be between {MIN_CONCURRENCY} and {MAX_CONCURRENCY} (got {concurrency})",
-            hint="pick a smaller number, e.g. --concurrency 4",
-        )
-    return concurrency
 
 
 def upload_files(app_ctx: Any, files: list[Path], *, concurrency: int, new: bool) -> list[tuple[Path, Any]]:
@@ -85,17 +73,16 @@ def upload_command(
     files: Annotated[
         list[Path], typer.Argument(metavar="FILE", help="Video files to upload.", show_default=False)
     ],
-    concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", metavar="N", help="Parts sent in parallel per file (1-16).")
-    ] = 4,
+    concurrency: opts.PartConcurrency = 4,
     new: Annotated[
         bool, typer.Option("--new", help="Start a fresh upload session instead of resuming one.")
     ] = False,
+    old_concurrency: opts.OldConcurrency = None,
 ) -> None:
     """Upload files in resumable chunks and print one upload id per file."""
     app_ctx = get_ctx(ctx)
     out = app_ctx.out
-    check_concurrency(concurrency)
+    concurrency = shared.check_concurrency(shared.pick_concurrency(concurrency, old_concurrency))
     files = check_input_files(files)
     for path, result in upload_files(app_ctx, files, concurrency=concurrency, new=new):
         if out.json:
@@ -108,4 +95,4 @@ def upload_command(
                 }
             )
         else:
-            out.print(f"{result.upload_id}  {path}")
+            out.fields(result.upload_id, path)

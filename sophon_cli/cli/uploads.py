@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
+from sophon_cli.cli import options as opts
+from sophon_cli.cli import shared
 from sophon_cli.cli.context import get_ctx
 
 app = typer.Typer(no_args_is_help=True)
@@ -13,14 +15,18 @@ app = typer.Typer(no_args_is_help=True)
 UploadIdArg = Annotated[str, typer.Argument(metavar="UPLOAD_ID", help="The upload id (upl_...).")]
 
 
-def upload_rows(status: Any) -> list[tuple[str, Any]]:
+def upload_rows(status: Any, when: Any = None) -> list[tuple[str, Any]]:
+    """``uploads get``'s fields; ``when`` formats timestamps (``Output.when``)."""
+    from sophon_cli.cli.output import rfc3339
+
+    when = when or rfc3339
     received = status.received_chunks or []
     rows: list[tuple[str, Any]] = [
         ("id", status.id),
         ("status", status.status),
         ("file", status.file_name),
         ("parts", f"{len(received)} of {status.total_chunks} received"),
-        ("expires", status.expires_at),
+        ("expires", when(status.expires_at)),
     ]
     width = getattr(status, "source_width", None)
     height = getattr(status, "source_height", None)
@@ -37,15 +43,16 @@ def get(ctx: typer.Context, upload_id: UploadIdArg) -> None:
     """Show an upload session: status, parts received, expiry."""
     app_ctx = get_ctx(ctx)
     status = app_ctx.client().uploads.get(upload_id)
-    app_ctx.out.record(status, upload_rows(status))
+    app_ctx.out.record(status, upload_rows(status, app_ctx.out.when))
 
 
 @app.command("cancel")
-def cancel(ctx: typer.Context, upload_id: UploadIdArg) -> None:
-    """Cancel an upload session and delete its staged parts."""
+def cancel(ctx: typer.Context, upload_id: UploadIdArg, yes: opts.Yes = False) -> None:
+    """Cancel an upload session and delete its staged parts (asks first on a terminal)."""
     app_ctx = get_ctx(ctx)
+    shared.confirm(app_ctx.out, f"cancel upload {upload_id} and delete its parts?", yes=yes)
     app_ctx.client().uploads.cancel(upload_id)
     if app_ctx.out.json:
         app_ctx.out.emit({"id": upload_id, "status": "canceled"})
     else:
-        app_ctx.out.print(f"{upload_id}  canceled")
+        app_ctx.out.fields(upload_id, "canceled")

@@ -116,7 +116,6 @@ def _show_created(out: Any, hook: Any, name: str | None) -> None:
 @app.command("list")
 def list_(ctx: typer.Context) -> None:
     """List active webhooks (secrets are never shown)."""
-    from sophon_cli.cli.job import short_time
     from sophon_cli.cli.output import to_jsonable
     from sophon_cli.client.text import safe_field
     from sophon_cli.webhooks.secret_store import SecretStore, SecretStoreError
@@ -142,7 +141,7 @@ def list_(ctx: typer.Context) -> None:
             safe_field(h.id),
             safe_field(h.url),
             "yes" if h.active else "no",
-            short_time(h.created_at),
+            out.when(h.created_at),
             safe_field(h.name or names.get(h.id) or ""),
         )
         for h in hooks

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from sophon_cli.cli.job import (
-    build_metadata,
-    check_height,
+from sophon_cli.cli.jobview import (
     failed_error,
     failure_reason,
     job_line,
-    parse_metadata_value,
     progress_description,
     progress_text,
-    short_time,
 )
+from sophon_cli.cli.output import rfc3339
+from sophon_cli.cli.shared import build_metadata, check_height, parse_metadata_value
 from sophon_cli.client.errors import InputError, JobFailedError
 
 
@@ -98,9 +96,9 @@ def test_job_rendering_helpers():
     desc = progress_description(
         _job(progress={"phase": "encoding", "percent": 5, "fps": 29.7, "eta_seconds": 12})
     )
-    assert desc == "job_1 encoding 30 fps eta 12s"
-    assert short_time("2026-01-02T03:04:05.123Z") == "2026-01-02 03:04:05"
-    assert short_time(None) == ""
+    assert desc == "job_1 encoding 30 fps"  # the ETA is the progress display's one ETA column
+    assert rfc3339("2026-01-02T03:04:05.123Z") == "2026-01-02T03:04:05Z"
+    assert rfc3339(None) == ""
 
 
 def test_failed_error_names_the_first_bad_job():

@@ -34,7 +34,7 @@ def test_cache_list_prune_clear(world, clip_bank):
 
     assert world.encode("video0.mp4").returncode == 0  # replays: no new job
     cleared = world.sophon("cache", "clear")
-    assert cleared.returncode == 0 and "cleared 1 entries" in cleared.stdout
+    assert cleared.returncode == 0 and "cleared 1 entry from" in cleared.stdout
     assert StateStore(world.home / "state.json").load() == {}
     assert len(world.jobs()) == 2
 

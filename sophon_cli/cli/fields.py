@@ -1,0 +1,28 @@
+"""The top-level field names of the JSON objects the CLI prints (API objects and its own records).
+
+``sophon job get --json id,status`` is told apart from ``sophon job get --json job_123`` (a bare
+``--json`` followed by an argument) before parsing, without loading pydantic: a single word after
+``--json`` is a field list only when it is one of these names. A test keeps the set in step with
+the models (``tests/cli/test_output_conventions.py``).
+"""
+
+from __future__ import annotations
+
+KNOWN_FIELDS = frozenset(
+    {
+        # Job
+        "id", "status", "status_reason", "attempt", "retryable", "profile", "effective_profile_id",
+        "source", "progress", "output", "metadata", "created_at", "started_at", "completed_at",
+        "error", "final_artifact", "saved_percent",
+        # uploads, upload sessions and `sophon upload` records
+        "file", "file_name", "upload_id", "sha256", "bytes", "fingerprint", "parts_total", "parts_sent",
+        "resumed", "chunk_size", "total_chunks", "received_chunks", "expires_at", "source_width",
+        "source_height", "source_duration_seconds",
+        # webhooks
+        "url", "active", "name", "secret",
+        # downloads, readiness, cache entries and command records
+        "path", "skipped", "resumed_from", "ready", "checks_failed", "key", "state", "result", "job_id",
+        "updated_at", "event", "pruned", "remaining", "state_file", "cleared", "deleted", "valid", "reason",
+        "downloaded",
+    }
+)  # fmt: skip
