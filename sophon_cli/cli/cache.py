@@ -80,6 +80,7 @@ def prune(
     state_file: StateFileOption = None,
 ) -> None:
     """Drop finished entries (done or failed) older than --older-than days."""
+    from sophon_cli.cli.output import plural
     from sophon_cli.client.errors import InputError
 
     if older_than < 0:

@@ -30,7 +30,11 @@ EXAMPLES: dict[str, list[str]] = {
         "sophon job create --upload upl_123 --profile sophon-espresso --height 720",
         "sophon job create clip.mp4 --metadata customer=acme --webhook wh_123",
     ],
-    "job get": ["sophon job get job_123", "sophon job get job_123 --watch", "sophon job get job_123 --jq .status"],
+    "job get": [
+        "sophon job get job_123",
+        "sophon job get job_123 --watch",
+        "sophon job get job_123 --jq .status",
+    ],
     "job list": [
         "sophon job list --status failed --since 1d",
         "sophon job list --metadata customer=acme --json id,status,output",
@@ -38,13 +42,20 @@ EXAMPLES: dict[str, list[str]] = {
     ],
     "job cancel": ["sophon job cancel job_123"],
     "job wait": ["sophon job wait job_123", "sophon job wait job_1 job_2 --timeout 600"],
-    "download": ["sophon download job_123", "sophon download job_123 -o out/", "sophon download job_123 -o a.mp4 --force"],
+    "download": [
+        "sophon download job_123",
+        "sophon download job_123 -o out/",
+        "sophon download job_123 -o a.mp4 --force",
+    ],
     "encode": [
         "sophon encode --local clip.mp4",
         'sophon encode "videos/**/*.mov" -o encoded/',
         "sophon encode -r videos/ -j 4 --report results.xml",
     ],
-    "compare": ["sophon compare clip.mp4 clip.sophon.mp4", "sophon compare clip.mp4 clip.sophon.mp4 --subsample 5"],
+    "compare": [
+        "sophon compare clip.mp4 clip.sophon.mp4",
+        "sophon compare clip.mp4 clip.sophon.mp4 --subsample 5",
+    ],
     "webhooks": ["sophon webhooks create https://example.com/hook --save-secret", "sophon webhooks list"],
     "webhooks create": [
         "sophon webhooks create https://example.com/hook",
@@ -55,7 +66,10 @@ EXAMPLES: dict[str, list[str]] = {
     "webhooks verify": [
         "sophon webhooks verify --signature sha256=ab12... --timestamp 2026-01-31T12:00:00Z < body.json"
     ],
-    "webhooks listen": ["sophon webhooks listen", "sophon webhooks listen --forward-to http://127.0.0.1:3000/hook"],
+    "webhooks listen": [
+        "sophon webhooks listen",
+        "sophon webhooks listen --forward-to http://127.0.0.1:3000/hook",
+    ],
     "health": ["sophon health", "sophon --local health"],
     "doctor": ["sophon doctor", "sophon --local doctor"],
     "server": ["sophon server", "sophon server --port 9000 --data-dir /tmp/sophon"],
@@ -63,14 +77,20 @@ EXAMPLES: dict[str, list[str]] = {
     "server stop": ["sophon server stop"],
     "config": ["sophon config show", "sophon config set-key"],
     "config show": ["sophon config show", "sophon --profile staging config show"],
-    "config set": ["sophon config set base_url https://staging.example.com --profile staging", "sophon config set timeout 60"],
+    "config set": [
+        "sophon config set base_url https://staging.example.com --profile staging",
+        "sophon config set timeout 60",
+    ],
     "config set-key": ["sophon config set-key", "sophon config set-key --profile staging < key.txt"],
     "config path": ["sophon config path"],
     "cache": ["sophon cache list", "sophon cache prune --older-than 7"],
     "cache list": ["sophon cache list", "sophon cache list --json key,state,job_id"],
     "cache prune": ["sophon cache prune", "sophon cache prune --older-than 0"],
     "cache clear": ["sophon cache clear", "sophon cache clear --yes"],
-    "completions": ["sophon completions bash > ~/.local/share/bash-completion/completions/sophon", "sophon completions --man > sophon.1"],
+    "completions": [
+        "sophon completions bash > ~/.local/share/bash-completion/completions/sophon",
+        "sophon completions --man > sophon.1",
+    ],
     "version": ["sophon version", "sophon -V"],
 }
 

@@ -98,8 +98,8 @@ def create(
     if not wait:
         view.render_job(app_ctx.out, job)
         return
-    app_ctx.out.notice(f"created {job.id}; waiting for it to finish")
     try:
+        app_ctx.out.notice(f"created {job.id}; waiting for it to finish")
         [final] = view.wait_for_jobs(app_ctx, [job.id], timeout)
     except KeyboardInterrupt:
         # the job goes on on the server; running `job create` again would make a second one
@@ -162,7 +162,9 @@ def list_(
     since: Annotated[
         str | None,
         typer.Option(
-            "--since", metavar="WHEN", help="Only jobs created since WHEN: a duration (30m, 2h, 7d) or a date."
+            "--since",
+            metavar="WHEN",
+            help="Only jobs created since WHEN: a duration (30m, 2h, 7d) or a date.",
         ),
     ] = None,
     metadata: Annotated[

@@ -71,7 +71,6 @@ def job_rows(job: Any, when: Any = None) -> list[tuple[str, Any]]:
     from sophon_cli.cli.output import rfc3339
 
     when = when or rfc3339
-    progress = get(job, "progress")
     source = get(job, "source")
     output = get(job, "output")
     rows: list[tuple[str, Any]] = [("id", get(job, "id")), ("status", get(job, "status"))]

@@ -21,7 +21,7 @@ import typer
 from sophon_cli import __version__
 from sophon_cli.cli.context import AppContext, GlobalOptions
 from sophon_cli.cli.helptext import polish
-from sophon_cli.cli.output import Output
+from sophon_cli.cli.output import Output, PipeClosed
 from sophon_cli.exitcodes import EXIT_CODE_HELP, ExitCode
 
 HELP = """Command-line tool for the SOPHON HEVC encoding API.
@@ -210,7 +210,9 @@ def completions_command(
 
     if man:
         if shell is not None:
-            raise InputError("give a SHELL or --man, not both", hint="e.g. sophon completions --man > sophon.1")
+            raise InputError(
+                "give a SHELL or --man, not both", hint="e.g. sophon completions --man > sophon.1"
+            )
         from sophon_cli.cli.manpage import render
 
         typer.echo(render(), nl=False)
@@ -326,10 +328,8 @@ def _usage_message(exc, click_exc) -> str:
 
 
 def _standard_streams() -> str | None:
-    """A closed stdin reads as empty; a closed stdout or stderr (``>&-``) is reported once.
-    Returns the error line when stdout is closed (nothing could be printed)."""
-    if sys.stdin is None:
-        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+    """A closed stdout (``>&-``) is reported once (a closed stdin is left to the commands that
+    read it); a closed stderr becomes /dev/null. Returns the error line when stdout is closed."""
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
     if sys.stdout is None:
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write(INTERRUPTED_MESSAGE + "\n")
         code = ExitCode.INTERRUPTED
-    except BrokenPipeError:
+    except (BrokenPipeError, PipeClosed):
         code = _quiet_broken_pipe()
     except Exception as exc:  # the one error boundary
         code = report(exc)

@@ -23,6 +23,10 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 
+class PipeClosed(Exception):
+    """The reader of stdout closed the pipe; ``main`` stops quietly (exit 0)."""
+
+
 def to_jsonable(obj: Any) -> Any:
     """Pydantic models -> dicts (API field names, extra fields kept); everything else as is."""
     dump = getattr(obj, "model_dump", None)
@@ -84,21 +88,29 @@ class Output:
         if self._jq_program is None:
             self._write_json(data)
             return
-        for value in run_jq(self._jq_program, data, self.jq or ""):
-            if isinstance(value, str):
-                self.stdout.write(value + "\n")
-            else:
-                self._write_json(value, flush=False)
-        self.stdout.flush()
+        lines = [
+            value
+            if isinstance(value, str)
+            else json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+            for value in run_jq(self._jq_program, data, self.jq or "")
+        ]
+        if lines:
+            self._write("\n".join(lines) + "\n")
 
-    def _write_json(self, data: Any, *, flush: bool = True) -> None:
-        self.stdout.write(json.dumps(data, separators=(",", ":"), default=str, ensure_ascii=False) + "\n")
-        if flush:
+    def _write_json(self, data: Any) -> None:
+        self._write(json.dumps(data, separators=(",", ":"), default=str, ensure_ascii=False) + "\n")
+
+    def _write(self, text: str) -> None:
+        """Every line of data goes through here: a reader that went away (``| head -1``) ends the
+        command as :class:`PipeClosed` (a quiet exit), not as an OSError."""
+        try:
+            self.stdout.write(text)
             self.stdout.flush()
+        except BrokenPipeError:
+            raise PipeClosed() from None
 
     def print(self, text: str = "") -> None:
-        self.stdout.write(text + "\n")
-        self.stdout.flush()
+        self._write(text + "\n")
 
     def fields(self, *values: Any) -> None:
         """One short record (``upl_1  clip.mp4``): tab-separated when piped, two spaces on a terminal."""
@@ -145,17 +157,14 @@ class Output:
 
         rows = [["" if c is None else str(c) for c in row] for row in rows]
         priority = list(priority) if priority is not None else list(range(len(columns)))
-        keep = fit_columns([len(c) for c in columns], [[len(c) for c in row] for row in rows], self.console.width, priority)
+        widths = fit_columns(
+            [len(c) for c in columns], [[len(c) for c in row] for row in rows], self.console.width, priority
+        )
+        keep = list(widths)
         table = Table(title=title, show_edge=False, header_style="bold" if self.color else None)
         for i in keep:
-            # the most important column (the id) is never cut; the others shrink with an ellipsis
-            natural = max([len(columns[i]), *(len(row[i]) for row in rows)])
-            table.add_column(
-                columns[i],
-                overflow="ellipsis",
-                no_wrap=True,
-                min_width=natural if i == priority[0] else min(natural, len(columns[i])),
-            )
+            # the most important column (the id) is never cut; the long others end with an ellipsis
+            table.add_column(columns[i], overflow="ellipsis", no_wrap=True, width=widths[i])
         for row in rows:
             cells = []
             for i in keep:
@@ -353,7 +362,9 @@ class Progress:
                 elapsed = max(time.monotonic() - t["t0"], 1e-6)
                 return f"{t['desc']}: {pct:5.1f}% ({_human_bytes(done)} of {_human_bytes(total)}, {_human_bytes(done / elapsed)}/s)"
             eta = t.get("eta")
-            return f"{t['desc']}: {pct:5.1f}%" + (f", eta {_clock(eta)}" if eta is not None and pct < 100 else "")
+            return f"{t['desc']}: {pct:5.1f}%" + (
+                f", eta {_clock(eta)}" if eta is not None and pct < 100 else ""
+            )
         return f"{t['desc']}: {_human_bytes(done) if self.transfer else done}"
 
 
@@ -384,15 +395,17 @@ def select_fields(data: Any, fields: Sequence[str]) -> Any:
 def compile_jq(expr: str) -> Any:
     """The compiled ``--jq`` program (the ``jq`` package: bindings to the jq C library); a syntax
     error is an InputError (exit 2)."""
-    from sophon_cli.client.errors import InputError
-
     import jq  # heavy-ish C extension: only loaded when --jq is given
+
+    from sophon_cli.client.errors import InputError
 
     try:
         return jq.compile(expr)
     except ValueError as exc:
         first = next((ln for ln in str(exc).splitlines() if ln.strip()), str(exc))
-        raise InputError(f"--jq {expr!r} is not a valid jq expression ({first})", hint="fix the expression") from None
+        raise InputError(
+            f"--jq {expr!r} is not a valid jq expression ({first})", hint="fix the expression"
+        ) from None
 
 
 def run_jq(program: Any, data: Any, expr: str) -> list[Any]:
@@ -402,7 +415,9 @@ def run_jq(program: Any, data: Any, expr: str) -> list[Any]:
         return program.input_value(data).all()
     except ValueError as exc:
         first = next((ln for ln in str(exc).splitlines() if ln.strip()), str(exc))
-        raise InputError(f"--jq {expr!r} failed: {first}", hint="check the expression against --json output") from None
+        raise InputError(
+            f"--jq {expr!r} failed: {first}", hint="check the expression against --json output"
+        ) from None
 
 
 # ---- timestamps -------------------------------------------------------------------------------------
@@ -449,35 +464,49 @@ def relative_time(value: Any, *, now: datetime | None = None) -> str:
         return "just now"
     if secs >= 60 * 86400:
         return when.astimezone(timezone.utc).strftime("%Y-%m-%d")
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "min"), (1, "s")):
-        if secs >= size:
-            n = int(secs // size)
-            break
+    size, unit = next((s, u) for s, u in ((86400, "d"), (3600, "h"), (60, "min"), (1, "s")) if secs >= s)
+    n = int(secs // size)
     return f"in {n} {unit}" if ahead else f"{n} {unit} ago"
 
 
 # ---- table fitting --------------------------------------------------------------------------------
 
-#: what a rich table without edges adds around each column (padding 1+1, a separator between)
+#: what a rich table without edges adds per column: padding 1+1 and a separator (one fewer than columns)
 _CELL_OVERHEAD = 3
+#: columns this wide or narrower are shown whole (statuses, sizes, times); wider ones may be cut
+SHORT_CELL = 12
 
 
 def fit_columns(
     header: Sequence[int], rows: Sequence[Sequence[int]], width: int, priority: Sequence[int]
-) -> list[int]:
-    """The indexes of the columns to show, in table order: the least important (last in
-    ``priority``) are dropped until every kept column fits, the first of ``priority`` at its full
-    width and the others squeezed to their header (at least 12 cells); the first always stays."""
+) -> dict[int, int]:
+    """The columns to show and their widths (index -> cells, in table order). The least important
+    (last in ``priority``) are dropped until the rest fits with the first of ``priority`` at its full
+    width and the others cut to their header (but never below :data:`SHORT_CELL` cells: short values
+    such as a status are never cut); then the least important of the long columns are cut, just
+    enough to fit. The first always stays."""
     natural = [max([h, *(r[i] for r in rows)]) for i, h in enumerate(header)]
     first = priority[0] if priority else 0
 
-    def squeezed(i: int) -> int:
-        return natural[i] if i == first else min(natural[i], max(header[i], 12))
+    def floor(i: int) -> int:
+        return natural[i] if i == first else min(natural[i], max(header[i], SHORT_CELL))
 
     keep = list(priority)
-    while len(keep) > 1 and sum(squeezed(i) for i in keep) + _CELL_OVERHEAD * (len(keep) - 1) > width:
+
+    def overhead(n: int) -> int:
+        return _CELL_OVERHEAD * n - 1
+
+    while len(keep) > 1 and sum(floor(i) for i in keep) + overhead(len(keep)) > width:
         keep.pop()
-    return sorted(keep)
+    widths = {i: natural[i] for i in keep}
+    excess = sum(widths.values()) + overhead(len(keep)) - width
+    for i in reversed(keep):  # least important first
+        if excess <= 0:
+            break
+        cut = min(excess, widths[i] - floor(i))
+        widths[i] -= cut
+        excess -= cut
+    return dict(sorted(widths.items()))
 
 
 #: colours of job statuses on a terminal

@@ -78,7 +78,9 @@ def build_metadata(
 def metadata_filter(pairs: list[str] | None) -> dict[str, Any]:
     """``--metadata KEY=VALUE`` as a filter: KEY must equal VALUE (compared as JSON when it is JSON,
     else as text), every pair must match."""
-    return {key: parse_metadata_value(value) for key, value in (split_pair(p, "--metadata") for p in pairs or [])}
+    return {
+        key: parse_metadata_value(value) for key, value in (split_pair(p, "--metadata") for p in pairs or [])
+    }
 
 
 def metadata_matches(metadata: Any, wanted: dict[str, Any]) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import stat
 import subprocess
 import threading
@@ -16,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_KEY
 from tests.cli.helpers import assert_one_line_error, cli_env, free_port, start_cli
+from tests.conftest import TEST_KEY
 
 
 def _json_lines(text: str) -> list[dict]:

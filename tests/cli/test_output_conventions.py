@@ -1,0 +1,388 @@
+"""Output conventions of the resource commands (issue 13), against the real local server:
+piped shapes (tabs, RFC 3339), --json FIELDS / --jq, job list filters and SOURCE, --watch,
+closed pipes and streams, prompts, flag spellings, help screens, the man page and job-id completion.
+Terminal paths run on a pseudo-terminal and assert on the emulated screen (tests/cli/terminal.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.cli.helpers import assert_one_line_error, cli_env
+from tests.cli.terminal import run_in_terminal
+
+RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def fresh(make_server_module, clip):
+    """A server of its own with three jobs: two completed (metadata customer=acme / other), one
+    failed; newest first: failed, other, acme."""
+    from sophon_cli.client.http import SophonClient
+
+    srv = make_server_module()
+    with SophonClient(srv.url, srv.api_keys[0]) as api:
+        up = api.uploads.upload_file(clip)
+        acme = api.jobs.create(up.upload_id, profile="sophon-espresso", metadata={"customer": "acme", "n": 1})
+        other = api.jobs.create(up.upload_id, profile="sophon-espresso", metadata={"customer": "other"})
+        failed = api.jobs.create(up.upload_id, metadata={"sophon_local_fail": True})
+        finals = api.jobs.wait_many([acme.id, other.id, failed.id], timeout=120)
+    assert [j.status for j in finals] == ["completed", "completed", "failed"]
+    srv.job_ids = [failed.id, other.id, acme.id]  # newest first
+    srv.upload = up
+    return srv
+
+
+@pytest.fixture(scope="module")
+def make_server_module(tmp_path_factory):
+    from sophon_cli.server.runner import LocalServer
+    from tests.conftest import TEST_KEY
+
+    started = []
+
+    def factory():
+        base = tmp_path_factory.mktemp("own-server")
+        srv = LocalServer(base / "data", api_keys=[TEST_KEY], request_log=base / "requests.jsonl")
+        srv.start()
+        started.append(srv)
+        return srv
+
+    yield factory
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def scratch(make_server_module, clip):
+    """Another server, for the tests that add jobs (``fresh`` keeps its three)."""
+    from sophon_cli.client.http import SophonClient
+
+    srv = make_server_module()
+    with SophonClient(srv.url, srv.api_keys[0]) as api:
+        srv.upload = api.uploads.upload_file(clip)
+    return srv
+
+
+def _runner(cli, srv, home):
+    def go(*args, **kw):
+        env = {"SOPHON_BASE_URL": srv.url, **kw.pop("env", {})}
+        return cli(*args, env=env, home=home, **kw)
+
+    return go
+
+
+def _terminal(srv, home):
+    def go(*args, **kw):
+        env = cli_env(srv, home, **kw.pop("env", {}))
+        return run_in_terminal(list(args), env, **kw)
+
+    return go
+
+
+@pytest.fixture
+def run(cli, fresh, tmp_path):
+    """The CLI against ``fresh``, piped."""
+    return _runner(cli, fresh, tmp_path / "home")
+
+
+@pytest.fixture
+def tty(fresh, tmp_path):
+    """The CLI against ``fresh``, on a terminal."""
+    return _terminal(fresh, tmp_path / "home")
+
+
+@pytest.fixture
+def run2(cli, scratch, tmp_path):
+    return _runner(cli, scratch, tmp_path / "home")
+
+
+@pytest.fixture
+def tty2(scratch, tmp_path):
+    return _terminal(scratch, tmp_path / "home")
+
+
+# ---- job list: SOURCE, filters, timestamps, grammar ------------------------------------------------
+
+
+def test_job_list_piped_has_source_rfc3339_and_the_filters(run, fresh):
+    res = run("job", "list")
+    assert res.returncode == 0, res.stderr
+    rows = [r.split("\t") for r in res.stdout.splitlines()]
+    assert rows[0] == ["ID", "STATUS", "SOURCE", "PROFILE", "CREATED", "PROGRESS"]
+    assert [r[0] for r in rows[1:]] == fresh.job_ids
+    for row in rows[1:]:
+        created = datetime.strptime(row[4], RFC3339).replace(tzinfo=timezone.utc)
+        assert abs(datetime.now(timezone.utc) - created) < timedelta(minutes=30)
+        assert row[2]  # the upload's file name (these jobs are not in the encode cache)
+
+    acme = run("job", "list", "--metadata", "customer=acme")
+    assert [r.split("\t")[0] for r in acme.stdout.splitlines()[1:]] == [fresh.job_ids[2]]
+    both = run("job", "list", "--metadata", "customer=acme", "--metadata", "n=1")
+    assert [r.split("\t")[0] for r in both.stdout.splitlines()[1:]] == [fresh.job_ids[2]]
+    none = run("job", "list", "--metadata", "customer=nobody")
+    assert none.returncode == 0 and none.stdout.splitlines() == [
+        "ID\tSTATUS\tSOURCE\tPROFILE\tCREATED\tPROGRESS"
+    ]
+    assert none.stderr.strip() == "no jobs match"
+
+    recent = run("job", "list", "--since", "1h")
+    assert len(recent.stdout.splitlines()) == 4
+    future = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime(RFC3339)
+    assert run("job", "list", "--since", future).stdout.splitlines()[1:] == []
+    bad = run("job", "list", "--since", "yesterday")
+    assert_one_line_error(bad, 2, "--since", "2h")
+
+    one = run("job", "list", "--limit", "1")
+    assert one.stderr.strip() == "showing the newest job; use --limit N or --all for more"
+    two = run("job", "list", "--limit", "2", "--page-size", "1")
+    assert "newest 2 jobs" in two.stderr
+
+
+def test_job_list_source_comes_from_the_encode_cache(run2, clip, tmp_path):
+    """A job made by `sophon encode` shows the local file it came from."""
+    import shutil
+
+    src = tmp_path / "holiday.mp4"
+    shutil.copyfile(clip, src)
+    enc = run2("encode", src, "-o", tmp_path / "out", "--profile", "sophon-espresso")
+    assert enc.returncode == 0, enc.stderr
+    rows = [r.split("\t") for r in run2("job", "list", "--limit", "1").stdout.splitlines()]
+    assert rows[1][2] == str(src)
+
+
+def test_empty_job_list_says_no_jobs(make_server_module, cli, tmp_path):
+    srv = make_server_module()
+    env = {"SOPHON_BASE_URL": srv.url}
+    piped = cli("job", "list", env=env)
+    assert (piped.returncode, piped.stderr) == (0, "no jobs\n")
+    screen = run_in_terminal(["job", "list"], cli_env(srv, tmp_path / "h"))
+    assert screen.returncode == 0 and screen.lines == ["no jobs"]
+
+
+def test_job_list_on_a_terminal_is_relative_coloured_and_fits_60_columns(tty, fresh):
+    wide = tty("job", "list", columns=120)
+    assert wide.returncode == 0, wide.text
+    header = [w for w in wide.lines[0].split() if w not in ("┃", "│")]
+    assert header == ["id", "status", "source", "profile", "created", "progress"]
+    assert all(re.search(r"(\d+ s|\d+ min|just now)( ago)?", line) for line in wide.lines[2:]), wide.text
+    assert "\x1b[32m" in wide.raw and "\x1b[31m" in wide.raw  # completed green, failed red
+
+    narrow = tty("job", "list", columns=60)
+    assert narrow.returncode == 0, narrow.text
+    rows = narrow.lines[2:]
+    assert len(rows) == 3, narrow.text  # one line per job: nothing wrapped
+    assert [row.split()[0] for row in rows] == fresh.job_ids  # ids whole
+    assert all(len(line) <= 60 for line in narrow.lines)
+    assert "profile" not in narrow.lines[0]  # the least important column went first
+    assert "status" in narrow.lines[0] and "progress" in narrow.lines[0]
+
+
+# ---- records: tabs piped, spaces on a terminal; cancel; timestamps in uploads get ----------------------
+
+
+def test_records_are_tabs_piped_and_spaces_on_a_terminal(run, tty, fresh):
+    failed = fresh.job_ids[0]
+    piped = run("job", "wait", failed)
+    assert piped.returncode == 5 and piped.stdout.startswith(f"{failed}\tfailed\t(")
+    screen = tty("job", "wait", failed)
+    assert screen.returncode == 5
+    assert any(line.startswith(f"{failed}  failed  (") for line in screen.lines), screen.text
+
+
+def test_uploads_get_expiry_is_rfc3339_piped_and_relative_on_a_terminal(run, tty, fresh):
+    piped = run("uploads", "get", fresh.upload.upload_id)
+    expires = dict(line.split(":", 1) for line in piped.stdout.splitlines())["expires"].strip()
+    assert datetime.strptime(expires, RFC3339) > datetime.utcnow()
+    screen = tty("uploads", "get", fresh.upload.upload_id)
+    assert any(re.match(r"expires:\s+in \d+ (h|min)$", line) for line in screen.lines), screen.text
+
+
+def test_cancel_of_a_canceled_job_is_exit_0_with_a_notice(run, run2, scratch, fresh):
+    job = run2("job", "create", "--upload", scratch.upload.upload_id, "--metadata", "sophon_local_delay=30")
+    job_id = job.stdout.split()[0]
+    run = run2
+    first = run("job", "cancel", job_id)
+    assert first.returncode == 0 and first.stdout.startswith(f"{job_id}\tcanceled")
+    again = run("job", "cancel", job_id)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(f"{job_id}\tcanceled")
+    assert again.stderr.strip() == f"job {job_id} was already canceled"
+    done = run2("--base-url", fresh.url, "job", "cancel", fresh.job_ids[1])  # completed: an error
+    assert done.returncode == 1 and "finished" in done.stderr
+
+
+# ---- --json FIELDS, --jq -------------------------------------------------------------------------------
+
+
+def test_json_fields_and_jq(run, fresh):
+    acme = fresh.job_ids[2]
+    picked = run("job", "get", acme, "--json", "id,status")
+    assert picked.returncode == 0, picked.stderr
+    assert _lines(picked.stdout) == [{"id": acme, "status": "completed"}]
+    front = run("--json", "status,id", "job", "get", acme)
+    assert list(_lines(front.stdout)[0]) == ["status", "id"]  # the order asked for
+    single = run("job", "list", "--json", "id")
+    assert _lines(single.stdout) == [{"id": i} for i in fresh.job_ids]
+    bare = run("job", "get", "--json", acme)  # a bare --json before an id stays a flag
+    assert _lines(bare.stdout)[0]["id"] == acme and "output" in _lines(bare.stdout)[0]
+
+    unknown = run("job", "get", acme, "--json", "id,colour")
+    line = assert_one_line_error(unknown, 2, "'colour'", "valid fields:", "status", "output")
+    assert "Traceback" not in line
+
+    jq = run("job", "list", "--jq", ".id")
+    assert jq.returncode == 0 and jq.stdout.splitlines() == fresh.job_ids  # strings raw, like gh
+    sel = run("--jq", 'select(.status == "failed") | {id, status_reason}', "job", "list")
+    assert _lines(sel.stdout) == [
+        {"id": fresh.job_ids[0], "status_reason": _lines(sel.stdout)[0]["status_reason"]}
+    ]
+    both = run("job", "get", acme, "--json", "id,metadata", "--jq", ".metadata.customer")
+    assert both.stdout == "acme\n"
+    assert_one_line_error(run("job", "list", "--jq", ".["), 2, "--jq", "not a valid jq expression")
+
+
+# ---- --watch ---------------------------------------------------------------------------------------------
+
+
+def test_watch_ends_when_every_job_shown_is_terminal(run2, tty2, scratch):
+    run, tty, fresh = run2, tty2, scratch
+    job = run("job", "create", "--upload", fresh.upload.upload_id, "--metadata", "sophon_local_delay=2")
+    job_id = job.stdout.split()[0]
+    screen = tty("job", "get", job_id, "--watch", "--interval", "0.3", columns=100)
+    assert screen.returncode == 0, screen.text
+    status = [line.split() for line in screen.lines if line.startswith("status:")]
+    assert status == [["status:", "completed"]], screen.text  # the live view ended on its final frame
+
+    listed = tty("job", "list", "--watch", "--interval", "0.3", "--limit", "2")
+    assert listed.returncode == 0 and job_id in listed.text and "completed" in listed.text
+
+    job2 = run("job", "create", "--upload", fresh.upload.upload_id, "--metadata", "sophon_local_delay=1")
+    job2_id = job2.stdout.split()[0]
+    stream = run("--json", "job", "get", job2_id, "--watch", "--interval", "0.2")
+    seen = _lines(stream.stdout)
+    assert len(seen) >= 2 and seen[-1]["status"] == "completed" and seen[0]["status"] != "completed"
+    piped = run("job", "get", job2_id, "--watch")  # piped: the final record, once
+    assert [ln.split() for ln in piped.stdout.splitlines() if ln.startswith("status:")] == [
+        ["status:", "completed"]
+    ]
+
+
+# ---- closed pipes and streams --------------------------------------------------------------------------
+
+
+def test_closed_pipe_is_a_quiet_exit_0_and_closed_stdout_one_line(fresh, tmp_path):
+    env = cli_env(fresh, tmp_path / "home")
+    cmd = f"set -o pipefail; {sys.executable} -m sophon_cli --json job list --all --page-size 1 | head -1"
+    res = subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["id"] == fresh.job_ids[0]
+    assert res.stderr == ""
+
+    closed = subprocess.run(
+        ["bash", "-c", f"{sys.executable} -m sophon_cli job list >&-"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert closed.returncode == 1
+    assert closed.stderr.splitlines() == [
+        "error: standard output is closed; send it to a file or to /dev/null (e.g. '>/dev/null')"
+    ]
+
+
+# ---- prompts ---------------------------------------------------------------------------------------------
+
+
+def test_cache_clear_and_uploads_cancel_ask_on_a_terminal(tty, run, fresh, tmp_path):
+    from sophon_cli.state import StateStore
+
+    store = StateStore(tmp_path / "home" / "state.json")
+    store.update("a|b", state="done")
+    no = tty("cache", "clear", answer="n\r", answer_after="[y/N]")
+    assert no.returncode == 1 and "nothing done" in no.text
+    assert len(StateStore(tmp_path / "home" / "state.json").load()) == 1
+    yes = tty("cache", "clear", answer="y\r", answer_after="[y/N]")
+    assert yes.returncode == 0 and "cleared 1 entry from" in yes.text
+    store.update("a|b", state="done")
+    skip = tty("cache", "clear", "--yes")
+    assert skip.returncode == 0 and "[y/N]" not in skip.text
+
+    from sophon_cli.client.http import SophonClient
+
+    with SophonClient(fresh.url, fresh.api_keys[0]) as api:
+        session = api.uploads.create("pending.mp4", 1000, "video/mp4")
+    keep = tty("uploads", "cancel", session.id, answer="\r", answer_after="[y/N]")
+    assert keep.returncode == 1 and "nothing done" in keep.text
+    assert _lines(run("--json", "uploads", "get", session.id).stdout)[0]["status"] != "canceled"  # untouched
+    piped = run("uploads", "cancel", session.id)  # no terminal: no question
+    assert piped.returncode == 0 and piped.stdout == f"{session.id}\tcanceled\n"
+
+
+# ---- flag spellings, versions, misplaced global options, grammar ----------------------------------------------
+
+
+def test_concurrency_is_j_everywhere_with_the_old_c_hidden(run, clip):
+    assert run("upload", "-j", "2", clip).returncode == 0
+    old = run("upload", "-c", "2", clip)
+    assert old.returncode == 0, old.stderr
+    assert_one_line_error(run("upload", "-c", "99", clip), 2, "--concurrency", "1 and 16")
+    for cmd in (["upload"], ["job", "create"], ["encode"]):
+        help_text = run(*cmd, "--help").stdout
+        assert "-j, --concurrency N" in help_text and " -c" not in help_text
+
+
+def test_version_spellings_and_misplaced_global_options(run):
+    from sophon_cli import __version__
+
+    for args in (["--version"], ["-V"], ["version"]):
+        res = run(*args)
+        assert (res.returncode, res.stdout) == (0, f"sophon {__version__}\n")
+    misplaced = run("job", "list", "--base-url", "http://127.0.0.1:9")
+    line = assert_one_line_error(misplaced, 2, "--base-url is a global option", "before the command")
+    assert "sophon --base-url URL job list" in line
+    assert run("job", "list", "--local", "--help").returncode == 0  # value-less ones already work
+    typo = run("jbo")
+    assert_one_line_error(typo, 2, "Did you mean 'job'? See 'sophon --help'")
+    assert "?;" not in typo.stderr
+
+
+# ---- job create --wait: one ETA; interrupted: the right next step -------------------------------------------
+
+
+def test_job_create_wait_shows_one_eta_and_an_interrupt_names_job_wait(tty2, make_clip, tmp_path, scratch):
+    from sophon_cli.client.http import SophonClient
+
+    tty, fresh = tty2, scratch
+    clip = make_clip(tmp_path / "long.mp4", seconds=4)
+    screen = tty("job", "create", clip, "--wait", "--metadata", "sophon_local_realtime=true", columns=120)
+    assert screen.returncode == 0, screen.text
+    bar_lines = [
+        line for line in screen.raw.replace("\r", "\n").splitlines() if "job_" in line and "%" in line
+    ]
+    assert bar_lines, screen.raw
+    for line in bar_lines:
+        plain = re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]", "", line)
+        assert len(re.findall(r"\d+:\d\d:\d\d", plain)) <= 1, plain
+        assert not re.search(r"eta \d+s", plain), plain
+
+    stopped = tty(
+        "job", "create", "--upload", fresh.upload.upload_id, "--wait", "--metadata", "sophon_local_delay=30",
+        interrupt_after="waiting for it to finish", columns=200,
+    )  # fmt: skip
+    assert stopped.returncode == 130, stopped.text
+    [line] = [ln for ln in stopped.lines if "interrupted" in ln]  # after the terminal's echo of ^C
+    job_id = re.search(r"job (job_\w+) goes on", line).group(1)
+    assert f"sophon job wait {job_id}" in line and "run the same command again" not in stopped.text
+    with SophonClient(fresh.url, fresh.api_keys[0]) as api:
+        api.jobs.cancel(job_id)
