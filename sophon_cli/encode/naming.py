@@ -44,8 +44,8 @@ TEMPLATE_FIELDS = ("stem", "ext", "name", "suffix", "profile")
 @dataclass(frozen=True)
 class EncodeOptions:
     profile: str = "sophon-auto"
-    container: str = DEFAULT_CONTAINER
-    audio: bool = False  # the API's default
+    container: str | None = None  # None: the API's default (mp4)
+    audio: bool | None = None  # None: the API's default (no audio)
     height: int | None = None
     webhook_ids: tuple[str, ...] = ()
     metadata: tuple[tuple[str, Any], ...] = ()
@@ -60,12 +60,13 @@ class EncodeOptions:
     check_quality: bool = False  # score every output (implied by min_vmaf); never part of a key
 
     def __post_init__(self) -> None:
-        # One canonical form of the job options, from which every key is derived: the API's
-        # defaults filled in (``--container mp4`` is the same job as no flag), webhooks
+        # One canonical form of the job options, from which every key is derived: a value equal
+        # to the API's default is the same as none (``--container mp4`` is the same job as no
+        # flag; stored as "not given", so keys made before this rule still match), webhooks
         # de-duplicated and sorted (order and repeats do not change what is notified), metadata
         # in key order.
-        object.__setattr__(self, "container", self.container or DEFAULT_CONTAINER)
-        object.__setattr__(self, "audio", bool(self.audio))
+        object.__setattr__(self, "container", None if self.container == DEFAULT_CONTAINER else self.container)
+        object.__setattr__(self, "audio", True if self.audio else None)
         object.__setattr__(self, "webhook_ids", tuple(sorted(set(self.webhook_ids))))
         object.__setattr__(self, "metadata", tuple(sorted(dict(self.metadata).items())))
         if self.min_vmaf is not None and not 0 <= self.min_vmaf <= 100:
@@ -137,7 +138,7 @@ def output_path_for(source: Source, options: EncodeOptions) -> Path:
     name = render_name(
         options.name_template,
         stem=p.stem,
-        ext=options.container,
+        ext=options.container or DEFAULT_CONTAINER,
         name=p.name,
         suffix=p.suffix.lstrip("."),
         profile=options.profile,

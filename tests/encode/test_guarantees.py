@@ -48,6 +48,30 @@ def test_explicit_defaults_and_webhook_order_give_the_same_job(world, clip_bank)
     assert len(world.jobs()) == 1 and world.upload_count() == 1
 
 
+def test_the_canonical_form_keeps_the_keys_earlier_versions_made():
+    """Defaults are canonicalised to "not given", so a job made before this rule (no flags) has
+    the same key today: upgrading never makes a second job for a file already encoded."""
+    from sophon_cli.encode import EncodeOptions
+    from sophon_cli.encode.naming import job_idempotency_key
+
+    plain = EncodeOptions()
+    assert plain.job_options() == {
+        "profile": "sophon-auto",
+        "container": None,
+        "audio": None,
+        "target_height": None,
+        "webhook_ids": None,
+        "metadata": None,
+    }
+    same = EncodeOptions(container="mp4", audio=False, webhook_ids=("w2", "w1", "w2"))
+    assert same.job_options() == {**plain.job_options(), "webhook_ids": ["w1", "w2"]}
+    key = job_idempotency_key("ab" * 32, 10, "upl_1", plain, None)
+    assert key == job_idempotency_key(
+        "ab" * 32, 10, "upl_1", EncodeOptions(container="mp4", audio=False), None
+    )
+    assert key != job_idempotency_key("ab" * 32, 10, "upl_1", EncodeOptions(container="mkv"), None)
+
+
 # -- not a video: a failure, never "original kept" (item 9) ---------------------------------------
 
 
