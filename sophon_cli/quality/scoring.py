@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import selectors
@@ -27,15 +28,60 @@ ProgressCallback = Callable[[int, "int | None"], None]
 
 
 def find_ffmpeg() -> str:
-    """The ffmpeg binary bundled with imageio-ffmpeg (it has libvmaf and its built-in models)."""
+    """The ffmpeg binary of imageio-ffmpeg (the bundled static one has libvmaf and its models).
+
+    ``IMAGEIO_FFMPEG_EXE`` wins, as in imageio-ffmpeg. The bundled binary is found and checked
+    (``-version``) here, in a child environment without ``SOPHON_*`` variables:
+    ``imageio_ffmpeg.get_ffmpeg_exe()`` runs that check with this process's whole environment, the
+    API key included. Only when there is no working bundled binary is imageio-ffmpeg asked (it
+    then looks for a conda or system ffmpeg).
+    """
     try:
         import imageio_ffmpeg
     except ImportError:
         raise QualityUnavailableError("imageio-ffmpeg") from None
+    explicit = os.environ.get("IMAGEIO_FFMPEG_EXE")
+    if explicit:
+        return explicit
+    bundled = _bundled_ffmpeg()
+    if bundled is not None:
+        return bundled
     try:
         return imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as exc:  # no binary for this platform and none on IMAGEIO_FFMPEG_EXE
         raise QualityError(f"no ffmpeg binary found: {exc}", hint="set IMAGEIO_FFMPEG_EXE") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_ffmpeg() -> str | None:
+    try:
+        from importlib.resources import files
+
+        candidates = sorted(
+            str(entry)
+            for entry in files("imageio_ffmpeg.binaries").iterdir()
+            if entry.name.startswith("ffmpeg") and not entry.name.endswith((".md", ".py"))
+        )
+    except (ModuleNotFoundError, OSError, TypeError):
+        return None
+    return next((exe for exe in candidates if runs(exe)), None)
+
+
+def runs(exe: str) -> bool:
+    """Whether ``exe -version`` exits 0 (run without any ``SOPHON_*`` variable, 30 s at most)."""
+    try:
+        subprocess.run(
+            [exe, "-version"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=child_environment(),
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return True
 
 
 def check_durations(reference: VideoInfo, distorted: VideoInfo, tolerance: float) -> None:

@@ -257,3 +257,29 @@ def test_missing_extra_is_a_clear_error_naming_it(source, module):
     assert proc.returncode == 0, proc.stderr
     assert "is not installed" in proc.stdout
     assert "pip install 'sophon-cli[quality]'" in proc.stdout
+
+
+def test_find_ffmpeg_is_imageio_ffmpegs_binary(monkeypatch):
+    import imageio_ffmpeg
+
+    from sophon_cli.quality.scoring import find_ffmpeg
+
+    monkeypatch.delenv("IMAGEIO_FFMPEG_EXE", raising=False)
+    assert find_ffmpeg() == imageio_ffmpeg.get_ffmpeg_exe()
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", "/opt/ffmpeg")  # explicit wins, as in imageio-ffmpeg
+    assert find_ffmpeg() == "/opt/ffmpeg"
+
+
+def test_the_ffmpeg_check_gets_no_sophon_variable(tmp_path, monkeypatch):
+    # imageio_ffmpeg.get_ffmpeg_exe() runs `ffmpeg -version` with the whole environment; our check
+    # runs a real child without the key (this stand-in records what it was given)
+    from sophon_cli.quality.scoring import runs
+
+    seen = tmp_path / "env.txt"
+    fake = tmp_path / "ffmpeg"
+    fake.write_text(f'#!/bin/sh\nenv > {seen}\n[ "$1" = -version ]\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("SOPHON_API_KEY", "sk-never-in-a-child")
+    assert runs(str(fake)) is True
+    assert "sk-never-in-a-child" not in seen.read_text() and "PATH=" in seen.read_text()
+    assert runs(str(tmp_path / "missing")) is False
