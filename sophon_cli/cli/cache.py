@@ -11,8 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sophon_cli.cli import options as opts
-from sophon_cli.cli import shared
+from sophon_cli.cli.prompts import YesOpt, confirm
 from sophon_cli.cli.context import get_ctx
 
 app = typer.Typer(
@@ -95,13 +94,13 @@ def prune(
 
 
 @app.command("clear")
-def clear(ctx: typer.Context, state_file: StateFileOption = None, yes: opts.Yes = False) -> None:
+def clear(ctx: typer.Context, state_file: StateFileOption = None, yes: YesOpt = False) -> None:
     """Remove every entry (safe: a rerun finds its uploads and jobs again by idempotency key)."""
     from sophon_cli.cli.output import plural
 
     out = get_ctx(ctx).out
     store = _store(ctx, state_file)
-    shared.confirm(out, f"remove every entry of {store.path}?", yes=yes)
+    confirm(f"remove every entry of {store.path}?", yes=yes)
     removed = store.clear()
     if out.json:
         out.emit({"cleared": removed, "state_file": str(store.path)})

@@ -23,6 +23,6 @@ KNOWN_FIELDS = frozenset(
         # downloads, readiness, cache entries and command records
         "path", "skipped", "resumed_from", "ready", "checks_failed", "key", "state", "result", "job_id",
         "updated_at", "event", "pruned", "remaining", "state_file", "cleared", "deleted", "valid", "reason",
-        "downloaded",
+        "downloaded", "already_present", "verification", "verified",
     }
 )  # fmt: skip

@@ -44,7 +44,6 @@ PartConcurrency = Annotated[
 ]
 #: the old ``upload -c N``: hidden, kept so scripts keep working (``shared.pick_concurrency``)
 OldConcurrency = Annotated[int | None, typer.Option("-c", metavar="N", hidden=True)]
-Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
 def read_option_file(path: str, option: str, *, kind: str) -> bytes:

@@ -1,4 +1,5 @@
-"""Helpers shared by several commands: option checks, metadata, filters and the confirmation prompt.
+"""Helpers shared by several commands: option checks, metadata and filters (the confirmation prompt
+is ``cli/prompts.py``).
 
 Option *definitions* (the typer ``Annotated`` types every command reuses) live in ``cli/options.py``;
 this module holds what the commands do with the values. Nothing here renders API objects (that is
@@ -169,38 +170,6 @@ def parse_since(text: str | None, *, now: datetime | None = None) -> datetime | 
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return when.astimezone(timezone.utc)
-
-
-# ---- confirmation -----------------------------------------------------------------------------
-
-
-def confirm(out: Any, question: str, *, yes: bool) -> None:
-    """Ask ``question`` (y/N) when stdin and stderr are a terminal, unless ``--yes``. Without a
-    terminal nothing is asked and the command goes ahead (scripts and CI keep working). Any answer
-    but y/yes does nothing: "nothing done", exit 1."""
-    import sys
-
-    if yes or out.json:
-        return
-    stdin = sys.stdin
-    if stdin is None or not _isatty(stdin) or not out.err_is_tty:
-        return
-    out.stderr.write(f"{question} [y/N] ")
-    out.stderr.flush()
-    answer = stdin.readline()
-    if answer.strip().lower() not in ("y", "yes"):
-        import typer
-
-        out.stderr.write("nothing done\n" if answer else "\nnothing done\n")
-        out.stderr.flush()
-        raise typer.Exit(1)
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError, OSError):
-        return False
 
 
 class Interrupted(Exception):

@@ -6,8 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sophon_cli.cli import options as opts
-from sophon_cli.cli import shared
+from sophon_cli.cli.prompts import YesOpt, confirm
 from sophon_cli.cli.context import get_ctx
 
 app = typer.Typer(no_args_is_help=True)
@@ -47,10 +46,10 @@ def get(ctx: typer.Context, upload_id: UploadIdArg) -> None:
 
 
 @app.command("cancel")
-def cancel(ctx: typer.Context, upload_id: UploadIdArg, yes: opts.Yes = False) -> None:
+def cancel(ctx: typer.Context, upload_id: UploadIdArg, yes: YesOpt = False) -> None:
     """Cancel an upload session and delete its staged parts (asks first on a terminal)."""
     app_ctx = get_ctx(ctx)
-    shared.confirm(app_ctx.out, f"cancel upload {upload_id} and delete its parts?", yes=yes)
+    confirm(f"cancel upload {upload_id} and delete its parts?", yes=yes)
     app_ctx.client().uploads.cancel(upload_id)
     if app_ctx.out.json:
         app_ctx.out.emit({"id": upload_id, "status": "canceled"})

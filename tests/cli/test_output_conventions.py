@@ -310,7 +310,7 @@ def test_cache_clear_and_uploads_cancel_ask_on_a_terminal(tty, run, fresh, tmp_p
     store = StateStore(tmp_path / "home" / "state.json")
     store.update("a|b", state="done")
     no = tty("cache", "clear", answer="n\r", answer_after="[y/N]")
-    assert no.returncode == 1 and "nothing done" in no.text
+    assert no.returncode == 1 and "nothing was done" in no.text
     assert len(StateStore(tmp_path / "home" / "state.json").load()) == 1
     yes = tty("cache", "clear", answer="y\r", answer_after="[y/N]")
     assert yes.returncode == 0 and "cleared 1 entry from" in yes.text
@@ -323,7 +323,7 @@ def test_cache_clear_and_uploads_cancel_ask_on_a_terminal(tty, run, fresh, tmp_p
     with SophonClient(fresh.url, fresh.api_keys[0]) as api:
         session = api.uploads.create("pending.mp4", 1000, "video/mp4")
     keep = tty("uploads", "cancel", session.id, answer="\r", answer_after="[y/N]")
-    assert keep.returncode == 1 and "nothing done" in keep.text
+    assert keep.returncode == 1 and "nothing was done" in keep.text
     assert _lines(run("--json", "uploads", "get", session.id).stdout)[0]["status"] != "canceled"  # untouched
     piped = run("uploads", "cancel", session.id)  # no terminal: no question
     assert piped.returncode == 0 and piped.stdout == f"{session.id}\tcanceled\n"
@@ -386,3 +386,26 @@ def test_job_create_wait_shows_one_eta_and_an_interrupt_names_job_wait(tty2, mak
     assert f"sophon job wait {job_id}" in line and "run the same command again" not in stopped.text
     with SophonClient(fresh.url, fresh.api_keys[0]) as api:
         api.jobs.cancel(job_id)
+
+
+# ---- sizes in binary units; the field names --json FIELDS recognises ---------------------------------------
+
+
+def test_upload_bar_on_a_terminal_counts_in_binary_units(tty2, make_clip, tmp_path):
+    clip = make_clip(tmp_path / "units.mp4", seconds=2, size="320x240")
+    screen = tty2("upload", clip, columns=120)
+    assert screen.returncode == 0, screen.text
+    bar = next(line for line in screen.lines if line.startswith("units.mp4"))
+    assert re.search(r"\d+\.\d/\d+\.\d KiB", bar), bar
+    assert re.search(r"(KiB|MiB)/s|\?", bar), bar
+    assert not re.search(r"\b(kB|MB)\b", screen.raw)  # rich's decimal units never show
+    assert re.match(r"upl_\w+  \S+units\.mp4$", screen.lines[-1]), screen.lines[-1]  # two spaces on a tty
+
+
+def test_known_json_fields_cover_every_printed_model():
+    from sophon_cli.cli.fields import KNOWN_FIELDS
+    from sophon_cli.client import models
+
+    for model in (models.Job, models.UploadStatus, models.Webhook, models.WebhookItem, models.DownloadResult):
+        missing = set(model.model_fields) - KNOWN_FIELDS
+        assert not missing, (model.__name__, missing)
