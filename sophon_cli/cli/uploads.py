@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from sophon_cli.cli.prompts import YesOpt, confirm
 from sophon_cli.cli.context import get_ctx
+from sophon_cli.cli.prompts import YesOpt, confirm
 
 app = typer.Typer(no_args_is_help=True)
 
