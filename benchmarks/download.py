@@ -94,7 +94,9 @@ def main() -> None:
     size = args.size or (256 * b.MIB if args.quick else 1 << 30)
     runs = args.runs or (2 if args.quick else 5)
     if shutil.which("curl") is None:
-        raise SystemExit("error: curl is not installed (it is the peer); install it, e.g. apt-get install curl")
+        raise SystemExit(
+            "error: curl is not installed (it is the peer); install it, e.g. apt-get install curl"
+        )
     cold = {"asked": bool(args.cold), "permitted": None}
 
     def before() -> None:

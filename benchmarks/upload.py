@@ -154,7 +154,9 @@ def main() -> None:
     rss = {k: max(r.rss_mib for r in v) for k, v in results.items()}
     cpu = {k: b.median(r.user + r.sys for r in v) for k, v in results.items()}
     rchar = {k: b.median(r.rchar for r in v if r.rchar is not None) for k, v in results.items()}
-    read_over_size = round((rchar["cli"] - rchar["start"]) / size, 4) if rchar["cli"] == rchar["cli"] else None
+    read_over_size = (
+        round((rchar["cli"] - rchar["start"]) / size, 4) if rchar["cli"] == rchar["cli"] else None
+    )
     first_part = round(b.median(first_parts) - med["start"], 3) if first_parts else None
     t = b.Table(
         f"upload of {size / b.MIB:.0f} MiB, {runs} alternating runs per side (medians)"
