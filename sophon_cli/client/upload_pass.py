@@ -29,6 +29,7 @@ from sophon_cli.client.content import ShortRead
 
 BLOCK = 1024 * 1024
 READ_AHEAD = 32 * 1024 * 1024  # blocks read but not yet sent, over all parts in flight
+WAKE = 4 * 1024 * 1024  # a waiting sender is woken when this much of its part is ready
 
 
 def part_range(part_number: int, chunk_size: int, file_size: int) -> tuple[int, int]:
@@ -79,19 +80,45 @@ class Aborted(Exception):
 
 
 class _Gate:
-    """The state shared by the reader and the senders, guarded by one condition variable."""
+    """The state shared by the reader and the senders, guarded by one lock.
+
+    Every hand-off between threads is a wake-up, and on a small (virtual) machine each costs about
+    as much as reading a block, so both sides hand over in batches: a waiting sender is woken when
+    its part has ``wake`` bytes ready (or all of them), and a reader that waits for room is woken
+    once the buffer has drained to ``low``, not after every block.
+    """
 
     def __init__(self, limit: int) -> None:
-        self.cv = threading.Condition()
+        self.lock = threading.Lock()
+        self.room = threading.Condition(self.lock)  # the reader waits here (room, or a part done)
         self.limit = limit
+        self.low = max(0, limit - max(BLOCK, limit // 4))
+        self.wake = max(1, min(WAKE, limit // 4))
         self.buffered = 0
+        self.reader_waiting = False
         self.aborted = False
         self.done: deque[int] = deque()  # part numbers whose request finished (any outcome)
+        self.streams: set[PartStream] = set()
 
     def abort(self) -> None:
-        with self.cv:
+        with self.lock:
             self.aborted = True
-            self.cv.notify_all()
+            self.room.notify_all()
+            for stream in self.streams:
+                stream.cv.notify_all()
+
+    def released_locked(self, n: int) -> None:
+        """``n`` buffered bytes were sent or dropped (lock held)."""
+        self.buffered -= n
+        if self.reader_waiting and self.buffered <= self.low:
+            self.room.notify()
+
+    def wait_locked(self, timeout: float) -> None:
+        self.reader_waiting = True
+        try:
+            self.room.wait(timeout)
+        finally:
+            self.reader_waiting = False
 
 
 class PartStream:
@@ -104,13 +131,19 @@ class PartStream:
 
     def __init__(self, gate: _Gate, fd: int, offset: int, length: int, part_number: int) -> None:
         self._gate = gate
+        self.cv = threading.Condition(gate.lock)  # this part's sender waits here for blocks
         self.fd = fd
         self.offset = offset
         self.length = length
         self.part_number = part_number
         self._blocks: deque[bytes] = deque()
+        self._held = 0  # bytes in _blocks
+        self._fed = 0  # bytes the reader handed over
+        self._waiting = False  # the sender waits for blocks
         self._iterated = False
         self._detached = False  # a retry re-reads from disk; closed parts take nothing either
+        with gate.lock:
+            gate.streams.add(self)
 
     def __len__(self) -> int:
         return self.length
@@ -119,31 +152,40 @@ class PartStream:
 
     def feed(self, data: bytes) -> None:
         g = self._gate
-        with g.cv:
+        with g.lock:
             if self._detached:
                 return
             self._blocks.append(data)
+            self._held += len(data)
+            self._fed += len(data)
             g.buffered += len(data)
-            g.cv.notify_all()
+            if self._waiting and (self._held >= g.wake or self._fed >= self.length):
+                self.cv.notify()
+
+    def kick_locked(self) -> None:
+        """Wake a waiting sender for whatever it has (the reader is about to wait; lock held)."""
+        if self._waiting and self._blocks:
+            self.cv.notify()
 
     def close(self) -> None:
         """Take no more blocks and release the ones held (the part's request is over)."""
-        g = self._gate
-        with g.cv:
+        with self._gate.lock:
             self._detach_locked()
+            self._gate.streams.discard(self)
 
     def _detach_locked(self) -> None:
         self._detached = True
-        if self._blocks:
-            self._gate.buffered -= sum(len(b) for b in self._blocks)
-            self._blocks.clear()
-            self._gate.cv.notify_all()
+        self.cv.notify_all()
+        self._blocks.clear()
+        held, self._held = self._held, 0  # including a block being sent right now
+        if held:
+            self._gate.released_locked(held)
 
     # called by the sender (httpx iterates the body) -------------------------------------------
 
     def __iter__(self) -> Iterator[bytes]:
         g = self._gate
-        with g.cv:
+        with g.lock:
             retry, self._iterated = self._iterated, True
             if retry:
                 self._detach_locked()
@@ -155,16 +197,22 @@ class PartStream:
         g = self._gate
         sent = 0
         while sent < self.length:
-            with g.cv:
+            with g.lock:
                 while not self._blocks:
                     if g.aborted or self._detached:
                         raise Aborted()
-                    g.cv.wait()
+                    self._waiting = True
+                    try:
+                        self.cv.wait()
+                    finally:
+                        self._waiting = False
                 data = self._blocks.popleft()
-                g.buffered -= len(data)
-                g.cv.notify_all()
             sent += len(data)
             yield data
+            with g.lock:  # sent: its bytes no longer count against the read-ahead
+                if not self._detached:
+                    self._held -= len(data)
+                    g.released_locked(len(data))
 
 
 @dataclass
@@ -199,13 +247,13 @@ def run_pass(
     state = {"sent": 0, "stopped": None}
 
     def finished(n: int) -> None:
-        with gate.cv:
+        with gate.lock:
             gate.done.append(n)
-            gate.cv.notify_all()
+            gate.room.notify()
 
     def drain() -> None:
         while True:
-            with gate.cv:
+            with gate.lock:
                 if not gate.done:
                     return
                 n = gate.done.popleft()
@@ -221,14 +269,16 @@ def run_pass(
             if on_part_done is not None:
                 on_part_done(n, stream.length)
 
-    def wait_until(ready: Callable[[], bool]) -> None:
+    def wait_until(ready: Callable[[], bool], feeding: PartStream | None = None) -> None:
         while True:
             drain()
             if ready():
                 return
-            with gate.cv:
+            with gate.lock:
                 if not gate.done and not ready():
-                    gate.cv.wait(0.5)
+                    if feeding is not None:
+                        feeding.kick_locked()
+                    gate.wait_locked(0.5)
 
     executor = (
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sophon-upload") if missing else None
@@ -249,7 +299,7 @@ def run_pass(
                 if stream is not None:
                     stream.feed(data)
                     if gate.buffered >= gate.limit:
-                        wait_until(lambda: gate.buffered < gate.limit)
+                        wait_until(lambda: gate.buffered <= gate.low, stream)
                 elif gate.done:
                     drain()
         wait_until(lambda: not open_parts)
