@@ -23,11 +23,14 @@ import os
 import re
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from sophon_cli.client import direct_get
 from sophon_cli.client.errors import (
     APIError,
     ConflictError,
@@ -44,8 +47,11 @@ from sophon_cli.client.files import SafeWriter, WriteResult
 from sophon_cli.client.text import terminal_safe
 
 if TYPE_CHECKING:  # pragma: no cover
+    import ssl
+
     import httpx
 
+    from sophon_cli.client.direct_get import DirectResponse
     from sophon_cli.client.http import SophonClient
     from sophon_cli.client.models import DownloadResult, Job
 
@@ -135,6 +141,7 @@ class _RefreshURL(Exception):
 class Downloads:
     def __init__(self, client: SophonClient) -> None:
         self._c = client
+        self._tls: ssl.SSLContext | None = None
 
     def output_url(self, job_id: str) -> str:
         """The absolute signed download URL of a completed job's output. It contains a credential:
@@ -287,7 +294,7 @@ class Downloads:
             attempt = state.begin()
             started = time.monotonic()
             try:
-                with anon.stream("GET", url, headers=headers) as resp:
+                with self._get(anon, url, headers) as (resp, direct):
                     status = resp.status_code
                     if status >= 300:
                         c.trace(resp.request, resp, started, attempt)
@@ -300,7 +307,10 @@ class Downloads:
                     if status in (401, 403, 404, 410) and not refreshed:
                         raise _RefreshURL()
                     if status >= 400:
-                        resp.read()
+                        if direct is not None:
+                            resp = direct.read_error_body()
+                        else:
+                            resp.read()
                         raise error_from_response(resp, secrets=c._secret_values)
                     total: int | None = None
                     if status == 206:
@@ -322,8 +332,13 @@ class Downloads:
                         name_dir = None
                         if w.already_present:
                             return url
+                    blocks: Iterable[bytes] = (
+                        iter(partial(direct.read1, STREAM_BLOCK), b"")  # up to 1 MiB per socket read
+                        if direct is not None
+                        else resp.iter_bytes()
+                    )
                     self._write_stream(
-                        resp, w, w.expected_size or total, on_progress, c.stall_seconds, c.min_rate
+                        blocks, w, w.expected_size or total, on_progress, c.stall_seconds, c.min_rate
                     )
                 c.trace(resp.request, resp, started, attempt)
                 want = w.expected_size
@@ -384,9 +399,39 @@ class Downloads:
             filename_from_content_disposition(resp.headers.get("content-disposition")), fallback
         )
 
+    @contextmanager
+    def _get(
+        self, anon: httpx.Client, url: str, headers: dict[str, str]
+    ) -> Iterator[tuple[httpx.Response, DirectResponse | None]]:
+        """The GET of the signed URL: by http.client where it is the same request (see
+        direct_get), else by httpx. Yields the response (status, headers) and, for the first,
+        the reader of its body."""
+        c = self._c
+        if direct_get.usable(url, custom_transport=c._custom_transport is not None):
+            direct = direct_get.open_get(
+                url,
+                {**c._anon_headers, **headers},
+                timeout=c._stream_timeout.read or c.stall_seconds,
+                ssl_context=self._ssl_context,
+            )
+            if direct is not None:
+                with direct:
+                    yield direct.response, direct
+                return
+        with anon.stream("GET", url, headers=headers) as resp:
+            yield resp, None
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """httpx's default verifying context (its CA bundle and SSL_CERT_* rules), made once."""
+        if self._tls is None:
+            import httpx
+
+            self._tls = httpx.create_ssl_context()
+        return self._tls
+
     @staticmethod
     def _write_stream(
-        resp: httpx.Response,
+        blocks: Iterable[bytes],
         w: SafeWriter,
         total: int | None,
         on_progress: ProgressCallback | None,
@@ -399,7 +444,7 @@ class Downloads:
             on_progress(w.offset, total)
         window_start = time.monotonic()
         window_bytes = 0
-        for block in resp.iter_bytes():
+        for block in blocks:
             w.write(block)
             window_bytes += len(block)
             now = time.monotonic()
