@@ -124,11 +124,22 @@ def open_get(
         conn.close()
         raise
     direct = DirectResponse(conn, raw, url)
-    encoding = direct.response.headers.get("content-encoding", "identity").strip().lower()
-    if 300 <= raw.status < 400 or encoding not in ("", "identity"):
-        direct.close()
+    h = direct.response.headers
+    lengths = {v.strip() for v in h.get_list("content-length")}
+    if lengths and (len(lengths) > 1 or not all(v.isdigit() for v in lengths)):
+        direct.close()  # h11 refuses these too: the same malformed-reply error on both paths
+        raise httpx_protocol_error(f"invalid or conflicting Content-Length {sorted(lengths)!r}")
+    encoding = h.get("content-encoding", "identity").strip().lower()
+    if 300 <= raw.status < 400 or encoding not in ("", "identity") or not lengths or "transfer-encoding" in h:
+        direct.close()  # a redirect, a coded, chunked or unsized body: httpx's own handling
         return None
     return direct
+
+
+def httpx_protocol_error(text: str) -> httpx.TransportError:
+    import httpx
+
+    return httpx.RemoteProtocolError(text)
 
 
 def _transport_error(exc: BaseException, *, reading: bool) -> httpx.TransportError:
