@@ -8,6 +8,33 @@ the models (``tests/cli/test_output_conventions.py``).
 
 from __future__ import annotations
 
+#: the fields of the objects a command group prints, checked before the command does anything (so
+#: ``job create --json colour`` creates no job); a test keeps them equal to the models
+JOB_FIELDS = (
+    "id", "status", "status_reason", "attempt", "retryable", "profile", "effective_profile_id",
+    "source", "progress", "output", "metadata", "created_at", "started_at", "completed_at",
+    "error", "final_artifact", "saved_percent",
+)  # fmt: skip
+UPLOAD_STATUS_FIELDS = (
+    "id", "status", "file_name", "total_chunks", "received_chunks", "expires_at", "source_width",
+    "source_height", "source_duration_seconds",
+)  # fmt: skip
+UPLOAD_RECORD_FIELDS = ("file", "upload_id", "sha256", "bytes")
+FIELDS_BY_COMMAND = {"job": JOB_FIELDS, "uploads": UPLOAD_STATUS_FIELDS, "upload": UPLOAD_RECORD_FIELDS}
+
+
+def check_fields(command: str | None, fields: list[str]) -> None:
+    """Reject a field the command's objects do not have, before any work (exit 2, listing them)."""
+    valid = FIELDS_BY_COMMAND.get(command or "")
+    if valid is None:
+        return  # checked against the object itself when it is printed
+    unknown = [f for f in fields if f not in valid]
+    if unknown:
+        from sophon_cli.client.errors import InputError
+
+        raise InputError(f"unknown JSON field {unknown[0]!r}", hint="valid fields: " + ", ".join(valid))
+
+
 KNOWN_FIELDS = frozenset(
     {
         # Job

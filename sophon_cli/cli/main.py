@@ -181,6 +181,10 @@ def root(
     from sophon_cli.cli.output import parse_json_fields
 
     fields = parse_json_fields(json_fields) if json_fields is not None else None
+    if fields:
+        from sophon_cli.cli.fields import check_fields
+
+        check_fields(ctx.invoked_subcommand, fields)
     json_mode = json_output or bool(fields) or jq is not None
     opts = GlobalOptions(base_url, profile, json_mode, quiet, verbose, no_progress, local)
     app_ctx = AppContext(

@@ -409,3 +409,15 @@ def test_known_json_fields_cover_every_printed_model():
     for model in (models.Job, models.UploadStatus, models.Webhook, models.WebhookItem, models.DownloadResult):
         missing = set(model.model_fields) - KNOWN_FIELDS
         assert not missing, (model.__name__, missing)
+    from sophon_cli.cli.fields import JOB_FIELDS, UPLOAD_STATUS_FIELDS
+
+    assert list(JOB_FIELDS) == list(models.Job.model_fields)
+    assert list(UPLOAD_STATUS_FIELDS) == list(models.UploadStatus.model_fields)
+
+
+def test_an_unknown_field_is_refused_before_any_work(run, fresh):
+    """`job create --json colour` is exit 2 and creates no job (checked before the command runs)."""
+    before = run("--json", "job", "list", "--all").stdout.count("\n")
+    res = run("job", "create", "--upload", fresh.upload.upload_id, "--json", "id,colour")
+    assert_one_line_error(res, 2, "'colour'", "valid fields: id, status, status_reason")
+    assert run("--json", "job", "list", "--all").stdout.count("\n") == before
