@@ -16,7 +16,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -94,14 +93,6 @@ def nobody_python() -> tuple[str, dict] | None:
 
 def nobody_can_run() -> bool:
     return nobody_python() is not None
-
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture(scope="module")
@@ -444,7 +435,7 @@ def test_bad_input(world, case: Case):
     args = case.args({**world, "work": work})  # may place the row's own input files in work
     before = _snapshot(root)
     before_work = _listing(work)
-    url = f"http://127.0.0.1:{_closed_port()}" if case.url == "down" else world["srv"].url
+    url = f"http://127.0.0.1:{free_port()}" if case.url == "down" else world["srv"].url
     home = world["home"] / case.id
     python, env = None, dict(case.env)
     if case.as_nobody and nobody_can_run():
