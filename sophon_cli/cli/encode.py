@@ -300,11 +300,15 @@ def encode_command(
     if report.failed:
         from sophon_cli.cli.hints import NEXT_STEPS
 
-        in_the_way = sum(1 for r in report.failed if r.next_step == "overwrite")
-        if in_the_way:
-            out.notice(
-                f"{in_the_way} output path(s) hold files this run did not write; {NEXT_STEPS['overwrite']}"
-            )
+        # the next step of failures the library marked with one (worded in cli/hints.py)
+        steps_seen = _view.count(r.next_step for r in report.failed if r.next_step in NEXT_STEPS)
+        for step, n in steps_seen.items():
+            files = "1 file" if n == 1 else f"{n} files"
+            what = {
+                "overwrite": "a file this run did not write is at the output path",
+                "fresh_job": "the recorded job cannot be used",
+            }.get(step, "failed")
+            out.notice(f"{files}: {what}; {NEXT_STEPS[step]}")
         out.notice(
             f"{len(report.failed)} of {len(results)} files failed; fix the cause and run the same command again"
         )

@@ -25,6 +25,7 @@ from sophon_cli.client.errors import (
     AuthError,
     ConfigError,
     InputError,
+    NextStep,
     NotFoundError,
     RateLimitError,
     SophonError,
@@ -353,10 +354,8 @@ class Pipeline:
         for job_id, job in jobs.items():
             for item in watched.pop(job_id):
                 if job is None:
-                    reason = (
-                        f"job {job_id} does not exist on this server; run again with --force for a new job"
-                    )
-                    results[item.key] = steps.fail(self.ctx, item, reason)
+                    reason = f"job {job_id} does not exist on this server"
+                    results[item.key] = steps.fail(self.ctx, item, reason, next_step=NextStep.FRESH_JOB)
                     changed = True
                     continue
                 changed = steps.observe(self.ctx, item, job) or changed

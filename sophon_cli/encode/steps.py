@@ -32,6 +32,7 @@ from sophon_cli.client.errors import (
     BadRequestError,
     ConflictError,
     IntegrityError,
+    NextStep,
     TargetExistsError,
 )
 from sophon_cli.client.files import copy_file, sha256_file
@@ -193,7 +194,8 @@ def advance(ctx: Context, item: Item) -> FileResult | Wait:
         return fail(
             ctx,
             item,
-            f"the server refused to replay an earlier request ({exc}); run again with --force for a fresh job",
+            f"the server refused to replay an earlier request ({exc})",
+            next_step=NextStep.FRESH_JOB,
         )
     except BadRequestError as exc:
         if exc.code == "source_unsupported":

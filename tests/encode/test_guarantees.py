@@ -404,3 +404,20 @@ def test_a_lost_server_ends_like_ctrl_c_with_the_summary_and_the_resume_hint(wor
     assert summary["exit_code"] == 8
     assert "1 of 2 files not finished; run the same command again to resume" in err
     assert err.count("error:") == 1 and "Traceback" not in err
+
+
+def test_a_recorded_job_the_server_does_not_know_fails_and_the_cli_words_the_next_step(world, clip_bank):
+    """The library marks the failure with a next step (no flag in its reason); the CLI words it."""
+    from sophon_cli.state import StateStore
+
+    place(clip_bank[:1], world.work)
+    assert world.encode("video0.mp4", "-o", "out").returncode == 0
+    store = StateStore(world.home / "state.json")
+    (key,) = store.load()
+    store.update(key, state="job_created", job_id="job_0000000000000000", job_status="queued", result=None)
+    run = world.encode("video0.mp4", "-o", "out", "--json")
+    assert run.returncode == 7, run.stderr
+    row = run.summary()["files"][0]
+    assert row["reason"] == "job job_0000000000000000 does not exist on this server"
+    assert row["next_step"] == "fresh_job"
+    assert "1 file: the recorded job cannot be used; run again with --force for a fresh job" in run.stderr
