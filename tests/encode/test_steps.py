@@ -143,3 +143,52 @@ def test_schema_1_entries_migrate(seam):
     assert e.result is Result.ORIGINAL_KEPT
     assert "timed_out" not in e.to_dict() and "requests_saved" not in e.to_dict()
     assert FileEntry.from_dict({"state": "skipped"}).state is State.PENDING  # never a state
+
+
+def _ctx_with(ctx, **changes):
+    import dataclasses
+
+    options = dataclasses.replace(ctx.options, **changes)
+    return dataclasses.replace(ctx, options=options)
+
+
+def _until_terminal(ctx, item) -> None:
+    outcome = steps.advance(ctx, item)
+    if isinstance(outcome, steps.Wait):
+        steps.observe(ctx, item, ctx.client.jobs.wait(outcome.job_id, timeout=60))
+
+
+def test_a_source_that_is_not_a_video_goes_to_failed_with_no_output(seam):
+    ctx, item, events, _, store = seam
+    item.source.path.write_bytes(bytes(range(256)) * 40)  # same path, not a video
+    st = item.source.path.stat()
+    item.size = st.st_size
+    result = steps.advance(ctx, item)
+    assert result.result is Result.FAILED and "not a usable video" in result.reason
+    stored = _stored(store, item)
+    assert stored.state is State.FAILED and stored.failed_at_state == "uploading"
+    assert not item.output.exists() and not item.output.parent.exists()
+
+
+def test_options_the_server_refuses_raise_for_the_batch_after_the_upload_is_saved(seam):
+    ctx, item, events, _, store = seam
+    ctx = _ctx_with(ctx, profile="sophon-none")
+    with pytest.raises(steps.OptionsRejected, match="the server rejected the job options: unknown profile"):
+        steps.advance(ctx, item)
+    stored = _stored(store, item)
+    assert stored.state is State.UPLOADED and stored.upload_id and stored.job_id is None
+
+
+def test_a_file_in_the_way_fails_the_finish_step_and_force_replaces_it(seam):
+    ctx, item, events, _, store = seam
+    _until_terminal(ctx, item)
+    item.output.parent.mkdir(parents=True, exist_ok=True)
+    item.output.write_bytes(b"someone else's")
+    result = steps.finish(ctx, item)
+    assert result.result is Result.FAILED and result.next_step == "overwrite"
+    assert item.output.read_bytes() == b"someone else's"
+    assert _stored(store, item).state is State.FAILED
+    forced = _ctx_with(ctx, force=True)
+    result = steps.finish(forced, item)
+    assert result.result is Result.ENCODED
+    assert hashlib.sha256(item.output.read_bytes()).hexdigest() == _stored(store, item).output_sha256
