@@ -421,3 +421,19 @@ def test_an_unknown_field_is_refused_before_any_work(run, fresh):
     res = run("job", "create", "--upload", fresh.upload.upload_id, "--json", "id,colour")
     assert_one_line_error(res, 2, "'colour'", "valid fields: id, status, status_reason")
     assert run("--json", "job", "list", "--all").stdout.count("\n") == before
+
+
+def test_cache_list_times_are_rfc3339_piped_and_in_json_relative_on_a_terminal(run, tty, tmp_path):
+    from sophon_cli.state import StateStore
+
+    StateStore(tmp_path / "home" / "state.json").update(
+        "clip.mp4|k", state="done", job_id="job_1", path="clip.mp4"
+    )
+    piped = run("cache", "list")
+    [row] = [line.split("\t") for line in piped.stdout.splitlines()[1:]]
+    assert datetime.strptime(row[5], RFC3339)
+    assert piped.stderr.strip().startswith("1 entry in ")
+    [entry] = _lines(run("--json", "cache", "list").stdout)
+    assert datetime.strptime(entry["updated_at"], RFC3339) and datetime.strptime(entry["created_at"], RFC3339)
+    screen = tty("cache", "list")
+    assert any("clip.mp4" in line and "just now" in line for line in screen.lines), screen.text
