@@ -257,17 +257,19 @@ def test_json_fields_and_jq(run, fresh):
 
 def test_watch_ends_when_every_job_shown_is_terminal(run2, tty2, scratch):
     run, tty, fresh = run2, tty2, scratch
-    job = run("job", "create", "--upload", fresh.upload.upload_id, "--metadata", "sophon_local_delay=2")
+    job = run("job", "create", "--upload", fresh.upload.upload_id, "--metadata", "sophon_local_delay=4")
     job_id = job.stdout.split()[0]
     screen = tty("job", "get", job_id, "--watch", "--interval", "0.3", columns=100)
     assert screen.returncode == 0, screen.text
+    drawn = re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]", "", screen.raw)
+    assert re.search(r"status:\s+(queued|probing|encoding)", drawn)  # it was drawn while running too
     status = [line.split() for line in screen.lines if line.startswith("status:")]
     assert status == [["status:", "completed"]], screen.text  # the live view ended on its final frame
 
     listed = tty("job", "list", "--watch", "--interval", "0.3", "--limit", "2")
     assert listed.returncode == 0 and job_id in listed.text and "completed" in listed.text
 
-    job2 = run("job", "create", "--upload", fresh.upload.upload_id, "--metadata", "sophon_local_delay=1")
+    job2 = run("job", "create", "--upload", fresh.upload.upload_id, "--metadata", "sophon_local_delay=4")
     job2_id = job2.stdout.split()[0]
     stream = run("--json", "job", "get", job2_id, "--watch", "--interval", "0.2")
     seen = _lines(stream.stdout)
