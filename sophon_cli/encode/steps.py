@@ -189,7 +189,15 @@ def advance(ctx: Context, item: Item) -> FileResult | Wait:
                 # The job request differs between files only by its upload id: a refused option
                 # (an unknown profile, webhook or metadata) would be refused for every file.
                 raise OptionsRejected(exc) from None
-            raise
+            if exc.code != "source_invalid" or not _names_upload(exc, item):
+                raise
+            # The recorded upload is no longer usable (expired, canceled): the file is fine.
+            # Upload it again and create the job once more. (A fresh session: the content's own
+            # session replays as "completed" although the server no longer accepts it for a job.)
+            ctx.save(item, State.UPLOADING, announce=False, upload_id=None)
+            upload(ctx, item, new=True)
+            ctx.check_stop()
+            create_job(ctx, item)
     except ConflictError as exc:
         return fail(
             ctx,
@@ -224,7 +232,7 @@ def hash_source(ctx: Context, item: Item) -> str:
     return h.hexdigest()
 
 
-def upload(ctx: Context, item: Item) -> None:
+def upload(ctx: Context, item: Item, *, new: bool = False) -> None:
     e = item.entry
 
     def created(upload_id: str) -> None:
@@ -245,6 +253,7 @@ def upload(ctx: Context, item: Item) -> None:
             concurrency=ctx.options.part_concurrency,
             sha256=sha256,
             fingerprint=fingerprint if sha256 else None,
+            new=new,
             on_created=created,
             on_progress=progress,
         )

@@ -421,3 +421,28 @@ def test_a_recorded_job_the_server_does_not_know_fails_and_the_cli_words_the_nex
     assert row["reason"] == "job job_0000000000000000 does not exist on this server"
     assert row["next_step"] == "fresh_job"
     assert "1 file: the recorded job cannot be used; run again with --force for a fresh job" in run.stderr
+
+
+def test_a_recorded_upload_that_expired_is_uploaded_again_not_failed(make_server, tmp_path, clip_bank):
+    """The cache says uploaded, but the server let the upload expire before a (new) job was made
+    for it: the file is fine, so it is uploaded again and encoded (before: 'original kept')."""
+    import time
+
+    from sophon_cli.state import StateStore
+    from tests.encode.conftest import Env
+
+    world = Env(make_server(tmp_path / "srv", upload_ttl=2), tmp_path)
+    place(clip_bank[:1], world.work)
+    assert world.encode("video0.mp4", "-o", "out").returncode == 0
+    store = StateStore(world.home / "state.json")
+    (key,) = store.load()
+    # a fresh intent (as --force makes) whose upload is the old one
+    store.update(key, state="uploaded", nonce="n-expired", job_id=None, job_status=None, result=None)
+    (world.work / "out" / "video0.sophon.mp4").unlink()
+    time.sleep(2.5)
+    run = world.encode("video0.mp4", "-o", "out", "--json")
+    row = run.summary()["files"][0]
+    assert run.returncode == 0, row
+    assert row["result"] == "encoded", row
+    assert (world.work / "out" / "video0.sophon.mp4").is_file()
+    assert world.upload_count() == 2 and len(world.jobs()) == 2
