@@ -110,7 +110,11 @@ class Output:
             raise PipeClosed() from None
 
     def print(self, text: str = "") -> None:
-        self._write(text + "\n")
+        """One line of data; server-supplied text in it never moves the cursor or retitles the
+        terminal (control characters and escape sequences are dropped, tabs and newlines kept)."""
+        from sophon_cli.client.text import strip_controls
+
+        self._write(strip_controls(text) + "\n")
 
     def fields(self, *values: Any) -> None:
         """One short record (``upl_1  clip.mp4``): tab-separated when piped, two spaces on a terminal."""
@@ -134,7 +138,9 @@ class Output:
         ``priority`` (indexes, most important first; default: left to right) until the rest fits, and
         what still does not fit is cut with an ellipsis; ``styles`` colours cells (column index ->
         cell text -> rich style). Piped: a header and tab-separated rows with every column."""
-        rows = [["" if c is None else str(c) for c in row] for row in rows]
+        from sophon_cli.client.text import terminal_safe
+
+        rows = [["" if c is None else terminal_safe(c) for c in row] for row in rows]
         if not self.is_tty:
             self.print("\t".join(c.upper() for c in columns))
             for row in rows:
@@ -155,7 +161,9 @@ class Output:
         from rich.table import Table
         from rich.text import Text
 
-        rows = [["" if c is None else str(c) for c in row] for row in rows]
+        from sophon_cli.client.text import terminal_safe
+
+        rows = [["" if c is None else terminal_safe(c) for c in row] for row in rows]
         priority = list(priority) if priority is not None else list(range(len(columns)))
         widths = fit_columns(
             [len(c) for c in columns], [[len(c) for c in row] for row in rows], self.console.width, priority

@@ -247,9 +247,8 @@ class Downloads:
         """A failed or canceled job has no output, and never will: JobFailedError (not "wait")."""
         if job.status in ("failed", "canceled"):
             reason = f" ({terminal_safe(job.status_reason)[:200]})" if job.status_reason else ""
-            raise JobFailedError(
-                f"job {job.id} was {job.status}{reason}: it has no output to download", job=job
-            )
+            verb = "was canceled" if job.status == "canceled" else "failed"
+            raise JobFailedError(f"job {job.id} {verb}{reason}: it has no output to download", job=job)
 
     @staticmethod
     def _result(written: WriteResult | None, job: Job) -> DownloadResult:

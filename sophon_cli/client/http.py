@@ -505,7 +505,8 @@ class SophonClient:
     ) -> httpx.Response:
         """One attempt, bounded as a whole: the body is read here (at most ``max_response_bytes``,
         decoded) and the attempt fails with _DeadlineExceeded once ``limit`` seconds have passed
-        since it started, however slowly the bytes trickle in. Returns a fully read response."""
+        since it started (for a request with an upload body: since the body was sent), however
+        slowly the bytes trickle in. Returns a fully read response."""
         import httpx
 
         started = time.monotonic()
@@ -518,6 +519,10 @@ class SophonClient:
         size = 0
         try:
             response = self._http.send(request, stream=True)
+            if kwargs.get("content") is not None:
+                # an upload body is bounded by the per-write timeout and the caller's own rate
+                # rules (a part may take longer than the timeout on a slow link); the reply is not
+                deadline = time.monotonic() + limit
             announced = response.headers.get("content-length", "").strip()
             if announced.isdigit() and int(announced) > cap:
                 raise malformed(

@@ -37,6 +37,13 @@ def terminal_safe(text: object) -> str:
     return _CONTROL.sub("", value)
 
 
+def strip_controls(text: object) -> str:
+    """Like :func:`terminal_safe`, but tabs and newlines stay (for already laid-out output such as
+    tab-separated rows): every other C0/C1 character, escape sequence, DEL and bidi override goes."""
+    value = _ESCAPE_SEQ.sub("", str(text))
+    return _CONTROL.sub("", value.replace("\r", " "))
+
+
 _TOKEN_PATH_RE = re.compile(r"(/downloads/)[^/?#\s\"']+")
 _QUERY_SECRET_RE = re.compile(
     r"(?i)([?&](?:token|signature|sig|key|x-amz-signature|x-amz-credential)=)[^&#\s\"']+"
@@ -101,5 +108,6 @@ __all__ = [
     "redact",
     "register_secret",
     "safe_field",
+    "strip_controls",
     "terminal_safe",
 ]

@@ -58,7 +58,7 @@ class HostileServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-            do_GET = do_POST = do_DELETE = do_PATCH = _any  # noqa: N815
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any  # noqa: N815
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -266,3 +266,55 @@ def test_gzip_replies_still_decode(tmp_path):
 
     with HostileServer({"/v1/jobs/job_1": route}) as srv, SophonClient(srv.url, TEST_KEY) as c:
         assert c.jobs.get("job_1").id == "job_1"
+
+
+def test_a_slow_upload_body_is_not_cut_by_the_reply_deadline():
+    """Sending a part may take longer than the timeout on a slow link (each write is bounded by
+    itself); the deadline bounds the reply after the body is sent."""
+
+    class SlowBody:
+        def __len__(self):
+            return 3000
+
+        def __iter__(self):
+            for _ in range(3):
+                time.sleep(0.6)
+                yield b"x" * 1000
+
+    with HostileServer({"/v1/uploads/u/parts/1": lambda h: send_json(h, 200, {"part_number": 1})}) as srv:
+        with SophonClient(srv.url, TEST_KEY, timeout=1.0, max_retries=0) as c:
+            got = c.request(
+                "PUT", "/v1/uploads/u/parts/1", content=SlowBody(), headers={"Content-Length": "3000"}
+            )
+    assert got.status_code == 200 and got.json() == {"part_number": 1}
+
+
+def test_control_characters_in_printed_data_are_dropped(tmp_path):
+    """job get / list / wait print server fields (reason, profile, error) on stdout: no escape
+    sequence of them reaches the terminal, and piped rows keep their tabs."""
+    evil = "\x1b]0;pwned\x07\x1b[2J\x9b31m\r"
+    doc = job_doc("job_1", size=1, sha256=None, status="failed")
+    doc.update(
+        status_reason=f"bad{evil}", profile=f"p{evil}", error=f"m{evil}", created_at="2026-01-01T00:00:00Z"
+    )
+    routes = {
+        "/v1/jobs/job_1": lambda h: send_json(h, 200, doc),
+        "/v1/jobs": lambda h: send_json(h, 200, {"jobs": [doc], "has_more": False}),
+    }
+    with HostileServer(routes) as srv:
+        for args in (
+            ("job", "get", "job_1"),
+            ("job", "list"),
+            ("job", "wait", "job_1"),
+            ("download", "job_1"),
+        ):
+            res = sophon(srv.url, *args, home=tmp_path)
+            text = res.stdout + res.stderr
+            assert not [c for c in text if (ord(c) < 32 and c not in "\t\n") or 0x7F <= ord(c) <= 0x9F], (
+                args,
+                text,
+            )
+            assert "pwned" not in text, (args, text)
+            if args == ("job", "list"):
+                header, row = (line.split("\t") for line in res.stdout.splitlines()[:2])
+                assert dict(zip(header, row, strict=True))["PROFILE"] == "p "  # the \r became a space
