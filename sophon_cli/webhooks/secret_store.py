@@ -55,7 +55,7 @@ class SecretStore:
 
     # ---- reading ---------------------------------------------------------------------------
     def _read(self) -> dict:
-        from sophon_cli.client.errors import ConfigError
+        from sophon_cli.client.errors import ConfigError, ConfigFileError
         from sophon_cli.settings import read_config
 
         path = self.path
@@ -75,6 +75,8 @@ class SecretStore:
                 raise self._error(
                     f"cannot read {path}: permission denied", hint="fix its permissions (0600)"
                 ) from None
+            if isinstance(exc, ConfigFileError):  # already "<path> line N: not valid TOML (...)"
+                raise self._error(exc.message, hint="fix it by hand or move it away") from None
             detail = str(cause) if cause is not None else str(exc)
             raise self._error(
                 f"{path} is not valid TOML ({detail})", hint="fix it by hand or move it away"

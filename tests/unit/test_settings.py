@@ -100,3 +100,14 @@ def test_stall_and_min_rate_settings(home, monkeypatch):
     update_config("default", {"min_rate": 16.0})
     s = load_settings()
     assert (s.stall_seconds, s.min_rate) == (5.0, 16.0)
+
+
+def test_a_malformed_secrets_file_names_the_file_and_line_once(tmp_path):
+    from sophon_cli.webhooks.secret_store import SecretStore, SecretStoreError
+
+    path = tmp_path / "webhook-secrets.toml"
+    path.write_text('[webhooks.wh_1]\nsecret = "s"\n[webhooks\n')
+    with pytest.raises(SecretStoreError) as info:
+        SecretStore(path).entries()
+    message = str(info.value)
+    assert message.startswith(f"{path} line 3: not valid TOML") and message.count(str(path)) == 1
