@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -162,32 +161,6 @@ def redacted_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{masked}@{hostport}"))
 
 
-def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) and make it 0700."""
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, stat.S_IRWXU)
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Atomically write ``data`` to ``path`` with mode 0600 inside a 0700 directory."""
-    ensure_private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def update_config(profile: str, updates: dict[str, Any], path: Path | None = None) -> Path:
     import tomli_w
 
@@ -200,7 +173,9 @@ def update_config(profile: str, updates: dict[str, Any], path: Path | None = Non
             section.pop(key, None)
         else:
             section[key] = value
-    write_private_file(path, tomli_w.dumps(data).encode())
+    from sophon_cli.client.files import write_private_file
+
+    write_private_file(path, tomli_w.dumps(data).encode(), private_dir=True)
     return path
 
 

@@ -111,3 +111,17 @@ def test_a_malformed_secrets_file_names_the_file_and_line_once(tmp_path):
         SecretStore(path).entries()
     message = str(info.value)
     assert message.startswith(f"{path} line 3: not valid TOML") and message.count(str(path)) == 1
+
+
+def test_config_writes_never_go_through_a_planted_temporary_link(home, tmp_path):
+    """The config file is written by the one private-file writer (random O_EXCL|O_NOFOLLOW
+    temporary name): a link planted at the old predictable name is never followed."""
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / f".config.toml.{os.getpid()}.tmp").symlink_to(victim)
+    update_config("default", {"timeout": 5.0})
+    assert victim.read_text() == "keep"
+    assert load_settings().timeout == 5.0
+    assert stat.S_IMODE(os.stat(home / "config.toml").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(home).st_mode) == 0o700
