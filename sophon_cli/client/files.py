@@ -292,8 +292,13 @@ class SafeWriter:
             if st is not None and not _ours(st):
                 self._remove_foreign_part(st)
                 continue
+            created = False
             try:
-                fd = os.open(self.part, flags, 0o666)
+                try:
+                    fd = os.open(self.part, flags | os.O_EXCL, 0o666)
+                    created = True  # made by us just now (whatever owner the file system records)
+                except FileExistsError:
+                    fd = os.open(self.part, flags, 0o666)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.EMLINK):
                     # a symlink (or a FIFO, a directory) planted since the lstat: remove it
@@ -304,7 +309,7 @@ class SafeWriter:
                 raise
             try:
                 st = os.fstat(fd)
-                if not _ours(st):
+                if not (stat.S_ISREG(st.st_mode) and (created or _ours(st))):
                     os.close(fd)
                     st2 = _lstat(self.part)
                     if st2 is not None:
