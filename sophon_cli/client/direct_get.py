@@ -52,14 +52,15 @@ def usable(url: str, *, custom_transport: bool) -> bool:
 class DirectResponse:
     """An open response: ``response`` carries the status and headers; :meth:`readinto` the body."""
 
-    def __init__(self, conn: http.client.HTTPConnection, raw: http.client.HTTPResponse, url: str) -> None:
+    def __init__(
+        self, conn: http.client.HTTPConnection, raw: http.client.HTTPResponse, request: httpx.Request
+    ) -> None:
         import httpx
 
         self._conn = conn
         self._raw = raw
-        self.response = httpx.Response(
-            raw.status, headers=raw.getheaders(), request=httpx.Request("GET", url)
-        )
+        self.request = request
+        self.response = httpx.Response(raw.status, headers=raw.getheaders(), request=request)
 
     def read1(self, limit: int) -> bytes:
         """The next bytes of the body as they arrive (one socket read, at most ``limit``); ``b""``
@@ -68,7 +69,7 @@ class DirectResponse:
         try:
             return self._raw.read1(limit)
         except (OSError, http.client.HTTPException) as exc:
-            raise _transport_error(exc, reading=True) from exc
+            raise _transport_error(exc, self.request, reading=True) from exc
 
     def read_error_body(self) -> httpx.Response:
         """The response with its (bounded) body read, for error parsing."""
@@ -77,7 +78,7 @@ class DirectResponse:
         try:
             content = self._raw.read(ERROR_BODY_LIMIT)
         except (OSError, http.client.HTTPException) as exc:
-            raise _transport_error(exc, reading=True) from exc
+            raise _transport_error(exc, self.request, reading=True) from exc
         r = self.response
         return httpx.Response(r.status_code, headers=r.headers, content=content, request=r.request)
 
@@ -102,8 +103,12 @@ def open_get(
     ssl_context: Callable[[], ssl.SSLContext],
 ) -> DirectResponse | None:
     """Send ``GET url`` and read the status and headers; ``None`` when httpx must handle it."""
+    import httpx
+
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    sent = {"Accept-Encoding": "identity", **headers}
+    request = httpx.Request("GET", url, headers=sent)  # what was sent, for -v and error reports
     conn: http.client.HTTPConnection
     if parts.scheme == "https":
         conn = http.client.HTTPSConnection(
@@ -113,22 +118,24 @@ def open_get(
         conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
     try:
         conn.putrequest("GET", target, skip_accept_encoding=True)
-        for name, value in {"Accept-Encoding": "identity", **headers}.items():
+        for name, value in sent.items():
             conn.putheader(name, value)
         conn.endheaders()
         raw = conn.getresponse()
     except (OSError, http.client.HTTPException) as exc:
         conn.close()
-        raise _transport_error(exc, reading=False) from exc
+        raise _transport_error(exc, request, reading=False) from exc
     except BaseException:
         conn.close()
         raise
-    direct = DirectResponse(conn, raw, url)
+    direct = DirectResponse(conn, raw, request)
     h = direct.response.headers
     lengths = {v.strip() for v in h.get_list("content-length")}
     if lengths and (len(lengths) > 1 or not all(v.isdigit() for v in lengths)):
         direct.close()  # h11 refuses these too: the same malformed-reply error on both paths
-        raise httpx_protocol_error(f"invalid or conflicting Content-Length {sorted(lengths)!r}")
+        raise httpx.RemoteProtocolError(
+            f"invalid or conflicting Content-Length {sorted(lengths)!r}", request=request
+        )
     encoding = h.get("content-encoding", "identity").strip().lower()
     if 300 <= raw.status < 400 or encoding not in ("", "identity") or not lengths or "transfer-encoding" in h:
         direct.close()  # a redirect, a coded, chunked or unsized body: httpx's own handling
@@ -136,24 +143,18 @@ def open_get(
     return direct
 
 
-def httpx_protocol_error(text: str) -> httpx.TransportError:
-    import httpx
-
-    return httpx.RemoteProtocolError(text)
-
-
-def _transport_error(exc: BaseException, *, reading: bool) -> httpx.TransportError:
+def _transport_error(exc: BaseException, request: httpx.Request, *, reading: bool) -> httpx.TransportError:
     """The httpx error that means the same: dropped or unreachable (retried), or a reply that is
     not HTTP (``RemoteProtocolError``: classified as malformed, not retried)."""
     import httpx
 
     text = f"{type(exc).__name__}: {exc}"
+    kind: type[httpx.TransportError]
     if isinstance(exc, TimeoutError):
-        return httpx.ReadTimeout(text) if reading else httpx.ConnectTimeout(text)
-    if isinstance(exc, (OSError, http.client.IncompleteRead)):  # RemoteDisconnected is an OSError
-        return (
-            httpx.ReadError(text)
-            if reading or isinstance(exc, http.client.HTTPException)
-            else httpx.ConnectError(text)
-        )
-    return httpx.RemoteProtocolError(text)  # a bad status line, an overlong header, ...
+        kind = httpx.ReadTimeout if reading else httpx.ConnectTimeout
+    elif isinstance(exc, (OSError, http.client.IncompleteRead)):  # RemoteDisconnected is an OSError
+        dropped = reading or isinstance(exc, http.client.HTTPException)
+        kind = httpx.ReadError if dropped else httpx.ConnectError
+    else:
+        kind = httpx.RemoteProtocolError  # a bad status line, an overlong header, ...
+    return kind(text, request=request)

@@ -162,3 +162,16 @@ def test_a_proxy_in_the_environment_leaves_non_loopback_urls_to_httpx(monkeypatc
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     assert not direct_get.usable("https://cdn.example/dl/tok", custom_transport=False)
     assert direct_get.usable("http://127.0.0.1:9/dl/tok", custom_transport=False)  # never proxied
+
+
+@pytest.mark.parametrize("origin", [["drop"]], indirect=True)
+def test_the_http_observers_hear_the_direct_attempts_with_what_was_sent(origin, tmp_path):
+    events = []
+    with SophonClient(origin.url, KEY, sleep=lambda s: None, max_retries=3) as c:
+        c.http_observers.append(events.append)
+        c.downloads.download("job_1", tmp_path / "o.mp4", job=job())
+    gets = [e for e in events if "/dl/" in e.path]
+    assert len(gets) == 2 and gets[-1].status == 206
+    sent = {k.lower(): v for k, v in gets[-1].request_headers}
+    assert sent["range"] == f"bytes={len(DATA) // 3}-" and sent["accept-encoding"] == "identity"
+    assert all(KEY not in str(e) for e in events)
