@@ -95,6 +95,7 @@ def create(
         idempotency_key=_new_key("job"),
     )
     _remember(app_ctx, [job])
+    _remember_source(app_ctx, job, upload_id, file)
     if not wait:
         view.render_job(app_ctx.out, job)
         return
@@ -128,6 +129,16 @@ def _remember(app_ctx: Any, jobs: list[Any]) -> None:
     from sophon_cli.cli import recent
 
     recent.remember(app_ctx.state_path.parent, [view.get(j, "id") for j in jobs], on_error=app_ctx.out.debug)
+
+
+def _remember_source(app_ctx: Any, job: Any, upload_id: str, file: Path | None) -> None:
+    """The local file a job came from: FILE, or the one `sophon upload` sent as --upload's id."""
+    from sophon_cli.cli import recent
+    from sophon_cli.cli.upload import _remember_sources
+
+    source = str(file) if file is not None else recent.sources(app_ctx.state_path.parent).get(upload_id)
+    if source:
+        _remember_sources(app_ctx, [(view.get(job, "id"), source)])
 
 
 def _new_key(kind: str) -> str:

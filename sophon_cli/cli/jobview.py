@@ -168,11 +168,18 @@ def render_job(out: Any, job: Any) -> None:
 
 
 def source_names(store_path: Any) -> dict[str, str]:
-    """job id -> the local file it was made from, read from the encode cache (empty when there is
-    no cache or it cannot be read: the column then falls back to the upload's file name)."""
+    """job id -> the local file it was made from: the encode cache's entries, else what `upload` and
+    `job create` noted (cli/recent.py); a job in neither falls back to the upload's file name."""
     from pathlib import Path
 
+    from sophon_cli.cli import recent
+
     path = Path(store_path)
+    noted = recent.sources(path.parent)
+    return {**noted, **_encode_cache_names(path)}
+
+
+def _encode_cache_names(path: Any) -> dict[str, str]:
     if not path.exists() and not path.with_name(path.name + ".journal").exists():
         return {}
     try:

@@ -65,7 +65,15 @@ def upload_files(app_ctx: Any, files: list[Path], *, concurrency: int, new: bool
             if total_task is not None:
                 progress.update(total_task, completed=finished[0])
             results.append((path, result))
+            _remember_sources(app_ctx, [(result.upload_id, path)])
     return results
+
+
+def _remember_sources(app_ctx: Any, pairs: list[tuple[Any, Any]]) -> None:
+    """Note which local file each upload (or job) came from, for `job list`'s SOURCE (cli/recent.py)."""
+    from sophon_cli.cli import recent
+
+    recent.remember_sources(app_ctx.state_path.parent, pairs, on_error=app_ctx.out.debug)
 
 
 def upload_command(

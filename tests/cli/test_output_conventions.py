@@ -161,6 +161,25 @@ def test_job_list_source_comes_from_the_encode_cache(run2, clip, tmp_path):
     assert rows[1][2] == str(src)
 
 
+def test_job_list_source_names_the_file_given_to_upload_or_job_create(run2, clip, tmp_path):
+    """An upload's own name is derived from its content (identical bytes under two names are one
+    upload), so SOURCE comes from what `upload` and `job create FILE` noted locally, not from it."""
+    import shutil
+
+    first, second = tmp_path / "wedding.mp4", tmp_path / "birthday.mp4"
+    shutil.copyfile(clip, first)
+    up = run2("upload", first)
+    assert up.returncode == 0, up.stderr
+    upload_id = up.stdout.split("\t")[0]
+    by_id = run2("job", "create", "--upload", upload_id, "--profile", "sophon-espresso")
+    assert by_id.returncode == 0, by_id.stderr
+    shutil.copyfile(clip, second)  # the same bytes, another name: the same upload
+    by_file = run2("job", "create", second, "--profile", "sophon-espresso")
+    assert by_file.returncode == 0, by_file.stderr
+    rows = [r.split("\t") for r in run2("job", "list", "--limit", "2").stdout.splitlines()]
+    assert [row[2] for row in rows[1:]] == [str(second), str(first)]
+
+
 def test_empty_job_list_says_no_jobs(make_server_module, cli, tmp_path):
     srv = make_server_module()
     env = {"SOPHON_BASE_URL": srv.url}
