@@ -63,7 +63,8 @@ def list_(ctx: typer.Context, state_file: StateFileOption = None) -> None:
                 out.when(e.get("updated_at")),
             )
         )
-    out.table(["file", "state", "result", "job", "output", "updated"], rows)
+    if rows:  # nothing cached: the count line alone, no empty header (like `job list`'s "no jobs")
+        out.table(["file", "state", "result", "job", "output", "updated"], rows)
     out.notice(f"{plural(len(rows), 'entry', 'entries')} in {store.path}")
 
 

@@ -458,3 +458,13 @@ def test_cache_list_times_are_rfc3339_piped_and_in_json_relative_on_a_terminal(r
     assert datetime.strptime(entry["updated_at"], RFC3339) and datetime.strptime(entry["created_at"], RFC3339)
     screen = tty("cache", "list")
     assert any("clip.mp4" in line and "just now" in line for line in screen.lines), screen.text
+
+
+def test_an_empty_cache_list_is_one_line_and_no_empty_table(run, tty, tmp_path):
+    """Like `job list`'s "no jobs": nothing cached draws no header (piped or on a terminal)."""
+    piped = run("cache", "list")
+    assert piped.returncode == 0 and piped.stdout == ""
+    assert piped.stderr == f"0 entries in {tmp_path / 'home' / 'state.json'}\n"
+    screen = tty("cache", "list", columns=200)
+    assert screen.returncode == 0
+    assert screen.lines == [f"0 entries in {tmp_path / 'home' / 'state.json'}"], screen.text
