@@ -134,7 +134,11 @@ def fitted_table(
     """A rich table on ``out``'s terminal that never wraps: see ``fit_columns``."""
     from rich.cells import cell_len
     from rich.table import Table
+    from rich.text import Text
 
+    from sophon_cli.client.text import terminal_safe
+
+    rows = [[terminal_safe(cell) for cell in row] for row in rows]  # names are text, never markup
     widths = {c: max([cell_len(c)] + [cell_len(row[i]) for row in rows]) for i, c in enumerate(columns)}
     fitted = fit_columns(widths, out.console.width, priority, shrink)
     table = Table(title=title, show_edge=False, header_style="bold" if out.color else None)
@@ -148,7 +152,7 @@ def fitted_table(
             text = row[i]
             if i == 0:  # the identifier: keep its end (the file name), cut the front
                 text = clip_left(text, fitted[columns[i]])
-            cells.append(text)
+            cells.append(Text(text))
         table.add_row(*cells)
     out.console.print(table)
 
@@ -493,7 +497,12 @@ def fit_lines(
     from rich.cells import cell_len
     from rich.progress_bar import ProgressBar
     from rich.table import Table
+    from rich.text import Text
 
+    from sophon_cli.client.text import terminal_safe
+
+    # a file name is text, never rich markup ("a[/b]c.mp4" is a valid path) nor a terminal sequence
+    lines = [(terminal_safe(name), label, frac, info) for name, label, frac, info in lines]
     width = max(width, 20)
     label_w = max([_LABEL_W, label_hint] + [cell_len(label) for _, label, _, _ in lines])
     name_full = max([name_hint] + [cell_len(name) for name, _, _, _ in lines])
@@ -522,7 +531,10 @@ def fit_lines(
         grid.add_column(width=name_w, no_wrap=True, overflow="ellipsis")
         grid.add_column(width=label_w, no_wrap=True, overflow="ellipsis")
         indent = name[: len(name) - len(name.lstrip(" "))]
-        cells: list[Any] = [indent + clip_left(name[len(indent) :], max(1, name_w - len(indent))), label]
+        cells: list[Any] = [
+            Text(indent + clip_left(name[len(indent) :], max(1, name_w - len(indent)))),
+            Text(label),
+        ]
         if bar_w:
             grid.add_column(width=bar_w, no_wrap=True)
             if frac == NO_BAR:

@@ -211,7 +211,11 @@ class Output:
             self._err(f"debug: {msg}")
 
     def _err(self, msg: str) -> None:
-        self.stderr.write(msg + "\n")
+        """Every notice, warning and error line: a name in it (a local file's too: a shared folder
+        can hold ``$'\\e]0;x\\a.mp4'``) never moves the cursor or retitles the terminal."""
+        from sophon_cli.client.text import strip_controls
+
+        self.stderr.write(strip_controls(msg) + "\n")
         self.stderr.flush()
 
     # ---- rich consoles, built on first use ----------------------------------------------------
@@ -299,7 +303,13 @@ class Progress:
         with self._lock:
             tid = self._next
             self._next += 1
-            rid = self._bar.add_task(description, total=total) if self._bar is not None else None
+            rid = None
+            if self._bar is not None:  # a file name is text: never rich markup or a terminal sequence
+                from rich.markup import escape
+
+                from sophon_cli.client.text import terminal_safe
+
+                rid = self._bar.add_task(escape(terminal_safe(description)), total=total)
             self._tasks[tid] = {
                 "rid": rid,
                 "desc": description,

@@ -235,6 +235,43 @@ def test_interrupted_before_anything_finished_prints_no_empty_table(make_server,
     assert len(after) == 1 and "interrupted" in after[0], screen
 
 
+def test_file_names_are_shown_as_text_never_markup_or_escape_sequences(make_server, make_clip, tmp_path):
+    """Valid file names that look like rich markup ("a[/b]c.mp4" once crashed the run after the work
+    with 'unexpected MarkupError', "x[bold]y.mp4" lost its brackets) or hold a terminal sequence
+    (an OSC title) are drawn as plain text, in the live lines and in the summary table."""
+    import shutil
+
+    work = tmp_path / "work"
+    base = make_clip(work / "base.mp4")
+    (work / "a[").mkdir()
+    names = ["a[/b]c.mp4", "x[bold]y.mp4", "t\x1b]0;pwned\x07.mp4"]
+    for name in names:
+        shutil.copyfile(base, work / name)
+    base.unlink()
+    srv = make_server(tmp_path / "server", chunk_size=8192)
+    env = dict(
+        os.environ, SOPHON_HOME=str(tmp_path / "home"), SOPHON_BASE_URL=srv.url, SOPHON_API_KEY=TEST_KEY
+    )
+    argv = [sys.executable, "-m", "sophon_cli", "encode", *names, "-o", "out", "--profile", "sophon-espresso"]
+    term = Terminal(argv, env, work, cols=100)
+    code = term.finish(timeout=120)
+    screen = term.text()
+    assert code == 0, screen
+    assert "Traceback" not in screen and "MarkupError" not in screen and "unexpected" not in screen, screen
+    table = screen.split("saved", 1)[-1]
+    assert re.search(r"^ a\[/b\]c\.mp4 +│", table, re.M), screen
+    assert re.search(r"^ x\[bold\]y\.mp4 +│", table, re.M), screen
+    assert b"\x1b]0;pwned" not in term.raw, term.raw[-2000:]
+    assert re.search(r"^ t(0;pwned)?\.mp4 +│", table, re.M), screen
+    piped = subprocess.run(  # the plain lines (stderr) and the tab-separated table (stdout)
+        [*argv[:-4], "-o", "out2", "--profile", "sophon-espresso"],
+        env=env, cwd=work, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    assert "\x1b" not in piped.stderr + piped.stdout and "\x07" not in piped.stderr + piped.stdout
+    assert "a[/b]c.mp4: done: encoded" in piped.stderr, piped.stderr
+
+
 # -- the README's screen capture -------------------------------------------------------------------
 
 
