@@ -27,12 +27,6 @@ START_TIMEOUT = 15.0
 LOG_FILE = "server.log"
 
 
-def _error(message: str, hint: str):
-    from sophon_cli.client.errors import TransportError
-
-    return TransportError(message, hint=hint)
-
-
 def default_data_dir() -> Path:
     home = os.environ.get("SOPHON_HOME")
     if home:
@@ -122,9 +116,10 @@ def ensure_local_server(data_dir: str | os.PathLike | None = None) -> tuple[str,
             if proc is not None and proc.poll() is not None:
                 break
             time.sleep(0.05)
-    raise _error(
-        f"the local server did not start within {START_TIMEOUT:g}s",
-        hint=f"see {d / LOG_FILE}, or run `sophon server --data-dir {d}` to see why",
+    from sophon_cli.next_steps import LocalServerStartError
+
+    raise LocalServerStartError(
+        f"the local server did not start within {START_TIMEOUT:g}s", data_dir=d, log=d / LOG_FILE
     )
 
 

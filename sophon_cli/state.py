@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from sophon_cli.client.errors import SophonError
+from sophon_cli.next_steps import Step
 
 __all__ = [
     "STATE_VERSION",
@@ -60,7 +61,11 @@ _DIR_MODE = 0o700
 
 
 class StateError(SophonError):
-    """The state file could not be locked or written."""
+    """The state file could not be locked or written; ``step`` is the next step as data."""
+
+    def __init__(self, message: str, *, step: Step, hint: str) -> None:
+        self.step = step
+        super().__init__(message, hint=hint)
 
 
 def default_state_path(env: Mapping[str, str] | None = None) -> Path:
@@ -251,7 +256,8 @@ class StateStore:
                     store._mutex.release()
                     raise StateError(
                         f"timed out after {store.lock_timeout:g}s waiting for the state lock {store.lock_path}",
-                        hint="another sophon process is holding it; wait for it or pass --state-file",
+                        step=Step.STATE_BUSY,
+                        hint="another sophon process is holding it; wait for it or use another state file",
                     ) from None
                 except BaseException:
                     store._mutex.release()
@@ -296,7 +302,8 @@ class StateStore:
         except OSError as exc:
             raise StateError(
                 f"could not write the state journal {self.journal_path}: {exc.strerror or exc}",
-                hint="check free space and permissions, or pass --state-file",
+                step=Step.STATE_UNWRITABLE,
+                hint="check free space and permissions, or use another state file",
             ) from exc
         finally:
             os.close(fd)
@@ -388,7 +395,8 @@ class StateStore:
                 pass
             raise StateError(
                 f"could not write the state file {self.path}: {exc.strerror or exc}",
-                hint="check free space and permissions, or pass --state-file",
+                step=Step.STATE_UNWRITABLE,
+                hint="check free space and permissions, or use another state file",
             ) from exc
 
     def _compact_optional_locked(self) -> bool:

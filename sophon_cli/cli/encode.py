@@ -23,6 +23,7 @@ import typer
 from sophon_cli.cli import encode_view as _view
 from sophon_cli.cli import options as opts
 from sophon_cli.cli.context import get_ctx
+from sophon_cli.cli.output import plural
 
 
 def encode_command(
@@ -191,7 +192,7 @@ def encode_command(
     if shard_spec is not None:
         total = len(sources)
         sources = pl.select_shard(sources, *shard_spec)
-        out.debug(f"shard {shard_spec[0]}/{shard_spec[1]}: {len(sources)} of {total} files")
+        out.debug(f"shard {shard_spec[0]}/{shard_spec[1]}: {len(sources)} of {plural(total, 'file')}")
     if not sources:
         if shard_spec is not None:
             out.notice(f"shard {shard_spec[0]}/{shard_spec[1]} has no files; nothing to do")
@@ -290,7 +291,9 @@ def encode_command(
     outputs.write(results, info)
     if stopped_by is not None:
         if report.unfinished:
-            out.notice(f"{report.unfinished} of {len(sources)} files not finished; {_resume_words(force)}")
+            out.notice(
+                f"{report.unfinished} of {plural(len(sources), 'file')} not finished; {_resume_words(force)}"
+            )
         raise stopped_by  # the error boundary prints it (one line, its exit code)
     if report.interrupted:
         # one line, worded here: after --force the rerun must drop it to resume
@@ -303,14 +306,13 @@ def encode_command(
         # the next step of failures the library marked with one (worded in cli/hints.py)
         steps_seen = _view.count(r.next_step for r in report.failed if r.next_step in NEXT_STEPS)
         for step, n in steps_seen.items():
-            files = "1 file" if n == 1 else f"{n} files"
             what = {
                 "overwrite": "a file this run did not write is at the output path",
                 "fresh_job": "the recorded job cannot be used",
             }.get(step, "failed")
-            out.notice(f"{files}: {what}; {NEXT_STEPS[step]}")
+            out.notice(f"{plural(n, 'file')}: {what}; {NEXT_STEPS[step]}")
         out.notice(
-            f"{len(report.failed)} of {len(results)} files failed; fix the cause and run the same command again"
+            f"{len(report.failed)} of {plural(len(results), 'file')} failed; fix the cause and run the same command again"
         )
     if code != ExitCode.OK:
         raise typer.Exit(int(code))

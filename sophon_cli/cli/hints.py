@@ -1,8 +1,9 @@
 """The one table of next steps as a terminal user reads them (which command or flag to try).
 
 The library raises structured errors (a class, ``status``/``code``/``path`` for API errors, a
-:class:`~sophon_cli.client.errors.NextStep`) and words nothing in terms of the command line; this
-module turns them into the words the CLI prints after an error message. ``cli/errors.py`` is its
+:class:`~sophon_cli.client.errors.NextStep`; outside the client a :class:`~sophon_cli.next_steps.Step`
+or the :class:`~sophon_cli.next_steps.Option` a bad value was given to) and words nothing in terms
+of the command line; this module turns them into the words the CLI prints: the flags, the commands. ``cli/errors.py`` is its
 only caller for errors; other commands may use :data:`RESUME` for their interrupted-run line.
 """
 
@@ -99,14 +100,59 @@ def api_hint(status: int, code: str, path: str) -> str:
     return "check the request (see `--help`)"
 
 
+#: an option of the library (``sophon_cli.next_steps.Option`` value) -> its flag
+OPTION_FLAGS: dict[str, str] = {
+    "recursive": "--recursive",
+    "output_dir": "-o",
+    "name_template": "--name-template",
+    "min_vmaf": "--min-vmaf",
+    "fallback": "--fallback",
+    "container": "--container",
+    "concurrency": "--concurrency",
+    "state_file": "--state-file",
+    "data_dir": "--data-dir",
+}
+#: an option's value hints that are better said with its flag (others keep the library's words)
+OPTION_HINTS: dict[str, str] = {
+    "concurrency": "pass e.g. --concurrency 2",
+}
+
+#: ``sophon_cli.next_steps.Step`` value -> the words (filled from the error's attributes, so a
+#: literal brace is doubled)
+STEPS: dict[str, str] = {
+    "recurse": "pass --recursive to encode the videos inside it",
+    "check_pattern": "check the pattern (quote it so the shell does not expand it; ** needs no --recursive)",
+    "other_output_name": "pick another --name-template or -o directory",
+    "keep_layout": "use -o with the directory layout kept, or a --name-template with {{name}}",
+    "state_busy": "another sophon process is holding it; wait for it or pass --state-file",
+    "state_unwritable": "check free space and permissions, or pass --state-file",
+    "server_log": "see {log}, or run `sophon server --data-dir {data_dir}` to see why",
+}
+
+
+def message_for(exc: BaseException) -> str:
+    """``exc``'s message as the CLI says it: an option the library names is given as its flag."""
+    from sophon_cli.next_steps import OptionError
+
+    if isinstance(exc, OptionError):
+        return f"{exc.before}{OPTION_FLAGS.get(exc.option.value, exc.option.value)}{exc.after}"
+    return str(exc)
+
+
 def hint_for(exc: BaseException) -> str | None:
     """The words of the next step after ``exc``'s message (None when there is nothing to add).
 
-    Order: the error's NextStep; for an error the server answered, its code/status/path; the
+    Order: the error's Step (errors outside the client) or option; the error's NextStep; for an error the server answered, its code/status/path; the
     library's own (flag-free) hint; a default for the error's class.
     """
     from sophon_cli.client import errors as e
+    from sophon_cli.next_steps import OptionError, Step
 
+    local_step = getattr(exc, "step", None)
+    if isinstance(local_step, Step) and local_step.value in STEPS:
+        return STEPS[local_step.value].format_map(vars(exc))
+    if isinstance(exc, OptionError) and exc.option.value in OPTION_HINTS:
+        return OPTION_HINTS[exc.option.value]
     step = getattr(exc, "next_step", None)
     if step is not None:
         words = NEXT_STEPS.get(getattr(step, "value", str(step)))

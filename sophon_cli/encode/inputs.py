@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sophon_cli.client.errors import InputError
+from sophon_cli.next_steps import Step, StepInputError
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -151,9 +152,10 @@ def expand_inputs(
                     add(mp, base)
                     found = True
             if not found:
-                raise InputError(
+                raise StepInputError(
                     f"no files match {pattern!r}",
-                    hint="check the pattern (quote it so the shell does not expand it; ** needs no --recursive)",
+                    step=Step.CHECK_PATTERN,
+                    hint="check the pattern (quote it so the shell does not expand it; ** needs no recursion)",
                 )
         elif target.is_dir():
             if not recursive:
@@ -165,7 +167,11 @@ def expand_inputs(
         else:
             raise InputError(f"no such file: {pattern}", hint="check the path or the glob pattern")
     if dirs and (skipped_dirs is None or not (videos or ignored)):
-        raise InputError(f"{dirs[0]} is a directory", hint="pass --recursive to encode the videos inside it")
+        raise StepInputError(
+            f"{dirs[0]} is a directory",
+            step=Step.RECURSE,
+            hint="recurse into it to encode the videos inside it",
+        )
     if skipped_dirs is not None:
         skipped_dirs.extend(dirs)
     return videos, ignored

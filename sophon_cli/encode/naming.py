@@ -17,6 +17,7 @@ from typing import Any
 
 from sophon_cli.client.errors import InputError
 from sophon_cli.encode.inputs import Source
+from sophon_cli.next_steps import Option, OptionError
 
 __all__ = [
     "CONTAINERS",
@@ -70,15 +71,19 @@ class EncodeOptions:
         object.__setattr__(self, "webhook_ids", tuple(sorted(set(self.webhook_ids))))
         object.__setattr__(self, "metadata", tuple(sorted(dict(self.metadata).items())))
         if self.min_vmaf is not None and not 0 <= self.min_vmaf <= 100:
-            raise InputError(
-                f"--min-vmaf {self.min_vmaf:g} is out of range", hint="use a score from 0 to 100"
+            raise OptionError(
+                Option.MIN_VMAF, f" {self.min_vmaf:g} is out of range", hint="use a score from 0 to 100"
             )
         if self.fallback not in FALLBACKS:
-            raise InputError(f"unknown --fallback {self.fallback!r}", hint="use copy, skip or fail")
+            raise OptionError(
+                Option.FALLBACK, f" {self.fallback!r}", before="unknown ", hint="use copy, skip or fail"
+            )
         if self.container is not None and self.container not in CONTAINERS:
-            raise InputError(f"unknown --container {self.container!r}", hint="use mp4 or mkv")
+            raise OptionError(
+                Option.CONTAINER, f" {self.container!r}", before="unknown ", hint="use mp4 or mkv"
+            )
         if self.concurrency < 1:
-            raise InputError("--concurrency must be at least 1", hint="pass e.g. --concurrency 2")
+            raise OptionError(Option.CONCURRENCY, " must be at least 1", hint="use 1 or more, e.g. 2")
         check_template(self.name_template, self.profile)
 
     def job_options(self) -> dict[str, Any]:
@@ -106,13 +111,15 @@ def _field_value(value: str) -> str:
 
 
 def render_name(template: str, *, stem: str, ext: str, name: str, suffix: str, profile: str) -> str:
-    """Fill ``--name-template``; raise InputError unless the result is a safe relative file name."""
+    """Fill the name template; raise InputError unless the result is a safe relative file name."""
     fields = {"stem": stem, "ext": ext, "name": name, "suffix": suffix, "profile": profile}
     try:
         result = template.format(**{k: _field_value(v) for k, v in fields.items()})
     except (KeyError, IndexError, ValueError) as exc:
-        raise InputError(
-            f"bad --name-template {template!r} ({exc})",
+        raise OptionError(
+            Option.NAME_TEMPLATE,
+            f" {template!r} ({exc})",
+            before="bad ",
             hint="use the fields {" + "}, {".join(TEMPLATE_FIELDS) + "}",
         ) from None
     components = result.replace("\\", "/").split("/")
@@ -122,8 +129,10 @@ def render_name(template: str, *, stem: str, ext: str, name: str, suffix: str, p
         or any(c in ("", ".", "..") for c in components)
         or any(ord(ch) < 32 or ord(ch) == 127 for ch in result)
     ):
-        raise InputError(
-            f"bad --name-template {template!r}: it gives {result!r}",
+        raise OptionError(
+            Option.NAME_TEMPLATE,
+            f" {template!r}: it gives {result!r}",
+            before="bad ",
             hint="it must give a relative file name without '..' or control characters, e.g. {stem}.sophon.{ext}",
         )
     return result

@@ -24,7 +24,6 @@ from typing import Any
 from sophon_cli.client.errors import (
     AuthError,
     ConfigError,
-    InputError,
     NextStep,
     NotFoundError,
     RateLimitError,
@@ -45,6 +44,7 @@ from sophon_cli.encode.naming import (
 )
 from sophon_cli.encode.results import FileResult, PlanItem, RunReport
 from sophon_cli.encode.steps import Item, Wait
+from sophon_cli.next_steps import Step, StepInputError
 from sophon_cli.state import StateError, StateStore
 
 __all__ = ["HardInterrupt", "JobWatcher", "Pipeline"]
@@ -159,14 +159,16 @@ class Pipeline:
         for s in kept:
             out = output_path_for(s, self.options)
             if out == s.path or fallback_path_for(out, s.path) == s.path:
-                raise InputError(
+                raise StepInputError(
                     f"the output of {s.display} would overwrite it",
-                    hint="pick another --name-template or -o directory",
+                    step=Step.OTHER_OUTPUT_NAME,
+                    hint="pick another name template or output directory",
                 )
             if out in by_output:
-                raise InputError(
+                raise StepInputError(
                     f"{by_output[out].display} and {s.display} would both be written to {out}",
-                    hint="use -o with the directory layout kept, or a --name-template with {name}",
+                    step=Step.KEEP_LAYOUT,
+                    hint="use an output directory with the directory layout kept, or a name template with {name}",
                 )
             by_output[out] = s
             check_output_location(out, s.display)
@@ -200,7 +202,7 @@ class Pipeline:
             out = str(item.output)
             name = item.source.display
             if self.options.force:
-                plan.append(PlanItem(name, "upload", out, "--force: a fresh job"))
+                plan.append(PlanItem(name, "upload", out, "forced: a fresh job"))
             elif steps.is_done(self.ctx, item):
                 plan.append(PlanItem(name, "skip", e.output or out, "already done"))
             elif e.job_id:

@@ -421,6 +421,7 @@ def test_a_recorded_job_the_server_does_not_know_fails_and_the_cli_words_the_nex
     assert row["reason"] == "job job_0000000000000000 does not exist on this server"
     assert row["next_step"] == "fresh_job"
     assert "1 file: the recorded job cannot be used; run again with --force for a fresh job" in run.stderr
+    assert "1 of 1 file failed; fix the cause" in run.stderr  # cli.output.plural: not "1 files"
 
 
 def test_a_recorded_upload_that_expired_is_uploaded_again_not_failed(make_server, tmp_path, clip_bank):

@@ -18,6 +18,7 @@ from sophon_cli.encode import (
     select_shard,
     shard_of,
 )
+from sophon_cli.next_steps import Option, OptionError, Step
 
 
 def _touch(root: Path, *names: str) -> None:
@@ -51,7 +52,7 @@ def test_directories_need_recursive_and_skip_hidden_and_partial_files(tmp_path):
     )
     with pytest.raises(InputError, match="d is a directory") as info:
         expand_inputs(["d"], cwd=tmp_path)
-    assert "--recursive" in info.value.hint
+    assert info.value.step == Step.RECURSE  # the CLI says "pass --recursive" (see the CLI check below)
     videos, ignored = expand_inputs(["d"], recursive=True, cwd=tmp_path)
     assert [v.display for v in videos] == ["d/x.mp4", "d/sub/y.webm"]
     assert ignored == ["d/readme.md"]
@@ -70,10 +71,12 @@ def test_output_paths_keep_the_layout_below_the_base(tmp_path):
     assert output_path_for(src, EncodeOptions()) == tmp_path / "in" / "day1" / "a.sophon.mp4"
     opts = EncodeOptions(output_dir=tmp_path / "out", container="mkv", name_template="{stem}-{profile}.{ext}")
     assert output_path_for(src, opts) == tmp_path / "out" / "day1" / "a-sophon-auto.mkv"
-    with pytest.raises(InputError, match="name-template"):
+    with pytest.raises(OptionError, match="name_template") as info:
         EncodeOptions(name_template="{nope}.mp4")
-    with pytest.raises(InputError, match="fallback"):
+    assert info.value.option == Option.NAME_TEMPLATE
+    with pytest.raises(OptionError, match="fallback") as info:
         EncodeOptions(fallback="maybe")
+    assert info.value.option == Option.FALLBACK
 
 
 def test_outputs_of_other_inputs_are_not_inputs(tmp_path):
@@ -123,3 +126,33 @@ def test_cli_shards_split_one_batch_with_no_overlap(world, clip_bank):
         seen += [e["file"] for e in run.events() if e["event"] == "plan"]
     assert sorted(seen) == [f"v/f{i}.mp4" for i in range(6)]
     assert world.requests() == []
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["d"], "error: d is a directory; pass --recursive to encode the videos inside it"),
+        (["nothing/*.mp4"], "** needs no --recursive)"),
+        (["v/a.mp4", "--fallback", "maybe"], "error: unknown --fallback 'maybe'; use copy, skip or fail"),
+        (["v/a.mp4", "--name-template", "{nope}.mp4"], "error: bad --name-template '{nope}.mp4' ("),
+        (
+            ["v/a.mp4", "--name-template", "a.mp4"],
+            "would overwrite it; pick another --name-template or -o directory",
+        ),
+        (
+            ["v/a.mp4", "w/a.mp4", "-o", "out", "--name-template", "x.mp4"],
+            "would both be written to",
+        ),
+    ],
+)
+def test_cli_words_the_librarys_options_and_next_steps_as_flags(world, clip_bank, args, line):
+    """The library names options and next steps as data; the CLI's words for them name the flags."""
+    from tests.encode.conftest import place
+
+    place(clip_bank[:1], world.work / "v", ["a.mp4"])
+    place(clip_bank[:1], world.work / "w", ["a.mp4"])
+    (world.work / "d").mkdir()
+    run = world.encode(*args, "--dry-run")
+    assert run.returncode == 2, run.stderr
+    assert line in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
