@@ -16,7 +16,8 @@ from sophon_cli.client.errors import InputError, TransportError
 
 
 class Option(str, enum.Enum):
-    """An option of a command, as a concept (the value is the library's name for it)."""
+    """An option of a command, as a concept; the value is the library's name for it (the
+    ``EncodeOptions`` field, ``expand_inputs``' parameter, ...)."""
 
     RECURSIVE = "recursive"  # descend into directory inputs
     OUTPUT_DIR = "output_dir"  # where outputs go

@@ -18,8 +18,11 @@ from sophon_cli.state import StateError
 
 PACKAGE = Path(__file__).resolve().parents[2] / "sophon_cli"
 
-#: a flag (` --word`, ` -x `) or a backticked `sophon ...` command inside a string
-FLAG_WORDS = re.compile(r"(?:^|[\s(\"'`])(--[a-z][a-z0-9-]*|-[a-zA-Z](?=\s|$))|`sophon\b")
+#: a flag (` --word`, ` -x `) or a `sophon ...` command (backticked, or a command of the tree)
+FLAG_WORDS = re.compile(
+    r"(?:^|[\s(\"'`])(--[a-z][a-z0-9-]*|-[a-zA-Z](?=\s|$))|`sophon\b"
+    r"|\bsophon (?:upload|encode|job|jobs|download|config|server|cache|doctor|webhooks|compare)\b"
+)
 
 #: (module, string) pairs that are no hint: arguments built for a child process, not words
 ALLOWED: set[tuple[str, str]] = {
@@ -39,6 +42,9 @@ ALLOWED: set[tuple[str, str]] = {
     ("client/idempotency.py", "-g"),
     # `config show`'s label of where base_url came from (the flag the user gave), not a next step
     ("setting_sources.py", "--local"),
+    # a report's title and markers name the command that made it (data in the file, not a hint)
+    ("reports.py", "<!-- sophon encode summary -->"),
+    ("reports.py", "sophon encode"),
 }
 
 
@@ -79,10 +85,10 @@ def test_the_scan_catches_a_flag_in_a_hint(tmp_path):
     (tmp_path / "lib.py").write_text(
         '"""Docs may say --recursive."""\n'
         'def f():\n    raise ValueError("x", "pass --recursive")\n'
-        'G = f"see `sophon server` {1}"\nA = ["-o", "x"]\n'
+        'G = f"see `sophon server` {1}"\nA = ["-o", "x"]\nB = "then run sophon cache clear"\n'
     )
     found = flag_words_outside_cli(tmp_path)
-    assert [f.split(":")[1] for f in found] == ["3", "4", "5"]
+    assert [f.split(":")[1] for f in found] == ["3", "4", "5", "6"]
 
 
 @pytest.mark.parametrize(
@@ -134,3 +140,27 @@ def test_every_step_and_option_has_cli_words():
 
     assert set(STEPS) == {s.value for s in Step}
     assert set(OPTION_FLAGS) == {o.value for o in Option}
+
+
+def test_the_options_are_encode_options_fields_and_real_flags():
+    """An Option is named as the library names it (an EncodeOptions field, a parameter), and its
+    flag is one the CLI has."""
+    import dataclasses
+
+    import typer
+
+    from sophon_cli.cli.helptext import walk
+    from sophon_cli.cli.hints import OPTION_FLAGS
+    from sophon_cli.cli.main import build_app
+    from sophon_cli.encode import EncodeOptions
+
+    fields = {f.name for f in dataclasses.fields(EncodeOptions)}
+    # the others: expand_inputs(recursive=), the state cache's path, the local server's data dir
+    assert {o.value for o in Option} - fields == {"recursive", "state_file", "data_dir"}
+    flags = {
+        opt
+        for _, cmd in walk(typer.main.get_command(build_app()))
+        for param in getattr(cmd, "params", [])
+        for opt in getattr(param, "opts", [])
+    }
+    assert set(OPTION_FLAGS.values()) <= flags
