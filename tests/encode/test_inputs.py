@@ -141,7 +141,7 @@ def test_cli_shards_split_one_batch_with_no_overlap(world, clip_bank):
         ),
         (
             ["v/a.mp4", "w/a.mp4", "-o", "out", "--name-template", "x.mp4"],
-            "would both be written to",
+            "; use -o with the directory layout kept, or a --name-template with {name}",
         ),
     ],
 )
