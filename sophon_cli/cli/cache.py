@@ -63,7 +63,9 @@ def list_(ctx: typer.Context, state_file: StateFileOption = None) -> None:
                 out.when(e.get("updated_at")),
             )
         )
-    if rows:  # nothing cached: the count line alone, no empty header (like `job list`'s "no jobs")
+    # nothing cached: on a terminal the count line alone, no empty table; piped the header stays (a
+    # script's `tail -n +2` sees the same shape whatever the count), as `job list` does
+    if rows or not out.is_tty:
         out.table(["file", "state", "result", "job", "output", "updated"], rows)
     out.notice(f"{plural(len(rows), 'entry', 'entries')} in {store.path}")
 
