@@ -23,8 +23,20 @@ UPLOAD_RECORD_FIELDS = ("file", "upload_id", "sha256", "bytes")
 FIELDS_BY_COMMAND = {"job": JOB_FIELDS, "uploads": UPLOAD_STATUS_FIELDS, "upload": UPLOAD_RECORD_FIELDS}
 
 
+#: commands whose --json output is a stream of objects of several shapes (``encode``: one event
+#: per state change, then a summary): a field list cannot apply to all of them, --jq can
+STREAM_COMMANDS = frozenset({"encode"})
+
+
 def check_fields(command: str | None, fields: list[str]) -> None:
     """Reject a field the command's objects do not have, before any work (exit 2, listing them)."""
+    if command in STREAM_COMMANDS:
+        from sophon_cli.client.errors import InputError
+
+        raise InputError(
+            f"`sophon {command} --json` streams events of several shapes and takes no field list",
+            hint="use --json alone, and --jq to pick, e.g. --jq 'select(.event == \"summary\") | .counts'",
+        )
     valid = FIELDS_BY_COMMAND.get(command or "")
     if valid is None:
         return  # checked against the object itself when it is printed

@@ -240,10 +240,12 @@ _FRONT_ONLY = {"--base-url", "--profile", "--version", "-V"}
 _FIELD_LIST = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(,[A-Za-z_][A-Za-z0-9_]*)*,?")
 
 
-def _json_fields_value(args: list[str], i: int) -> str | None:
+def _json_fields_value(args: list[str], i: int, *, stream: bool = False) -> str | None:
     """The FIELDS of ``--json FIELDS`` at ``args[i]`` (gh style), or None when ``--json`` stands
     alone. The next word is FIELDS when it is a comma list, or one name of a field of the API
-    objects; a command name or an id (``job_...``) never is."""
+    objects; a command name or an id (``job_...``) never is. For a ``stream`` command (``encode``,
+    which takes no field list) a single word is its argument (``encode --json output`` names a
+    directory); a comma list is still read as FIELDS, so it is refused in words."""
     if i + 1 >= len(args):
         return None
     word = args[i + 1]
@@ -251,6 +253,8 @@ def _json_fields_value(args: list[str], i: int) -> str | None:
         return None
     if "," in word:
         return word
+    if stream:
+        return None
     from sophon_cli.cli.fields import KNOWN_FIELDS
 
     return word if word in KNOWN_FIELDS else None
@@ -260,6 +264,9 @@ def hoist_global_flags(args: list[str]) -> list[str]:
     """``sophon job list --json`` == ``sophon --json job list`` (value-less global flags, and
     ``--jq EXPR`` / ``--json FIELDS``, which no command has); ``--json FIELDS`` becomes
     ``--json-fields FIELDS``."""
+    from sophon_cli.cli.fields import STREAM_COMMANDS
+
+    stream = command_name(args) in STREAM_COMMANDS
     front: list[str] = []
     rest: list[str] = []
     i = 0
@@ -269,7 +276,7 @@ def hoist_global_flags(args: list[str]) -> list[str]:
             rest.extend(args[i:])
             break
         if arg == "--json":
-            fields = _json_fields_value(args, i)
+            fields = _json_fields_value(args, i, stream=stream)
             if fields is not None:
                 front += ["--json-fields", fields]
                 i += 2

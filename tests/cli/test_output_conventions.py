@@ -436,6 +436,36 @@ def test_known_json_fields_cover_every_printed_model():
     assert list(UPLOAD_STATUS_FIELDS) == list(models.UploadStatus.model_fields)
 
 
+def test_encode_json_takes_no_field_list_and_a_single_word_is_its_argument(run2, scratch, clip, tmp_path):
+    """`encode --json file,result` once failed every file (each state event lacked a field) and
+    wrote nothing; it is refused before any request. `encode --json output` names a directory."""
+    import shutil
+
+    log = Path(scratch.request_log)
+    before = log.read_text().count("\n")
+    listed = run2("encode", clip, "-o", tmp_path / "out", "--json", "file,result")
+    assert_one_line_error(listed, 2, "takes no field list", "--jq")
+    assert log.read_text().count("\n") == before  # nothing sent
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "output").mkdir()  # a directory named like a field
+    shutil.copyfile(clip, tmp_path / "output" / "c.mp4")
+
+    def in_dir(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "sophon_cli", *args],
+            env=cli_env(scratch, tmp_path / "home"), cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    res = in_dir("encode", "--json", "output", "-r", "-o", "out", "--profile", "sophon-espresso")
+    assert res.returncode == 0, res.stderr
+    assert _lines(res.stdout)[-1]["counts"] == {"encoded": 1}
+    picked = in_dir(
+        "encode", "--json", "output", "-r", "-o", "out", "--profile", "sophon-espresso",
+        "--jq", 'select(.event == "summary") | .counts',
+    )  # fmt: skip
+    assert picked.returncode == 0 and _lines(picked.stdout) == [{"encoded": 1}], picked.stderr
+
+
 def test_an_unknown_field_is_refused_before_any_work(run, fresh):
     """`job create --json colour` is exit 2 and creates no job (checked before the command runs)."""
     before = run("--json", "job", "list", "--all").stdout.count("\n")
