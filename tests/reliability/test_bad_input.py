@@ -164,6 +164,15 @@ def _put(c: dict, name: str, data: bytes | str = b"") -> Path:
     return path
 
 
+def _home_file(c: dict, case_id: str, name: str, text: str) -> Path:
+    """A file in the row's SOPHON_HOME (``world["home"] / case id``, outside the snapshot)."""
+    home = c["home"] / case_id
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / name
+    path.write_text(text)
+    return path
+
+
 def _up(c: dict, *args) -> list:
     return ["job", "create", "--upload", c["upload"], *args]
 
@@ -377,6 +386,55 @@ CASES = [
         lambda c: ["webhooks", "listen", "--port", "70000", "--secret", "s"],
         2,
         ("--port",),
+    ),
+    # checked before any upload (issue 11 items 10 and 17; --json FIELDS)
+    Case(
+        "encode-output-location-is-a-file",
+        lambda c: ["encode", c["clip"], "-o", _put(c, "plainfile") / "out"],
+        2,
+        ("plainfile",),
+    ),
+    Case(
+        "encode-output-name-too-long",
+        lambda c: ["encode", _put(c, "n" * 250 + ".mp4", c["clip"].read_bytes()), "-o", c["work"] / "out"],
+        2,
+        ("255", "name template"),
+    ),
+    Case(
+        "encode-json-field-list",
+        lambda c: ["encode", c["clip"], "-o", c["work"] / "out", "--json", "file,result"],
+        2,
+        ("no field list", "--jq"),
+    ),
+    # settings files (issue 11: exit 2 naming the file and line; an unknown profile is not production)
+    Case(
+        "config-malformed",
+        lambda c: [
+            _home_file(c, "config-malformed", "config.toml", "[profiles.default\n"),
+            "job",
+            "get",
+            _j(c),
+        ][1:],
+        2,
+        ("config.toml line 1", "not valid TOML"),
+    ),
+    Case(
+        "config-unknown-profile",
+        lambda c: ["--profile", "nope", "job", "get", _j(c)],
+        2,
+        ("profile 'nope' not found",),
+    ),
+    Case(
+        "webhooks-save-secret-broken-store",
+        lambda c: [
+            _home_file(c, "webhooks-save-secret-broken-store", "webhook-secrets.toml", "[bad\n"),
+            "webhooks",
+            "create",
+            "https://example.com/hook",
+            "--save-secret",
+        ][1:],  # fmt: skip
+        2,
+        ("webhook-secrets.toml line 1",),
     ),
     # the command line itself
     Case("completions-unknown-shell", lambda c: ["completions", "tcsh"], 2, ("shell",)),
