@@ -304,12 +304,8 @@ class Progress:
             tid = self._next
             self._next += 1
             rid = None
-            if self._bar is not None:  # a file name is text: never rich markup or a terminal sequence
-                from rich.markup import escape
-
-                from sophon_cli.client.text import terminal_safe
-
-                rid = self._bar.add_task(escape(terminal_safe(description)), total=total)
+            if self._bar is not None:
+                rid = self._bar.add_task(_bar_text(description), total=total)
             self._tasks[tid] = {
                 "rid": rid,
                 "desc": description,
@@ -346,7 +342,7 @@ class Progress:
             t["eta"] = eta
             if self._bar is not None:
                 self._bar.update(
-                    t["rid"], completed=t["done"], total=t["total"], description=t["desc"], eta=eta
+                    t["rid"], completed=t["done"], total=t["total"], description=_bar_text(t["desc"]), eta=eta
                 )
                 return
             now = time.monotonic()
@@ -387,6 +383,16 @@ class Progress:
 
 
 # ---- --json FIELDS and --jq ----------------------------------------------------------------------
+
+
+def _bar_text(text: str) -> str:
+    """A progress bar's description (a file name, a job's server-reported phase) as text: rich
+    would read ``[/x]`` in it as markup (and fail), and a terminal its escape sequences."""
+    from rich.markup import escape
+
+    from sophon_cli.client.text import terminal_safe
+
+    return escape(terminal_safe(text))
 
 
 def parse_json_fields(text: str) -> list[str]:

@@ -1,0 +1,31 @@
+"""Server-supplied text in the live displays, from a small real HTTP server on 127.0.0.1 (the local
+server never sends such text): a job's progress phase that looks like rich markup or holds a
+terminal sequence is drawn as plain text on a pseudo-terminal, never parsed or passed through."""
+
+from __future__ import annotations
+
+from tests.cli.terminal import run_in_terminal
+from tests.client.hostile import HostileServer, job_doc, send_json
+from tests.helpers.env import cli_env
+
+PHASE = "enc[/x]oding\x1b]0;pwned\x07"
+
+
+def test_a_jobs_phase_in_the_wait_bar_is_text_never_markup_or_escape_sequences(tmp_path):
+    """Before: `[/x]` in `progress.phase` ended `job wait` in a thread traceback and 'unexpected
+    MarkupError' (exit 1); the OSC title reached the terminal."""
+    polls = [0]
+
+    def get_job(h):
+        polls[0] += 1
+        doc = job_doc("job_1", size=10, sha256=None, status="encoding" if polls[0] < 3 else "completed")
+        doc["progress"] = {"stage": "encoding", "phase": PHASE, "percent": 50.0, "fps": 5, "eta_seconds": 3}
+        send_json(h, 200, doc)
+
+    with HostileServer({"/v1/jobs/job_1": get_job}) as srv:
+        screen = run_in_terminal(["job", "wait", "job_1"], cli_env(srv.url, tmp_path / "home"), timeout=60)
+    assert screen.returncode == 0, screen.text
+    assert "Traceback" not in screen.raw and "MarkupError" not in screen.raw, screen.text
+    assert "pwned" not in screen.raw  # the OSC sequence is dropped whole
+    assert any("job_1 enc[/x]oding" in line for line in screen.lines), screen.text
+    assert polls[0] >= 3
