@@ -62,6 +62,7 @@ def record_view(out: Any) -> View:
         from rich.text import Text
 
         from sophon_cli.cli.output import status_style
+        from sophon_cli.client.text import terminal_safe
 
         text = Text()
         for job in jobs:
@@ -70,7 +71,7 @@ def record_view(out: Any) -> View:
             for k, v in pairs:
                 style = status_style(str(v)) if k == "status" and out.color else None
                 text.append(f"{k + ':':<{width + 1}} ")
-                text.append("" if v is None else str(v), style=style or "")
+                text.append("" if v is None else terminal_safe(v), style=style or "")  # server text
                 text.append("\n")
         text.rstrip()
         return text

@@ -29,3 +29,24 @@ def test_a_jobs_phase_in_the_wait_bar_is_text_never_markup_or_escape_sequences(t
     assert "pwned" not in screen.raw  # the OSC sequence is dropped whole
     assert any("job_1 enc[/x]oding" in line for line in screen.lines), screen.text
     assert polls[0] >= 3
+
+
+def test_a_jobs_fields_in_the_watch_view_never_carry_escape_sequences(tmp_path):
+    """`job get --watch` draws the job's fields in a live view: a server's status_reason with an OSC
+    title and a screen clear is shown without them."""
+    polls = [0]
+
+    def get_job(h):
+        polls[0] += 1
+        doc = job_doc("job_1", size=10, sha256=None, status="encoding" if polls[0] < 2 else "failed")
+        doc["status_reason"] = "bad\x1b]0;pwned\x07 source\x1b[2J here"
+        send_json(h, 200, doc)
+
+    with HostileServer({"/v1/jobs/job_1": get_job}) as srv:
+        screen = run_in_terminal(
+            ["job", "get", "job_1", "--watch", "--interval", "0.2"],
+            cli_env(srv.url, tmp_path / "home"),
+            timeout=60,
+        )
+    assert "pwned" not in screen.raw and "\x1b[2J" not in screen.raw, screen.raw[-500:]
+    assert any("bad source here" in line for line in screen.lines), screen.text
