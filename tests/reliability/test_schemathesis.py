@@ -17,14 +17,24 @@
    swaps its id in; the rest of the body stays generated), and jobs in every state (completed,
    failed, held, canceled) are made from it first, for the links out of ``GET /v1/jobs``. The
    inferred links are computed before the added ones (explicit links switch inference off).
+   Every scenario starts (hypothesis ``initialize`` rules, run through the machine's own step, so
+   checked and recorded like the rest) with one job from the clip, one upload session and one
+   webhook, each with a body the server must accept: left to generation, a scenario seldom
+   creates a job at all (``createJob`` is reached only through the link from a generated upload
+   that succeeded, schemathesis applies the link's body at random outside hypothesis' seed, the
+   spec's CreateJobRequest has no ``type: object`` so null or [] are generated and refused, and
+   derandomized Idempotency-Keys repeat across scenarios: 409), and a run could end with no job
+   created. The test asserts the chains ran from what the scenarios made: their jobs read, asked
+   for output and canceled, their uploads read and asked to complete, their webhooks deleted.
    A check failure is collected rather than raised, so hypothesis does not replay a scenario
-   against a server whose state has moved on.
+   against a server whose state has moved on; a replay that still draws differently
+   (``FlakyStrategyDefinition``) ends that run, and the scenarios run again, counted together.
 
    Spec gap, documented in tests/README.md and not checked: ``use_after_free`` expects a 404 after
    a DELETE, but the spec's DELETEs of an upload and of a job *cancel* it (the resource stays
    readable with status ``canceled``, as the spec's own descriptions and status enums say).
 
-Counts: 15 examples per operation and 25 stateful scenarios of up to 8 steps (reduced), 100 and
+Counts: 15 examples per operation and 25 stateful scenarios of up to 12 steps (reduced), 100 and
 100 with SOPHON_STRESS_FULL=1; fixed seeds. Both runs together take well under a minute.
 """
 
@@ -34,6 +44,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
+from itertools import count as count_from
 from pathlib import Path
 
 import pytest
@@ -97,6 +109,9 @@ def test_local_server_conforms_to_the_spec_under_schemathesis(make_server, tmp_p
     assert re.search(r"Operations:\s+17 selected / 17 total", proc.stdout), report
     assert not re.search(r"\d+ (failed|errored)|❌", proc.stdout), report
 
+
+#: the operations every stateful scenario starts with, once each, with a body the server accepts
+CREATES = ("POST /v1/jobs", "POST /v1/uploads", "POST /v1/webhooks")
 
 #: the checks of both runs, plus the stateful one that applies to this API
 STATEFUL_CHECKS = [*CHECKS.split(","), "ensure_resource_availability"]
@@ -163,13 +178,16 @@ def test_stateful_scenarios_chain_real_responses_and_conform(make_server, clip):
         pytest.skip(f"API spec not found at {SPEC_PATH}")
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, Phase, settings
+    from hypothesis.errors import FlakyStrategyDefinition
+    from hypothesis.stateful import Bundle, initialize
+    from schemathesis.engine.errors import is_inconsistent_replay
+    from schemathesis.generation.stateful.state_machine import StepInput
 
     srv = make_server()
     upload_id = _upload_clip(srv, clip)
     schema = schemathesis.openapi.from_path(str(SPEC_PATH))
-    schema.config.update(
-        base_url=srv.url, headers={"Authorization": f"Bearer {TEST_KEY}"}, request_timeout=30
-    )
+    auth = {"Authorization": f"Bearer {TEST_KEY}"}
+    schema.config.update(base_url=srv.url, headers=auth, request_timeout=30)
     schema.config.checks.update(included_check_names=STATEFUL_CHECKS)
     schema.apply_stateful_inference(None)  # the inferred links first: explicit ones would turn it off
     for (path, method, status), links in EXTRA_LINKS.items():
@@ -177,16 +195,85 @@ def test_stateful_scenarios_chain_real_responses_and_conform(make_server, clip):
         response.setdefault("links", {}).update(links)
     seen: dict[tuple[str, int], int] = {}
     failures: list[str] = []
+    # what the scenarios did to the jobs, uploads and webhooks they created, and why a POST /v1/jobs
+    # was refused
+    created: set[str] = set()
+    on_created: set[tuple[str, int]] = set()
+    refused: Counter[str] = Counter()
+    create_job = schema["/v1/jobs"]["POST"]
+    create_upload = schema["/v1/uploads"]["POST"]
+    create_webhook = schema["/v1/webhooks"]["POST"]
+    serial = count_from(1)
+    scenarios: list[int] = []  # one entry per scenario started
+    seeded: Counter[str] = Counter()  # the scenarios' own creates that succeeded
 
     class Scenarios(schema.as_state_machine()):
+        @initialize(target=Bundle("catch_all"))
+        def create_a_job_from_the_clip(self):
+            # every scenario starts with a job from the real clip, so the links from
+            # `POST /v1/jobs -> 201` always have one to follow (generated creates seldom succeed:
+            # see the module docstring)
+            scenarios.append(n := next(serial))
+            case = create_job.Case(
+                headers={**auth, "Idempotency-Key": f"st-scenario-job-{n}"},
+                body={"source": {"type": "upload", "upload_id": upload_id}, "profile": "sophon-auto"},
+                media_type="application/json",
+            )
+            return self._seeded_step(case)
+
+        @initialize(target=Bundle("catch_all"))
+        def create_an_upload(self):
+            # and one upload session (most generated upload bodies are refused too), for the links
+            # to its status, parts, complete, cancel and to a job made from it
+            n = next(serial)
+            case = create_upload.Case(
+                headers={**auth, "Idempotency-Key": f"st-scenario-upload-{n}"},
+                body={"file_name": f"scenario-{n}.mp4", "file_size": 31061, "mime_type": "video/mp4"},
+                media_type="application/json",
+            )
+            return self._seeded_step(case)
+
+        @initialize(target=Bundle("catch_all"))
+        def create_a_webhook(self):
+            # and one webhook (no job lists it, so nothing is delivered to the address)
+            n = next(serial)
+            case = create_webhook.Case(
+                headers={**auth, "Idempotency-Key": f"st-scenario-webhook-{n}"},
+                body={"url": f"https://hooks.example.com/scenario-{n}"},
+                media_type="application/json",
+            )
+            return self._seeded_step(case)
+
+        def _seeded_step(self, case):
+            step = StepInput.initial(case)
+            # as schemathesis' own root steps do: later links look their parent up in the recorder
+            self.recorder.record_case(case=case)
+            self.control.record_step(step, self.recorder)
+            output = self.step(step)
+            if output.response.status_code == 201:
+                seeded[case.operation.label] += 1
+            else:
+                failures.append(
+                    f"a valid {case.operation.label} was refused: "
+                    f"{output.response.status_code} {output.response.text[:300]}"
+                )
+            return output
+
         def before_call(self, case):
             if case.operation.label == "POST /v1/jobs" and isinstance(case.body, dict):
                 case.body["source"] = {"type": "upload", "upload_id": upload_id}
 
         def after_call(self, response, case):
             super().after_call(response, case)
-            key = (case.operation.label, response.status_code)
+            label = case.operation.label
+            key = (label, response.status_code)
             seen[key] = seen.get(key, 0) + 1
+            if label in CREATES and response.status_code == 201:
+                created.add(response.json()["id"])
+            elif label == "POST /v1/jobs":
+                refused[f"{response.status_code} {response.text[:160]}"] += 1
+            elif (case.path_parameters or {}).get("id") in created:
+                on_created.add(key)
 
         def validate_response(self, response, case, additional_checks=None, **kwargs):
             # collected and reported at the end: hypothesis would replay a failing scenario, and a
@@ -196,35 +283,42 @@ def test_stateful_scenarios_chain_real_responses_and_conform(make_server, clip):
             except Exception as exc:
                 failures.append(f"{case.operation.label} -> {response.status_code}:\n{exc}")
 
-    Scenarios.run(
-        settings=settings(
-            max_examples=count(25, 100),
-            stateful_step_count=8,
-            deadline=None,
-            derandomize=True,
-            database=None,
-            phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure is reported as found
-            suppress_health_check=list(HealthCheck),
-        )
-    )
+    flaky: list[str] = []
+    for _ in range(4):
+        try:
+            Scenarios.run(
+                settings=settings(
+                    max_examples=count(25, 100),
+                    stateful_step_count=12,
+                    deadline=None,
+                    derandomize=True,
+                    database=None,
+                    phases=[Phase.explicit, Phase.generate],  # no shrinking: a failure is reported as found
+                    suppress_health_check=list(HealthCheck),
+                )
+            )
+            break
+        except (FlakyStrategyDefinition, AssertionError) as exc:
+            # A prefix hypothesis replayed took other rules: the server's state had moved on (a job
+            # finished, a list grew) and schemathesis picks linked values outside hypothesis' seed.
+            # schemathesis' own runner ends its stateful suite there as passed; this test runs the
+            # scenarios again (the server keeps its state) and counts every run.
+            if not isinstance(exc, FlakyStrategyDefinition) and not is_inconsistent_replay(exc):
+                raise
+            flaky.append(f"{type(exc).__name__} after {len(scenarios)} scenarios")
+            if min(seeded[label] for label in CREATES) >= count(25, 100):
+                break
     assert failures == [], "\n\n".join(failures[:5])
     statuses = sorted(seen.items())
-    # the chains really ran: jobs made from the real upload were read, asked for output, canceled
-    for expected in [
-        ("POST /v1/uploads", 201),
-        ("GET /v1/uploads/{id}", 200),
-        ("POST /v1/jobs", 201),
-        ("GET /v1/jobs/{id}", 200),
-        ("DELETE /v1/webhooks/{id}", 204),
-    ]:
-        assert expected in seen, statuses
-    assert {k for k in seen if k[0] == "DELETE /v1/jobs/{id}"} & {
-        ("DELETE /v1/jobs/{id}", 200),
-        ("DELETE /v1/jobs/{id}", 409),
-    }, statuses
-    assert {k for k in seen if k[0] == "GET /v1/jobs/{id}/output"} & {
-        ("GET /v1/jobs/{id}/output", 302),
-        ("GET /v1/jobs/{id}/output", 409),
-    }, statuses
-    assert any(k[0] == "POST /v1/uploads/{id}/complete" for k in seen), statuses
-    assert sum(seen.values()) > 100, statuses
+    why = f"{statuses}\nPOST /v1/jobs refused: {refused.most_common(8)}\nreplays: {flaky}"
+    # every scenario made its job, upload and webhook, and the chains really ran from what they
+    # made: jobs read, asked for output, canceled (200 while queued or held, 409 once finished);
+    # uploads read and asked to complete; webhooks deleted
+    assert all(seeded[label] >= count(25, 100) for label in CREATES), (seeded, why)
+    assert ("GET /v1/jobs/{id}", 200) in on_created, why
+    assert on_created & {("GET /v1/jobs/{id}/output", 302), ("GET /v1/jobs/{id}/output", 409)}, why
+    assert on_created & {("DELETE /v1/jobs/{id}", 200), ("DELETE /v1/jobs/{id}", 409)}, why
+    assert ("GET /v1/uploads/{id}", 200) in on_created, why
+    assert any(k[0] == "POST /v1/uploads/{id}/complete" for k in on_created), why
+    assert ("DELETE /v1/webhooks/{id}", 204) in on_created, why
+    assert sum(seen.values()) > 100, why
