@@ -120,7 +120,10 @@ def format_eta(seconds: float | None) -> str:
 
 def job_eta(job: Any) -> float | None:
     eta = get(get(job, "progress"), "eta_seconds")
-    return float(eta) if isinstance(eta, (int, float)) and eta >= 0 else None
+    if not isinstance(eta, (int, float)) or isinstance(eta, bool):
+        return None
+    # the server's estimate; JSON's 1e400 parses as infinity, which no clock can show
+    return float(eta) if 0 <= eta < 10**9 else None
 
 
 def progress_description(job: Any, *, with_id: bool = True) -> str:

@@ -555,7 +555,9 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 
 
 def _clock(seconds: float) -> str:
-    s = int(round(max(0.0, seconds)))
+    if not 0.0 <= seconds < 10**9:  # NaN and infinity too: rich's own estimate shows no clock either
+        return "-:--:--"
+    s = int(round(seconds))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 

@@ -4,6 +4,8 @@ terminal sequence is drawn as plain text on a pseudo-terminal, never parsed or p
 
 from __future__ import annotations
 
+import json
+
 from tests.cli.terminal import run_in_terminal
 from tests.client.hostile import HostileServer, job_doc, send_json
 from tests.helpers.env import cli_env
@@ -50,3 +52,26 @@ def test_a_jobs_fields_in_the_watch_view_never_carry_escape_sequences(tmp_path):
         )
     assert "pwned" not in screen.raw and "\x1b[2J" not in screen.raw, screen.raw[-500:]
     assert any("bad source here" in line for line in screen.lines), screen.text
+
+
+def test_an_infinite_or_absurd_eta_from_the_server_is_no_clock_and_no_traceback(tmp_path):
+    """`"eta_seconds": 1e400` parses as infinity: the bar's clock once raised OverflowError in rich's
+    refresh thread (a traceback on the terminal)."""
+    polls = [0]
+
+    def get_job(h):
+        polls[0] += 1
+        doc = job_doc("job_1", size=10, sha256=None, status="encoding" if polls[0] < 3 else "completed")
+        doc["progress"] = {"phase": "encoding", "percent": 50.0, "eta_seconds": 1.0}
+        body = json.dumps(doc).replace('"eta_seconds": 1.0', '"eta_seconds": 1e400').encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    with HostileServer({"/v1/jobs/job_1": get_job}) as srv:
+        screen = run_in_terminal(["job", "wait", "job_1"], cli_env(srv.url, tmp_path / "home"), timeout=60)
+    assert screen.returncode == 0, screen.text
+    assert "Traceback" not in screen.raw and "OverflowError" not in screen.raw, screen.text
+    assert polls[0] >= 3
