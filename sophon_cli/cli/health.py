@@ -30,6 +30,7 @@ def check_auth(app_ctx: Any) -> tuple[str, Any]:
 
 def health_command(ctx: typer.Context) -> None:
     """Check that the server is alive, ready, and accepts your key."""
+    from sophon_cli.cli.verbose import attach
     from sophon_cli.client.http import SophonClient, display_url
 
     app_ctx = get_ctx(ctx)
@@ -40,6 +41,7 @@ def health_command(ctx: typer.Context) -> None:
     with SophonClient(
         base, None, timeout=app_ctx.settings.timeout, max_retries=2, retry_budget=10.0
     ) as probe:
+        attach(probe, out, int(app_ctx.options.verbose))  # -v lines and retry notices, as for every client
         alive = probe.healthz()
         ready = probe.readyz() if alive else None
     is_ready = bool(ready is not None and ready.ready)

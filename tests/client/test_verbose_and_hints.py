@@ -54,6 +54,17 @@ def test_vv_adds_headers_with_credentials_masked(cli, server, completed_job_id, 
     assert "content-type: application/json" in text.lower()
 
 
+def test_v_health_prints_its_probes_too(cli, server):
+    # health builds its own short-lived probe client; -v must reach it as well as the authenticated one
+    got = cli("-v", "health")
+    assert got.returncode == 0, got.stderr
+    lines = _http_lines(got.stderr)
+    assert any(re.match(r"http: GET /healthz -> 200 in \d+\.\d{3} s", ln) for ln in lines), lines
+    assert any(ln.startswith("http: GET /readyz -> 200") for ln in lines), lines
+    assert any(ln.startswith("http: GET /v1/jobs") for ln in lines), lines
+    assert server.api_keys[0] not in got.stdout + got.stderr
+
+
 def test_without_v_nothing_about_http_is_printed(cli, completed_job_id):
     got = cli("job", "get", completed_job_id)
     assert got.returncode == 0 and _http_lines(got.stderr) == [] and got.stderr == ""
