@@ -149,6 +149,9 @@ def _lazy_verified_transport(limits: httpx.Limits) -> httpx.BaseTransport:
             with self._lock:
                 if self._inner is None:
                     self._inner = httpx.HTTPTransport(verify=True, limits=limits)
+                    from sophon_cli.client.deadline import install
+
+                    install(self._inner)
                 inner = self._inner
             return inner.handle_request(request)
 
@@ -261,6 +264,10 @@ class SophonClient:
             follow_redirects=False,
             **plain_http_options(self.base_url, transport, limits),
         )
+        # SOPHON_TIMEOUT bounds each API request as a whole, status line and headers included
+        from sophon_cli.client.deadline import install_on_client
+
+        install_on_client(self._http)
         # Signed download URLs are fetched by a separate client that never has the key.
         self._anon_headers = {"User-Agent": user_agent or USER_AGENT}
         self._anon_limits = limits
@@ -509,45 +516,50 @@ class SophonClient:
         slowly the bytes trickle in. Returns a fully read response."""
         import httpx
 
+        from sophon_cli.client.deadline import bounded
+
         started = time.monotonic()
-        deadline = started + limit
         per_call = httpx.Timeout(limit, connect=min(self._timeout.connect or limit, limit))
         request = self._http.build_request(method, path, timeout=per_call, **kwargs)
         response: httpx.Response | None = None
         cap = self.max_response_bytes
         chunks: list[bytes] = []
         size = 0
-        try:
-            response = self._http.send(request, stream=True)
-            if kwargs.get("content") is not None:
-                # an upload body is bounded by the per-write timeout and the caller's own rate
-                # rules (a part may take longer than the timeout on a slow link); the reply is not
-                deadline = time.monotonic() + limit
-            announced = response.headers.get("content-length", "").strip()
-            if announced.isdigit() and int(announced) > cap:
-                raise malformed(
-                    f"a response of {int(announced)} bytes (more than the {cap} allowed)",
-                    response,
-                    secrets=self._secret_values,
-                )
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > cap:
-                    raise malformed(
-                        f"a response larger than the {cap} bytes allowed",
-                        response,
-                        secrets=self._secret_values,
-                    )
-                chunks.append(chunk)
-                if time.monotonic() > deadline:
-                    raise _DeadlineExceeded()
-        except BaseException as exc:
-            kind = "deadline" if isinstance(exc, _DeadlineExceeded) else type(exc).__name__
-            self.trace(request, response, started, attempt, error=kind)
-            raise
-        finally:
-            if response is not None:
-                response.close()
+        # Every read (status line, headers, body) waits at most until the deadline (see
+        # client/deadline.py). An upload body is bounded by the per-write timeout and the caller's
+        # own rate rules (a part may take longer than the timeout on a slow link), so for it the
+        # clock starts at the first read of the reply.
+        with bounded(limit, start_now=kwargs.get("content") is None) as clock:
+            try:
+                try:
+                    response = self._http.send(request, stream=True)
+                    announced = response.headers.get("content-length", "").strip()
+                    if announced.isdigit() and int(announced) > cap:
+                        raise malformed(
+                            f"a response of {int(announced)} bytes (more than the {cap} allowed)",
+                            response,
+                            secrets=self._secret_values,
+                        )
+                    for chunk in response.iter_bytes():
+                        size += len(chunk)
+                        if size > cap:
+                            raise malformed(
+                                f"a response larger than the {cap} bytes allowed",
+                                response,
+                                secrets=self._secret_values,
+                            )
+                        chunks.append(chunk)
+                except httpx.TimeoutException:
+                    if clock.expired:  # cut by the whole-request deadline, not one slow read
+                        raise _DeadlineExceeded() from None
+                    raise
+            except BaseException as exc:
+                kind = "deadline" if isinstance(exc, _DeadlineExceeded) else type(exc).__name__
+                self.trace(request, response, started, attempt, error=kind)
+                raise
+            finally:
+                if response is not None:
+                    response.close()
         headers = response.headers.copy()
         for name in ("content-encoding", "transfer-encoding"):
             if name in headers:

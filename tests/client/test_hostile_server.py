@@ -84,6 +84,41 @@ def test_a_trickling_api_reply_is_bounded_by_the_timeout(tmp_path):
     assert "did not answer within 1 s" in one_error_line(res)
 
 
+def trickle_headers(every: float, count: int = 40):
+    """A status line at once, then a header one byte every ``every`` s (each read well within
+    httpx's per-read timeout), then a valid reply."""
+
+    def route(h):
+        h.close_connection = True
+        h.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        h.wfile.flush()
+        for byte in b"X-Slow: " + b"a" * count + b"\r\n":
+            h.wfile.write(bytes([byte]))
+            h.wfile.flush()
+            time.sleep(every)
+        h.wfile.write(b"Content-Length: %d\r\n\r\n" % len(JOB) + JOB)
+        h.wfile.flush()
+
+    return route
+
+
+def test_trickled_response_headers_are_bounded_by_the_timeout(tmp_path):
+    """The deadline covers the status line and headers too (connect to last byte): the headers
+    alone would take 15 s here."""
+    with HostileServer({"/v1/jobs/job_1": trickle_headers(0.3)}) as srv:
+        with SophonClient(srv.url, TEST_KEY, timeout=1.0, max_retries=0) as c:
+            started = time.monotonic()
+            with pytest.raises(TransportError) as info:
+                c.jobs.get("job_1")
+            assert time.monotonic() - started < 2.5
+        assert "did not answer within 1 s" in str(info.value)
+        res = sophon(
+            srv.url, "job", "get", "job_1", home=tmp_path, env={"SOPHON_TIMEOUT": 1, "SOPHON_MAX_RETRIES": 0}
+        )
+    assert res.returncode == 8 and res.elapsed < 10, (res.returncode, res.elapsed, res.stderr)
+    assert "did not answer within 1 s" in one_error_line(res)
+
+
 def test_a_stalled_download_fails_with_exit_8_and_resumes_on_rerun(tmp_path):
     body = os.urandom(200_000)
     target = tmp_path / "o.mp4"
