@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sophon_cli.client.errors import InputError
+from sophon_cli.units import human_bytes
 
 __all__ = [
     "CSV_COLUMNS",
@@ -372,15 +373,6 @@ def _md(text: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", s)
 
 
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _relative(path: str | None) -> str | None:

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import IO, Any
 
+from sophon_cli.units import human_bytes
+
 
 class PipeClosed(Exception):
     """The reader of stdout closed the pipe; ``main`` stops quietly (exit 0)."""
@@ -374,12 +376,12 @@ class Progress:
             pct = 100.0 * done / total
             if self.transfer:
                 elapsed = max(time.monotonic() - t["t0"], 1e-6)
-                return f"{t['desc']}: {pct:5.1f}% ({_human_bytes(done)} of {_human_bytes(total)}, {_human_bytes(done / elapsed)}/s)"
+                return f"{t['desc']}: {pct:5.1f}% ({human_bytes(done)} of {human_bytes(total)}, {human_bytes(done / elapsed)}/s)"
             eta = t.get("eta")
             return f"{t['desc']}: {pct:5.1f}%" + (
                 f", eta {_clock(eta)}" if eta is not None and pct < 100 else ""
             )
-        return f"{t['desc']}: {_human_bytes(done) if self.transfer else done}"
+        return f"{t['desc']}: {human_bytes(done) if self.transfer else done}"
 
 
 # ---- --json FIELDS and --jq ----------------------------------------------------------------------
@@ -569,7 +571,7 @@ def _speed_column(rp: Any) -> Any:
             from rich.text import Text
 
             speed = task.finished_speed or task.speed
-            return Text("?" if speed is None else f"{_human_bytes(speed)}/s", style="progress.data.speed")
+            return Text("?" if speed is None else f"{human_bytes(speed)}/s", style="progress.data.speed")
 
     return SpeedColumn()
 
@@ -591,18 +593,6 @@ def _eta_column(rp: Any) -> Any:
             return Text("-:--:--" if eta is None else _clock(eta), style="progress.remaining")
 
     return EtaColumn()
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
-def human_bytes(n: float | None) -> str:
-    return "-" if n is None else _human_bytes(n)
 
 
 def _isatty(stream: Any) -> bool:

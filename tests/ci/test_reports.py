@@ -150,7 +150,7 @@ def test_markdown_summary_has_totals_failures_first_and_a_row_per_file():
     md = reports.render_markdown(sample(), INFO)
     assert md.startswith(reports.MARKDOWN_MARKER)
     assert "shard 2/4" in md and "2 encoded, 1 original kept, 1 skipped, 1 failed" in md
-    assert "**5 files**" in md and "saved 1.2 KB" in md
+    assert "**5 files**" in md and "saved 1.2 KiB" in md
     lines = md.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| source"))
     assert lines[header] == "| source | output | saved | profile | result | job id |"
@@ -311,3 +311,13 @@ def test_write_report_goes_through_the_safe_writer(tmp_path):
     reports.write_report(path, second, reports.ReportFormat.JSON)
     assert path.read_text(encoding="utf-8") == second and path.stat().st_ino != inode
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_the_step_summary_counts_sizes_in_the_terminals_unit():
+    # one size unit everywhere: 7066 bytes is "6.9 KiB" on the terminal, so in the summary too
+    from sophon_cli.cli.output import human_bytes as terminal_size
+
+    r = fr("one.mp4", "encoded", output="/o/one.mp4", source_bytes=7066, output_bytes=5222, saved_percent=26.1)
+    md = reports.render_markdown([r], INFO)
+    assert terminal_size(7066) == "6.9 KiB"
+    assert "6.9 KiB → 5.1 KiB" in md and " KB" not in md and " MB" not in md
