@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -225,6 +225,7 @@ class Uploads:
         on_created: Callable[[str], None] | None = None,
         mime_type: str | None = None,
         file_name: str | None = None,
+        unusable: Collection[str] = (),
     ) -> UploadResult:
         """Upload one file (resuming whatever the server already has) and return an UploadResult
         whose ``sha256`` is the full digest of the bytes read (and the server's).
@@ -236,7 +237,9 @@ class Uploads:
         ``new=True`` forces a fresh session even if an identical upload exists.
         ``on_created(upload_id)`` is called as soon as a session id is known (again if the upload
         moves to another session). ``file_name`` / ``mime_type`` override the names derived from
-        the content (and become part of the upload's identity).
+        the content (and become part of the upload's identity). ``unusable`` names sessions the
+        server refused for a job although they replay as completed: they are skipped like
+        canceled or expired ones (the next generation of their key is used).
         """
         p, size = check_local_file(path)
         try:
@@ -244,7 +247,7 @@ class Uploads:
         except OSError as exc:
             raise InputError(f"cannot read {p} ({exc.strerror or exc})", hint="check the file") from None
         with fh:
-            run = _Run(self, p, fh.fileno(), concurrency, on_progress, on_created)
+            run = _Run(self, p, fh.fileno(), concurrency, on_progress, on_created, frozenset(unusable))
             size = run.size
             try:
                 ident = identify_fd(
@@ -287,7 +290,9 @@ class Uploads:
             resumed=out.resumed,
         )
 
-    def _status_or_stale(self, upload_id: str) -> UploadStatus:
+    def _status_or_stale(self, upload_id: str, unusable: frozenset[str] = frozenset()) -> UploadStatus:
+        if upload_id in unusable:
+            raise _StaleSession()
         waited = 0.0
         delay = 0.25
         while True:
@@ -295,6 +300,9 @@ class Uploads:
                 status = self.get(upload_id)
             except NotFoundError:
                 raise _StaleSession() from None
+            if status.status == "completed" and _is_past(status.expires_at):
+                # still "completed", but past its expiry no job can be made from it
+                raise _StaleSession()
             if status.status in ("uploading", "initiated", "completed"):
                 return status
             if status.status == "assembling" and waited < 60.0:
@@ -316,8 +324,10 @@ class _Run:
         concurrency: int,
         on_progress: ProgressCallback | None,
         on_created: Callable[[str], None] | None,
+        unusable: frozenset[str] = frozenset(),
     ) -> None:
         self.up = uploads
+        self.unusable = unusable
         self.p = p
         self.fd = fd
         self.stat = os.fstat(fd)
@@ -376,7 +386,7 @@ class _Run:
         if self.on_created is not None:
             self.on_created(session.id)
         complete_key = route_key(key, "complete-upload")
-        status = up._status_or_stale(session.id)
+        status = up._status_or_stale(session.id, self.unusable)
         if status.status == "completed":
             completed = self._complete(session.id, complete_key)
             server = (completed.sha256 or "").lower()
@@ -470,6 +480,21 @@ class _Run:
         server = (completed.sha256 or "").lower()
         ok = server == digest and completed.bytes in (None, self.size)
         return _Outcome(ok, session, digest, server, completed.bytes, self.parts_sent, resumed)
+
+
+def _is_past(stamp: str | None) -> bool:
+    """True when the server's ISO-8601 time ``stamp`` is before now (False when absent or not a time)."""
+    if not stamp:
+        return False
+    from datetime import datetime, timezone
+
+    try:
+        when = datetime.fromisoformat(stamp.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return False
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when <= datetime.now(timezone.utc)
 
 
 def _q(value: str) -> str:

@@ -192,10 +192,12 @@ def advance(ctx: Context, item: Item) -> FileResult | Wait:
             if exc.code != "source_invalid" or not _names_upload(exc, item):
                 raise
             # The recorded upload is no longer usable (expired, canceled): the file is fine.
-            # Upload it again and create the job once more. (A fresh session: the content's own
-            # session replays as "completed" although the server no longer accepts it for a job.)
+            # Upload it again and create the job once more, into the next generation of the
+            # content's session (the refused one is skipped even if it replays as "completed"),
+            # so every run and machine makes the same one replacement.
+            refused = e.upload_id
             ctx.save(item, State.UPLOADING, announce=False, upload_id=None)
-            upload(ctx, item, new=True)
+            upload(ctx, item, unusable=(refused,) if refused else ())
             ctx.check_stop()
             create_job(ctx, item)
     except ConflictError as exc:
@@ -232,7 +234,7 @@ def hash_source(ctx: Context, item: Item) -> str:
     return h.hexdigest()
 
 
-def upload(ctx: Context, item: Item, *, new: bool = False) -> None:
+def upload(ctx: Context, item: Item, *, unusable: tuple[str, ...] = ()) -> None:
     e = item.entry
 
     def created(upload_id: str) -> None:
@@ -253,7 +255,7 @@ def upload(ctx: Context, item: Item, *, new: bool = False) -> None:
             concurrency=ctx.options.part_concurrency,
             sha256=sha256,
             fingerprint=fingerprint if sha256 else None,
-            new=new,
+            unusable=unusable,
             on_created=created,
             on_progress=progress,
         )

@@ -174,6 +174,27 @@ def test_canceled_session_is_replaced_by_one_session_for_every_run(make_server, 
     assert len(_sessions(srv)) == 3
 
 
+def test_completed_session_past_its_expiry_is_replaced_by_one_session_for_every_run(
+    make_server, make_client, tmp_path, clip
+):
+    """Issue 11 item 12: a completed session past ``expires_at`` still replays as "completed", but
+    no job can be made from it; every later run (fresh clients) moves to the same next generation."""
+    import time
+
+    srv = make_server(chunk_size=CHUNK, upload_ttl=3)
+    src = distinct(clip, tmp_path / "expire-me.mp4", "expire")
+    first = make_client(srv).uploads.upload_file(src)
+    time.sleep(3.2)
+    assert make_client(srv).uploads.get(first.upload_id).status == "completed"  # as the server says
+    results = [make_client(srv).uploads.upload_file(src) for _ in range(2)]
+    assert {r.upload_id for r in results} == {results[0].upload_id} != {first.upload_id}
+    assert all(r.sha256 == _sha(src) for r in results)
+    assert len(_sessions(srv)) == 2
+    # a session the caller names as refused is skipped the same way (no clock involved)
+    again = make_client(srv).uploads.upload_file(src, unusable=[results[0].upload_id])
+    assert again.upload_id not in {first.upload_id, results[0].upload_id} and len(_sessions(srv)) == 3
+
+
 def test_identical_content_under_two_names_shares_one_upload(make_server, make_client, tmp_path, clip):
     """Issue 11 item 13: the file name is not part of the upload's identity."""
     srv = make_server(chunk_size=CHUNK)

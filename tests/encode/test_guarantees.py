@@ -447,3 +447,25 @@ def test_a_recorded_upload_that_expired_is_uploaded_again_not_failed(make_server
     assert row["result"] == "encoded", row
     assert (world.work / "out" / "video0.sophon.mp4").is_file()
     assert world.upload_count() == 2 and len(world.jobs()) == 2
+
+
+def test_reruns_after_the_upload_expired_share_one_replacement_session(make_server, tmp_path, clip_bank):
+    """Issue 11 item 12: once the content's completed session is past its expiry, runs that lost
+    their cache (fresh SOPHON_HOME; --force: a fresh job each) all upload into the same replacement
+    session (the next generation of its key), not a random one each."""
+    import time
+
+    from tests.encode.conftest import Env
+
+    world = Env(make_server(tmp_path / "srv", upload_ttl=8), tmp_path)
+    place(clip_bank[:1], world.work)
+    assert world.encode("video0.mp4", "-o", "out0").returncode == 0
+    assert world.upload_count() == 1
+    time.sleep(8.3)
+    for n in (1, 2):
+        run = world.encode(
+            "video0.mp4", "-o", f"out{n}", "--force", env={"SOPHON_HOME": str(tmp_path / f"h{n}")}
+        )
+        assert run.returncode == 0, run.stderr
+        assert (world.work / f"out{n}" / "video0.sophon.mp4").is_file()
+    assert world.upload_count() == 2  # the expired one and one replacement (before: one per run)
