@@ -289,6 +289,9 @@ def encode_command(
         duration=time.monotonic() - started,
     )
     outputs.write(results, info)
+    for r in results:  # every output says how it was checked; one line for each that is unverified
+        if r.output and r.verified is False:
+            out.warn(f"{_rel(r.output)} is not verified against a sha256: {r.verification}")
     if stopped_by is not None:
         if report.unfinished:
             out.notice(

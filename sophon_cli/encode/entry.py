@@ -114,6 +114,8 @@ class FileEntry:
     # result
     output: str | None = None
     output_bytes: int | None = None
+    verified: bool | None = None  # the output matched a known sha256 (False: only its size was checked)
+    verification: str | None = None  # how the output was checked, in words (the safe writer's)
     result: Result | None = None
     reason: str | None = None
     saved_percent: float | None = None

@@ -19,6 +19,8 @@ class FileResult:
     output: str | None = None  # the file written (the encode, or the original's copy)
     source_bytes: int | None = None
     output_bytes: int | None = None
+    verified: bool | None = None  # the output matched a known sha256; False: only its size was checked
+    verification: str | None = None  # how the output was checked, in words
     saved_percent: float | None = None
     profile: str | None = None
     effective_profile: str | None = None

@@ -21,7 +21,6 @@ whose VMAF is below ``min_vmaf`` (``quality_gate``, scored after the download).
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,7 +325,8 @@ def finish(ctx: Context, item: Item) -> FileResult:
         ctx.check_stop()
         expected = e.output_sha256
         if expected and out.is_file() and not out.is_symlink() and sha256_file(out) == expected:
-            pass  # already there and verified (e.g. the cache was deleted after a download)
+            # already there and verified (e.g. the cache was deleted after a download)
+            verified, verification = True, "already in place: sha256 matches"
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             ctx.event(item, "downloading", job_id=e.job_id)
@@ -350,9 +350,15 @@ def finish(ctx: Context, item: Item) -> FileResult:
             if getattr(dl, "skipped", False) or dl.final_artifact == "original":
                 ctx.save(item, State.JOB_DONE, final_artifact="original", announce=False)
                 return fallback(ctx, item, "nothing smaller than the source was made")
-            if dl.path and Path(dl.path) != out:  # pragma: no cover - the engine honours target
-                os.replace(dl.path, out)
-        ctx.save(item, State.DOWNLOADED, output=str(out), output_bytes=out.stat().st_size)
+            verified, verification = bool(dl.verified), str(dl.verification)
+        ctx.save(
+            item,
+            State.DOWNLOADED,
+            output=str(out),
+            output_bytes=out.stat().st_size,
+            verified=verified,
+            verification=verification,
+        )
     out_bytes = int(e.output_bytes or out.stat().st_size)
     if out_bytes > item.size:
         _drop_own_output(item)
@@ -376,12 +382,19 @@ def fallback(ctx: Context, item: Item, reason: str) -> FileResult:
     source_sha = item.entry.sha256 or sha256_file(item.source.path)
     try:
         force = ctx.options.force or _written_before(ctx, item, target)
-        copy_file(item.source.path, target, force=force, expected_sha256=source_sha)
+        copied = copy_file(item.source.path, target, force=force, expected_sha256=source_sha)
     except TargetExistsError as exc:
         return _in_the_way(ctx, item, exc)
     ctx.event(item, "fallback", reason=reason, output=str(target))
     return _done(
-        ctx, item, Result.ORIGINAL_KEPT, reason, output=str(target), output_bytes=target.stat().st_size
+        ctx,
+        item,
+        Result.ORIGINAL_KEPT,
+        reason,
+        output=str(target),
+        output_bytes=target.stat().st_size,
+        verified=copied.verified,
+        verification=copied.verification,
     )
 
 
@@ -393,7 +406,9 @@ def _done(
     *,
     output: str | None,
     output_bytes: int | None,
+    **checked: Any,
 ) -> FileResult:
+    """Record the file's result; ``checked`` may set ``verified``/``verification`` (a copy's)."""
     saved = None
     if output_bytes is not None and item.size:
         saved = round(100.0 * (item.size - output_bytes) / item.size, 1)
@@ -407,6 +422,7 @@ def _done(
         saved_percent=saved,
         source_bytes=item.size,
         fallback=ctx.options.fallback,
+        **checked,
     )
     return result_of(ctx, item)
 
@@ -464,6 +480,8 @@ def result_of(ctx: Context, item: Item, *, cached: bool = False) -> FileResult:
         output=e.output,
         source_bytes=item.size,
         output_bytes=e.output_bytes,
+        verified=e.verified if e.output else None,
+        verification=e.verification if e.output else None,
         saved_percent=e.saved_percent,
         profile=e.profile or ctx.options.profile,
         effective_profile=e.effective_profile,

@@ -469,3 +469,34 @@ def test_reruns_after_the_upload_expired_share_one_replacement_session(make_serv
         assert run.returncode == 0, run.stderr
         assert (world.work / f"out{n}" / "video0.sophon.mp4").is_file()
     assert world.upload_count() == 2  # the expired one and one replacement (before: one per run)
+
+
+# -- issue 11 item 4: an output without a sha256 is checked by its size and said to be unverified --
+
+
+def test_an_output_the_server_gave_no_sha256_for_is_said_to_be_unverified(world, clip_bank):
+    import sqlite3
+
+    place(clip_bank[:1], world.work / "v")
+    first = world.encode("v", "-r", "-o", "out1", "--json")
+    assert first.returncode == 0, first.stderr
+    (f,) = first.summary()["files"]
+    assert f["result"] == "encoded" and f["verified"] is True and "sha256 matches" in f["verification"]
+    assert "not verified" not in first.stderr
+    # the spec makes output.sha256 nullable: the server forgets it (the job itself is unchanged)
+    con = sqlite3.connect(world.server.config.data_dir / "sophon.db", timeout=10)
+    with con:
+        con.execute("UPDATE jobs SET output = json_set(output, '$.sha256', json('null'))")
+    con.close()
+
+    run = world.encode("v", "-r", "-o", "out2", "--json")  # a new output: the same job, downloaded again
+    assert run.returncode == 0, run.stderr
+    (f,) = run.summary()["files"]
+    assert f["result"] == "encoded" and f["verified"] is False and "size matches" in f["verification"]
+    events = [e for e in run.events() if e.get("state") == "downloaded"]
+    assert events and events[0]["verified"] is False
+    warned = [line for line in run.stderr.splitlines() if "not verified" in line]
+    assert len(warned) == 1 and "video0.sophon.mp4" in warned[0] and "size matches" in warned[0]
+    assert (world.work / "out2" / "video0.sophon.mp4").read_bytes() == (
+        world.work / "out1" / "video0.sophon.mp4"
+    ).read_bytes()
