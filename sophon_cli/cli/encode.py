@@ -292,6 +292,11 @@ def encode_command(
     for r in results:  # every output says how it was checked; one line for each that is unverified
         if r.output and r.verified is False:
             out.warn(f"{_rel(r.output)} is not verified against a sha256: {r.verification}")
+    if (shown := report.display_error) is not None:  # a renderer bug is no file's failure
+        out.warn(
+            f"the progress display failed ({type(shown).__name__}: {shown}); the files are not affected;"
+            " run again with SOPHON_DEBUG=1 for details and report it"
+        )
     if stopped_by is not None:
         if report.unfinished:
             out.notice(

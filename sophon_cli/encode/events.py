@@ -6,6 +6,7 @@ NDJSON, plain lines) subscribes through an ``EventSink``.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["Event", "EventSink", "Progress"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,7 +53,11 @@ class Progress:
 
 
 class EventSink:
-    """Delivers events and progress to optional callbacks, one at a time (workers run in threads)."""
+    """Delivers events and progress to optional callbacks, one at a time (workers run in threads).
+
+    A subscriber is a display: an exception it raises is not the file's (the step that emitted
+    the event goes on). The first one is kept in :attr:`error` for the run to report at its end;
+    every one is logged at debug level."""
 
     def __init__(
         self,
@@ -59,17 +66,26 @@ class EventSink:
     ) -> None:
         self.on_event = on_event
         self.on_progress = on_progress
+        self.error: Exception | None = None  # the first exception a subscriber raised
         self._lock = threading.Lock()
 
     def event(self, file: str, state: str, **detail: Any) -> None:
         if self.on_event is None:
             return
         with self._lock:
-            self.on_event(Event(file, state, jsonable(detail)))
+            self._deliver(self.on_event, Event(file, state, jsonable(detail)))
 
     def progress(self, progress: Progress) -> None:
         if self.on_progress is not None:
-            self.on_progress(progress)
+            self._deliver(self.on_progress, progress)
+
+    def _deliver(self, subscriber: Callable[[Any], None], what: Event | Progress) -> None:
+        try:
+            subscriber(what)
+        except Exception as exc:
+            log.debug("an event subscriber raised on %r", what, exc_info=True)
+            if self.error is None:
+                self.error = exc
 
 
 def jsonable(detail: dict[str, Any]) -> dict[str, Any]:

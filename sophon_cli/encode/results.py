@@ -52,6 +52,7 @@ class RunReport:
     interrupted: bool = False
     unfinished: int = 0  # files the run did not finish (interrupted or stopped by ``error``)
     error: BaseException | None = None  # what stopped the whole run (it is raised after this)
+    display_error: Exception | None = None  # the first exception an event subscriber raised (no file's)
 
     @property
     def failed(self) -> list[FileResult]:

@@ -227,6 +227,7 @@ class Pipeline:
         self.client.jobs.list(limit=1)
 
     def run(self, sources: Sequence[Source]) -> RunReport:
+        self.ctx.sink.error = None
         items = self.prepare(sources)
         if self.options.force or not all(steps.is_done(self.ctx, i) for i in items):
             self.preflight()  # a batch that is all done sends nothing at all
@@ -324,6 +325,7 @@ class Pipeline:
             interrupted=interrupted or (self._stop.is_set() and self._fatal is None),
             unfinished=len(items) - len(ordered),
             error=self._fatal,
+            display_error=self.ctx.sink.error,
         )
         if self._fatal is not None:
             # The run stopped on an error every other file would hit too; ``self.report`` keeps

@@ -183,3 +183,37 @@ def test_tty_shows_an_overall_bar_and_a_line_per_active_file(world, clip_bank):
     assert "\x1b[" in text  # live display, not plain lines
     assert "video0.mp4: done" not in text
     assert "┃" in text and "saved" in text  # the summary as a rich table
+
+
+def test_a_display_that_raises_fails_no_file(world, clip_bank):
+    """The event and progress subscribers are the front end's display: an exception in one is a
+    renderer bug, kept for the run to report at its end, never the failure of the user's file."""
+    from sophon_cli.client.http import SophonClient
+    from sophon_cli.encode import EncodeOptions, Pipeline, expand_inputs
+    from sophon_cli.state import StateStore
+    from tests.conftest import TEST_KEY
+
+    place(clip_bank[:2], world.work / "v")
+    seen: list[str] = []
+
+    def broken_event(ev) -> None:
+        seen.append(ev.state)
+        raise BrokenPipeError(f"renderer bug on {ev.state}")  # an OSError: once a per-file failure
+
+    def broken_progress(_p) -> None:
+        raise ValueError("progress bar bug")
+
+    sources, _ = expand_inputs([str(world.work / "v")], recursive=True, cwd=world.work)
+    with SophonClient(world.server.url, TEST_KEY) as client:
+        pipe = Pipeline(
+            client,
+            StateStore(world.root / "state.json"),
+            EncodeOptions(output_dir=world.work / "out"),
+            on_event=broken_event,
+            on_progress=broken_progress,
+        )
+        report = pipe.run(sources)
+    assert [r.result.value for r in report.results] == ["encoded", "encoded"], report.results
+    assert all(Path(r.output).is_file() for r in report.results)  # type: ignore[arg-type]
+    assert "done" in seen and "downloaded" in seen  # every event was still offered to it
+    assert isinstance(report.display_error, (BrokenPipeError, ValueError))  # the first one, kept
