@@ -45,7 +45,16 @@ def classify(exc: BaseException) -> tuple[int, str]:
             msg = f"{msg} (request id {request_id})"
         return code, one_line(msg)
     if isinstance(exc, OSError):
+        import errno
+
+        from sophon_cli.cli.hints import NAME_TOO_LONG
+
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        if exc.errno == errno.ENAMETOOLONG:  # bad input, not a local failure: exit 2
+            path = exc.filename if isinstance(exc.filename, (str, bytes)) else ""
+            name = os.path.basename(os.fsdecode(path)) or "?"
+            shown = name if len(name) <= 40 else f"{name[:40]}…"
+            return ExitCode.USAGE, one_line(f"{shown}: {NAME_TOO_LONG}")
         reason = exc.strerror or str(exc)
         return ExitCode.ERROR, one_line(f"{reason}:{where}; {os_error_hint(exc)}")
     return ExitCode.ERROR, one_line(

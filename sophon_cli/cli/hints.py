@@ -20,6 +20,9 @@ INSECURE_WEBHOOK_URL = (
     "`sophon server --allow-insecure-webhooks` and pass `--base-url http://127.0.0.1:8765`"
 )
 
+#: after a local path whose file name is longer than its file system allows (ENAMETOOLONG)
+NAME_TOO_LONG = "the file name is too long for this file system; choose a shorter name"
+
 #: NextStep value -> the words (``{job_id}`` filled from the error when it names one)
 NEXT_STEPS: dict[str, str] = {
     "overwrite": "use --force to overwrite it",

@@ -351,6 +351,12 @@ CASES = [
         as_nobody=True,
     ),
     Case(
+        "download-name-too-long",
+        lambda c: ["download", _j(c), "-o", c["work"] / ("n" * 257 + ".mp4")],
+        2,
+        ("too long for this file system", "shorter name"),
+    ),
+    Case(
         "download-disk-full",
         lambda c: ["download", _j(c), "-o", f"{c['root']}/full/out.mp4"],
         2,
