@@ -293,6 +293,12 @@ def encode_command(
         if r.output and r.verified is False:
             out.warn(f"{_rel(r.output)} is not verified against a sha256: {r.verification}")
     if (shown := report.display_error) is not None:  # a renderer bug is no file's failure
+        from sophon_cli.cli.errors import debug_enabled
+
+        if debug_enabled():  # the details the line below promises
+            import traceback
+
+            traceback.print_exception(type(shown), shown, shown.__traceback__, file=sys.stderr)
         out.warn(
             f"the progress display failed ({type(shown).__name__}: {shown}); the files are not affected;"
             " run again with SOPHON_DEBUG=1 for details and report it"
