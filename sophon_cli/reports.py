@@ -373,8 +373,6 @@ def _md(text: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", s)
 
 
-
-
 def _relative(path: str | None) -> str | None:
     if not path:
         return None

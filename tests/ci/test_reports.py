@@ -317,7 +317,9 @@ def test_the_step_summary_counts_sizes_in_the_terminals_unit():
     # one size unit everywhere: 7066 bytes is "6.9 KiB" on the terminal, so in the summary too
     from sophon_cli.cli.output import human_bytes as terminal_size
 
-    r = fr("one.mp4", "encoded", output="/o/one.mp4", source_bytes=7066, output_bytes=5222, saved_percent=26.1)
+    r = fr(
+        "one.mp4", "encoded", output="/o/one.mp4", source_bytes=7066, output_bytes=5222, saved_percent=26.1
+    )
     md = reports.render_markdown([r], INFO)
     assert terminal_size(7066) == "6.9 KiB"
     assert "6.9 KiB → 5.1 KiB" in md and " KB" not in md and " MB" not in md
