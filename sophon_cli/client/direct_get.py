@@ -21,7 +21,9 @@ like httpx's own.
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
+import threading
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -116,6 +118,9 @@ def open_get(
         )
     else:
         conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    # every read is bounded by ``timeout``, and so is the whole head of the reply: a server that
+    # trickles its status line and headers a byte at a time is cut when ``timeout`` has passed
+    watchdog = _HeadWatchdog(conn, timeout)
     try:
         conn.putrequest("GET", target, skip_accept_encoding=True)
         for name, value in sent.items():
@@ -124,10 +129,21 @@ def open_get(
         raw = conn.getresponse()
     except (OSError, http.client.HTTPException) as exc:
         conn.close()
+        if watchdog.fired:
+            raise httpx.ReadTimeout(
+                f"the server did not send the head of its reply within {timeout:g} s", request=request
+            ) from exc
         raise _transport_error(exc, request, reading=False) from exc
     except BaseException:
         conn.close()
         raise
+    finally:
+        watchdog.cancel()
+    if watchdog.fired:  # cut mid-head: what was parsed is not the server's whole head
+        conn.close()
+        raise httpx.ReadTimeout(
+            f"the server did not send the head of its reply within {timeout:g} s", request=request
+        )
     direct = DirectResponse(conn, raw, request)
     h = direct.response.headers
     lengths = {v.strip() for v in h.get_list("content-length")}
@@ -141,6 +157,36 @@ def open_get(
         direct.close()  # a redirect, a coded, chunked or unsized body: httpx's own handling
         return None
     return direct
+
+
+class _HeadWatchdog:
+    """Shut the connection's socket down once ``seconds`` have passed, unless cancelled first."""
+
+    def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
+        self.fired = False
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _cut(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            sock = self._conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
 
 
 def _transport_error(exc: BaseException, request: httpx.Request, *, reading: bool) -> httpx.TransportError:

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -64,6 +65,17 @@ class Origin:
                     self.end_headers()
                     self.wfile.write(DATA[: len(DATA) // 3])
                     self.wfile.flush()
+                    self.close_connection = True
+                    return
+                if how == "trickle_head":  # a status line, then one header byte at a time
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                    try:
+                        for _ in range(200):
+                            self.wfile.write(b"X")
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    except OSError:
+                        pass
                     self.close_connection = True
                     return
                 if how == "redirect":
@@ -175,3 +187,18 @@ def test_the_http_observers_hear_the_direct_attempts_with_what_was_sent(origin, 
     sent = {k.lower(): v for k, v in gets[-1].request_headers}
     assert sent["range"] == f"bytes={len(DATA) // 3}-" and sent["accept-encoding"] == "identity"
     assert all(KEY not in str(e) for e in events)
+
+
+@pytest.mark.parametrize("origin", [["trickle_head"]], indirect=True)
+def test_a_signed_url_that_trickles_its_head_is_cut_at_the_timeout(origin, tmp_path):
+    # each header byte comes well within the per-read timeout; the head as a whole may not take longer
+    from sophon_cli.client.errors import TransportError
+
+    started = time.monotonic()
+    with SophonClient(origin.url, KEY, sleep=lambda s: None, max_retries=0, timeout=1.0) as c:
+        with pytest.raises(TransportError) as info:
+            c.downloads.download("job_1", tmp_path / "o.mp4", job=job())
+    elapsed = time.monotonic() - started
+    assert elapsed < 8, f"the trickled head took {elapsed:.1f} s to be cut"  # 40 s before the fix
+    assert "stalled" in str(info.value)  # the download stall: exit 8, a rerun resumes
+    assert not (tmp_path / "o.mp4").exists()
