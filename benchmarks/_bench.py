@@ -201,6 +201,42 @@ def drop_caches() -> bool:
     return True
 
 
+class ColdCache:
+    """``--cold``: drop the page cache before every measured run, where that is permitted.
+
+    ``permitted`` is None until the first try, then whether it worked (said once if not)."""
+
+    def __init__(self, asked: bool) -> None:
+        self.asked = bool(asked)
+        self.permitted: bool | None = None
+
+    def before(self) -> None:
+        if not self.asked:
+            return
+        ok = drop_caches()
+        if self.permitted is None:
+            self.permitted = ok
+            if not ok:
+                progress("--cold: dropping the page cache is not permitted here; runs are warm")
+
+
+def hash_after(command: str) -> str:
+    """A peer program: run ``command`` (a Python list expression over sys.argv), then print the
+    sha256 of the file it wrote (sys.argv[2]) read in 1 MiB blocks, as the CLI verifies."""
+    return f"""
+import hashlib, subprocess, sys
+subprocess.run({command}, check=True)
+h = hashlib.sha256()
+with open(sys.argv[2], "rb") as fh:
+    while True:
+        block = fh.read(1 << 20)
+        if not block:
+            break
+        h.update(block)
+print(h.hexdigest())
+"""
+
+
 def python_child(code: str, *args: str, env: dict[str, str] | None = None) -> Run:
     """Run a short Python program in a fresh interpreter (the one running this script)."""
     return timed([sys.executable, "-c", code, *args], env=env)

@@ -37,31 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _bench as b  # noqa: E402
 
-PROXY = r"""
-import hashlib, subprocess, sys
-subprocess.run(["cp", sys.argv[1], sys.argv[2]], check=True)
-h = hashlib.sha256()
-with open(sys.argv[2], "rb") as fh:
-    while True:
-        block = fh.read(1 << 20)
-        if not block:
-            break
-        h.update(block)
-print(h.hexdigest())
-"""
+PROXY = b.hash_after('["cp", sys.argv[1], sys.argv[2]]')
 
-CURL = r"""
-import hashlib, subprocess, sys
-subprocess.run(["curl", "-sS", "-o", sys.argv[2], sys.argv[1]], check=True)
-h = hashlib.sha256()
-with open(sys.argv[2], "rb") as fh:
-    while True:
-        block = fh.read(1 << 20)
-        if not block:
-            break
-        h.update(block)
-print(h.hexdigest())
-"""
+CURL = b.hash_after('["curl", "-sS", "-o", sys.argv[2], sys.argv[1]]')
 
 
 def big_output(srv: b.BenchServer, upload_id: str, size: int) -> tuple[str, Path]:
@@ -97,15 +75,8 @@ def main() -> None:
         raise SystemExit(
             "error: curl is not installed (it is the peer); install it, e.g. apt-get install curl"
         )
-    cold = {"asked": bool(args.cold), "permitted": None}
-
-    def before() -> None:
-        if args.cold:
-            ok = b.drop_caches()
-            if cold["permitted"] is None:
-                cold["permitted"] = ok
-                if not ok:
-                    b.progress("--cold: dropping the page cache is not permitted here; runs are warm")
+    cold = b.ColdCache(args.cold)
+    before = cold.before
 
     with b.Workdir(args, "download") as tmp:
         clip = b.make_clip(tmp / "clip.mp4")
@@ -170,7 +141,7 @@ def main() -> None:
     cpu = {k: b.median(r.user + r.sys for r in v) for k, v in results.items()}
     t = b.Table(
         f"download, {runs} alternating runs per side (medians)"
-        + (", page cache dropped before every run" if cold["permitted"] else ""),
+        + (", page cache dropped before every run" if cold.permitted else ""),
         ["side", "size MiB", "wall s", "MiB/s", "cpu s", "peak RSS MiB"],
     )
     rows = [
@@ -187,8 +158,8 @@ def main() -> None:
         "size_bytes": size,
         "small_bytes": args.small,
         "runs": runs,
-        "cold": bool(cold["permitted"]),
-        "cold_asked": cold["asked"],
+        "cold": bool(cold.permitted),
+        "cold_asked": cold.asked,
         "cli_s": round(med["cli"], 3),
         "curl_sha256_s": round(med["curl"], 3),
         "cp_s": round(med["cp"], 3),
@@ -209,7 +180,7 @@ def main() -> None:
         b.goal_line("cli_peak_rss_mib", figures["cli_peak_rss_mib"], 64, unit=" MiB"),
         f"rss growth from {args.small / b.MIB:.0f} MiB to {size / b.MIB:.0f} MiB: {figures['rss_growth_mib']:+.1f} MiB (goal: flat)",
     ]
-    if args.cold and not cold["permitted"]:
+    if args.cold and not cold.permitted:
         notes.append("--cold: dropping the page cache was not permitted; every run was warm")
     b.finish(figures, [t], notes)
 

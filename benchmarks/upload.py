@@ -87,15 +87,8 @@ def main() -> None:
     args = p.parse_args()
     size = args.size or (256 * b.MIB if args.quick else 1 << 30)
     runs = args.runs or (2 if args.quick else 5)
-    cold = {"asked": bool(args.cold), "permitted": None}
-
-    def before() -> None:
-        if args.cold:
-            ok = b.drop_caches()
-            if cold["permitted"] is None:
-                cold["permitted"] = ok
-                if not ok:
-                    b.progress("--cold: dropping the page cache is not permitted here; runs are warm")
+    cold = b.ColdCache(args.cold)
+    before = cold.before
 
     with b.Workdir(args, "upload") as tmp:
         src = tmp / "random.mkv"
@@ -160,7 +153,7 @@ def main() -> None:
     first_part = round(b.median(first_parts) - med["start"], 3) if first_parts else None
     t = b.Table(
         f"upload of {size / b.MIB:.0f} MiB, {runs} alternating runs per side (medians)"
-        + (", page cache dropped before every run" if cold["permitted"] else ""),
+        + (", page cache dropped before every run" if cold.permitted else ""),
         ["side", "wall s", "MiB/s", "cpu s", "peak RSS MiB", "read MiB", "runs (wall s)"],
     )
     labels = {
@@ -183,8 +176,8 @@ def main() -> None:
         "benchmark": "upload",
         "size_bytes": size,
         "runs": runs,
-        "cold": bool(cold["permitted"]),
-        "cold_asked": cold["asked"],
+        "cold": bool(cold.permitted),
+        "cold_asked": cold.asked,
         "cli_s": round(med["cli"], 3),
         "sdk_s": round(med["sdk"], 3),
         "proxy_s": round(med["proxy"], 3),
@@ -211,7 +204,7 @@ def main() -> None:
         notes.append(b.goal_line("first_part_s", first_part, 0.15, unit=" s"))
     else:
         notes.append("first_part_s: no part request found in the server's request log")
-    if args.cold and not cold["permitted"]:
+    if args.cold and not cold.permitted:
         notes.append("--cold: dropping the page cache was not permitted; every run was warm")
     b.finish(figures, [t], notes)
 
