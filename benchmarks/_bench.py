@@ -220,14 +220,14 @@ class ColdCache:
                 progress("--cold: dropping the page cache is not permitted here; runs are warm")
 
 
-def hash_after(command: str) -> str:
+def hash_after(command: str, hashed: int = 2) -> str:
     """A peer program: run ``command`` (a Python list expression over sys.argv), then print the
-    sha256 of the file it wrote (sys.argv[2]) read in 1 MiB blocks, as the CLI verifies."""
+    sha256 of ``sys.argv[hashed]`` (by default the file it wrote) read in 1 MiB blocks."""
     return f"""
 import hashlib, subprocess, sys
 subprocess.run({command}, check=True)
 h = hashlib.sha256()
-with open(sys.argv[2], "rb") as fh:
+with open(sys.argv[{hashed}], "rb") as fh:
     while True:
         block = fh.read(1 << 20)
         if not block:

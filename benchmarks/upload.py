@@ -52,18 +52,7 @@ with sophon_sdk.ApiClient(cfg) as client:
 print(res.upload_id)
 """
 
-PROXY = r"""
-import hashlib, subprocess, sys
-subprocess.run(["cp", sys.argv[1], sys.argv[2]], check=True)
-h = hashlib.sha256()
-with open(sys.argv[1], "rb") as fh:
-    while True:
-        block = fh.read(1 << 20)
-        if not block:
-            break
-        h.update(block)
-print(h.hexdigest())
-"""
+PROXY = b.hash_after('["cp", sys.argv[1], sys.argv[2]]', hashed=1)  # cp, then hash the source
 
 
 def first_part_start(log: Path, since: float) -> float | None:
