@@ -132,11 +132,15 @@ def _remember(app_ctx: Any, jobs: list[Any]) -> None:
 
 
 def _remember_source(app_ctx: Any, job: Any, upload_id: str, file: Path | None) -> None:
-    """The local file a job came from: FILE, or the one `sophon upload` sent as --upload's id."""
+    """The local file a job came from: FILE, or the one `sophon upload` sent as --upload's id. An
+    upload made elsewhere has no local file: its own name is shown when it has a recognisable one
+    (the SDK sends the real name), else the upload id is noted (view.source_label)."""
     from sophon_cli.cli import recent
     from sophon_cli.cli.upload import _remember_sources
 
     source = str(file) if file is not None else recent.sources(app_ctx.state_path.parent).get(upload_id)
+    if not source and view.source_label(job, {}) == "-":
+        source = upload_id
     if source:
         _remember_sources(app_ctx, [(view.get(job, "id"), source)])
 
@@ -155,13 +159,14 @@ def get(ctx: typer.Context, job_id: JobIdArg, watch: WatchOpt = False, interval:
     app_ctx = get_ctx(ctx)
     out = app_ctx.out
     jobs = app_ctx.client().jobs
+    sources = view.source_names(app_ctx.state_path) if not out.json else {}
     if watch:
         live.check_interval(interval)
-        live.watch(out, lambda: [jobs.get(job_id)], live.record_view(out), interval=interval)
+        live.watch(out, lambda: [jobs.get(job_id)], live.record_view(out, sources), interval=interval)
         return
     job = jobs.get(job_id)
     _remember(app_ctx, [job])
-    out.record(job, view.job_rows(job, out.when))
+    out.record(job, view.job_rows(job, out.when, sources))
 
 
 @app.command("list")

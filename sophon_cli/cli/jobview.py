@@ -66,8 +66,9 @@ def job_line(job: Any) -> str:
     return "  ".join(job_fields(job))
 
 
-def job_rows(job: Any, when: Any = None) -> list[tuple[str, Any]]:
-    """``job get``'s fields; ``when`` formats timestamps (``Output.when``)."""
+def job_rows(job: Any, when: Any = None, sources: dict[str, str] | None = None) -> list[tuple[str, Any]]:
+    """``job get``'s fields; ``when`` formats timestamps (``Output.when``); ``sources`` as for
+    :func:`source_label`."""
     from sophon_cli.cli.output import rfc3339
 
     when = when or rfc3339
@@ -81,7 +82,8 @@ def job_rows(job: Any, when: Any = None) -> list[tuple[str, Any]]:
     rows.append(("profile", f"{profile} ({effective})" if effective and effective != profile else profile))
     if get(job, "status") not in TERMINAL:
         rows.append(("progress", progress_description(job, with_id=False)))
-    src = [str(get(source, "name") or "")]
+    label = source_label(job, sources or {})
+    src = [label] if label != "-" else []
     if get(source, "resolution"):
         src.append(str(get(source, "resolution")))
     if get(source, "bytes") is not None:
@@ -199,12 +201,26 @@ def _encode_cache_names(path: Any) -> dict[str, str]:
     return names
 
 
+def source_label(job: Any, sources: dict[str, str]) -> str:
+    """What a person recognises as the file a job came from: the local path noted for it here,
+    else the upload's file name as the server gives it, unless that name is one this tool derived
+    from the content (``b78aade545f3f7d5.mp4``: an upload made on another machine, or here before
+    the notes were lost), which says nothing; then ``-``. ``job create --upload ID`` notes the
+    upload id for such a job (cli/job.py), so it shows that instead."""
+    from sophon_cli.client.content import is_content_name
+
+    noted = sources.get(str(get(job, "id")))
+    if noted:
+        return noted
+    name = get(get(job, "source"), "name")
+    return str(name) if name and not is_content_name(str(name)) else "-"
+
+
 def list_row(job: Any, when: Any, sources: dict[str, str]) -> list[str]:
-    source = sources.get(str(get(job, "id"))) or get(get(job, "source"), "name") or ""
     return [
         str(get(job, "id")),
         str(get(job, "status")),
-        str(source),
+        source_label(job, sources),
         str(get(job, "profile") or ""),
         when(get(job, "created_at")),
         progress_text(job),

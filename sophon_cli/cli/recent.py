@@ -9,7 +9,7 @@ the completion, so errors are only debug notices.
 ``upload`` and ``job create`` add ``<id>\t<local path>`` lines to ``recent-sources`` (newest first,
 at most :data:`MAX_SOURCES`): an upload's own file name is derived from its content (the same bytes
 under two names are one upload), so it cannot tell the user which file a job came from. The same
-rule holds: losing the file costs only the column, which then shows the upload's name.
+rule holds: losing the file costs only the column, which then shows ``-`` (jobview.source_label).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def table_view(out: Any, sources: dict[str, str]) -> View:
     return View(frame, final)
 
 
-def record_view(out: Any) -> View:
+def record_view(out: Any, sources: dict[str, str] | None = None) -> View:
     def frame(jobs: list[Any]) -> Any:
         from rich.text import Text
 
@@ -66,7 +66,7 @@ def record_view(out: Any) -> View:
 
         text = Text()
         for job in jobs:
-            pairs = view.job_rows(job, out.when)
+            pairs = view.job_rows(job, out.when, sources)
             width = max(len(k) for k, _ in pairs)
             for k, v in pairs:
                 style = status_style(str(v)) if k == "status" and out.color else None
@@ -78,7 +78,7 @@ def record_view(out: Any) -> View:
 
     def final(jobs: list[Any]) -> None:
         for job in jobs:
-            out.kv(view.job_rows(job, out.when))
+            out.kv(view.job_rows(job, out.when, sources))
 
     return View(frame, final)
 

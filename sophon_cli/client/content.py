@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,15 @@ def content_name(fp: str, container: Container | None, fallback_extension: str) 
     ext = container.extension if container is not None else fallback_extension.lower()[:16]
     digest = fp.rsplit("-", 1)[-1]
     return f"{digest[:16]}{ext}"
+
+
+_CONTENT_NAME = re.compile(r"[0-9a-f]{16}(?:\.[^./\\]{1,15})?")
+
+
+def is_content_name(name: str | None) -> bool:
+    """Whether ``name`` has the shape :func:`content_name` gives (``b78aade545f3f7d5.mp4``): a name
+    derived from the content, which tells a person nothing about which file it was."""
+    return bool(name) and _CONTENT_NAME.fullmatch(name or "") is not None
 
 
 DEFAULT_MIME = "video/mp4"

@@ -180,6 +180,37 @@ def test_job_list_source_names_the_file_given_to_upload_or_job_create(run2, clip
     assert [row[2] for row in rows[1:]] == [str(second), str(first)]
 
 
+def test_job_list_source_of_an_upload_made_elsewhere_is_its_name_or_id_never_a_hash(run2, scratch, clip):
+    """Jobs with nothing noted locally (the SDK, another machine, a lost state dir): SOURCE is the
+    upload's file name when the uploader gave a real one, else the upload id once `job create
+    --upload` has seen it, else `-`; never the content-derived name (`b78aade545f3f7d5.mp4`)."""
+    from sophon_cli.client.http import SophonClient
+
+    with SophonClient(scratch.url, scratch.api_keys[0]) as api:
+        named = api.uploads.upload_file(clip, file_name="from-the-sdk.mp4")
+        by_name = api.jobs.create(named.upload_id, profile="sophon-espresso")
+        hashed = api.jobs.create(scratch.upload.upload_id, profile="sophon-espresso")
+        content_name = hashed.source.name
+    assert re.fullmatch(r"[0-9a-f]{16}\.mp4", content_name), content_name
+    made = run2("job", "create", "--upload", scratch.upload.upload_id, "--profile", "sophon-espresso")
+    assert made.returncode == 0, made.stderr
+    by_id = made.stdout.split("\t")[0]
+
+    listed = run2("job", "list", "--limit", "20")
+    assert listed.returncode == 0, listed.stderr
+    source = {r.split("\t")[0]: r.split("\t")[2] for r in listed.stdout.splitlines()[1:]}
+    assert source[by_name.id] == "from-the-sdk.mp4"
+    assert source[by_id] == scratch.upload.upload_id
+    assert source[hashed.id] == "-"
+    assert content_name not in listed.stdout
+
+    got = run2("job", "get", hashed.id)
+    assert got.returncode == 0, got.stderr
+    assert content_name not in got.stdout
+    assert re.search(r"^source: +\d+x\d+, [\d.]+ KiB$", got.stdout, re.M), got.stdout
+    assert re.search(r"^source: +upl_", run2("job", "get", by_id).stdout, re.M)
+
+
 def test_empty_job_list_says_no_jobs(make_server_module, cli, tmp_path):
     srv = make_server_module()
     env = {"SOPHON_BASE_URL": srv.url}
