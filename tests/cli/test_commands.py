@@ -144,8 +144,9 @@ def test_job_create_get_list_wait_download(cli, uploaded, tmp_path):
     rows = listed.stdout.splitlines()
     assert rows[0] == "ID\tSTATUS\tSOURCE\tPROFILE\tCREATED\tPROGRESS"
     mine = [r.split("\t") for r in rows[1:] if r.startswith(job_id)]
-    # SOURCE: not in the encode cache (made by `job create`), so the upload's file name
-    assert mine and mine[0][1:4] == ["completed", job["source"]["name"], "sophon-espresso"]
+    # SOURCE: an upload made by the library (no local note), whose own name is derived from its
+    # content: `job create --upload` noted the upload id instead
+    assert mine and mine[0][1:4] == ["completed", uploaded.upload_id, "sophon-espresso"]
     assert mine[0][5] == "100%"
     assert datetime.strptime(mine[0][4], "%Y-%m-%dT%H:%M:%SZ")  # piped: RFC 3339 with its zone
 
