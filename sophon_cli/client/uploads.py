@@ -386,20 +386,17 @@ class _Run:
         if self.on_created is not None:
             self.on_created(session.id)
         complete_key = route_key(key, "complete-upload")
-        status = up._status_or_stale(session.id, self.unusable)
-        if status.status == "completed":
-            completed = self._complete(session.id, complete_key)
-            server = (completed.sha256 or "").lower()
-            if exact and server != expected:
-                raise _StaleSession()  # holds other bytes than its key says: the next generation
-            self._progress(self.size)
-            if expected is not None and server == expected and completed.bytes in (None, self.size):
-                return self._judge(session, completed, expected, resumed=True)
-            digest = self._pass(session, set()).sha256  # read it to know: hash only, send nothing
-            return self._judge(session, completed, digest, resumed=True)
-
+        if ident.nonce is not None:
+            # Every key of this run carries its fresh nonce, so this create made the session now:
+            # it holds no parts yet, and asking would only cost a round trip before the first part.
+            # (A replay of a reused key, even with a 201, may hold parts or be completed: ask.)
+            received: set[int] = set()
+        else:
+            status = up._status_or_stale(session.id, self.unusable)
+            if status.status == "completed":
+                return self._use_completed(session, complete_key, expected=expected, exact=exact)
+            received = {n for n in status.received_chunks if 0 <= n < session.total_chunks}
         total, chunk = session.total_chunks, session.chunk_size
-        received = {n for n in status.received_chunks if 0 <= n < total}
         self._progress(sum(part_range(n, chunk, self.size)[1] for n in received))
         result = self._pass(session, set(range(total)) - received)
         if exact and result.sha256 != expected:
@@ -414,6 +411,20 @@ class _Run:
                 raise
             return _Outcome(False, session, result.sha256, "", None, self.parts_sent, bool(received))
         return self._judge(session, completed, result.sha256, resumed=bool(received))
+
+    def _use_completed(
+        self, session: UploadSession, complete_key: str, *, expected: str | None, exact: bool
+    ) -> _Outcome:
+        """The replayed session is completed already: its complete replay says with which bytes."""
+        completed = self._complete(session.id, complete_key)
+        server = (completed.sha256 or "").lower()
+        if exact and server != expected:
+            raise _StaleSession()  # holds other bytes than its key says: the next generation
+        self._progress(self.size)
+        if expected is not None and server == expected and completed.bytes in (None, self.size):
+            return self._judge(session, completed, expected, resumed=True)
+        digest = self._pass(session, set()).sha256  # read it to know: hash only, send nothing
+        return self._judge(session, completed, digest, resumed=True)
 
     def _pass(self, session: UploadSession, missing: set[int]) -> PassResult:
         done = [self.size - sum(part_range(n, session.chunk_size, self.size)[1] for n in missing)]

@@ -80,6 +80,17 @@ def test_multipart_parallel_upload(chunked_server, make_client, medium_clip, ulo
     assert status.status == "completed"
 
 
+def test_a_fresh_session_is_not_asked_for_its_parts(chunked_server, make_client, medium_clip, ulog):
+    """``new=True`` keys carry this run's nonce, so the create made the session just now: no
+    ``GET /v1/uploads/{id}`` (it could only show zero parts) stands between it and the first part."""
+    client = make_client(chunked_server)
+    result = client.uploads.upload_file(medium_clip, new=True)
+    routes = [e["route"] for e in ulog.entries()]
+    assert routes[0] == "POST /v1/uploads" and routes[-1] == "POST /v1/uploads/{id}/complete"
+    assert "GET /v1/uploads/{id}" not in routes, routes
+    assert result.parts_sent == result.parts_total and result.sha256 == _sha(medium_clip)
+
+
 def test_rerun_replays_the_same_session_and_sends_nothing(chunked_server, make_client, medium_clip, ulog):
     client = make_client(chunked_server)
     first = client.uploads.upload_file(medium_clip)
