@@ -36,20 +36,15 @@ def _store(ctx: typer.Context, state_file: Path | None) -> Any:
 
 @app.command("list")
 def list_(ctx: typer.Context, state_file: StateFileOption = None) -> None:
-    """List cached files: state, result, job and output (--json: one entry per line)."""
-    from sophon_cli.cli.output import plural, rfc3339
+    """List cached files: state, result, job and output (--json: one entry per line; --jq: one array)."""
+    from sophon_cli.cli.output import plural
 
     out = get_ctx(ctx).out
     store = _store(ctx, state_file)
     entries = store.load()
     ordered = sorted(entries.items(), key=lambda kv: kv[1].get("updated_at") or 0)
     if out.json:
-        for key, entry in ordered:
-            data = {"key": key, **entry}
-            for stamp in ("created_at", "updated_at"):  # epoch seconds in the cache; RFC 3339 out
-                if isinstance(data.get(stamp), (int, float)):
-                    data[stamp] = rfc3339(data[stamp])
-            out.emit(data)
+        out.emit_list(_entry_json(key, entry) for key, entry in ordered)
         return
     rows = []
     for key, e in ordered:
@@ -68,6 +63,17 @@ def list_(ctx: typer.Context, state_file: StateFileOption = None) -> None:
     if rows or not out.is_tty:
         out.table(["file", "state", "result", "job", "output", "updated"], rows)
     out.notice(f"{plural(len(rows), 'entry', 'entries')} in {store.path}")
+
+
+def _entry_json(key: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A cache entry as `cache list --json` prints it: its key, and RFC 3339 times."""
+    from sophon_cli.cli.output import rfc3339
+
+    data = {"key": key, **entry}
+    for stamp in ("created_at", "updated_at"):  # epoch seconds in the cache; RFC 3339 out
+        if isinstance(data.get(stamp), (int, float)):
+            data[stamp] = rfc3339(data[stamp])
+    return data
 
 
 @app.command("prune")

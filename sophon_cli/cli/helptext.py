@@ -38,7 +38,7 @@ EXAMPLES: dict[str, list[str]] = {
     "job list": [
         "sophon job list --status failed --since 1d",
         "sophon job list --metadata customer=acme --json id,status,output",
-        "sophon job list --watch",
+        "sophon job list --all --jq '.[] | select(.status == \"failed\") | .id'",
     ],
     "job cancel": ["sophon job cancel job_123"],
     "job wait": ["sophon job wait job_123", "sophon job wait job_1 job_2 --timeout 600"],

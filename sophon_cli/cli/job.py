@@ -197,7 +197,7 @@ def list_(
     watch: WatchOpt = False,
     interval: IntervalOpt = 2.0,
 ) -> None:
-    """List jobs, newest first, with the file each was made from (NDJSON with --json)."""
+    """List jobs, newest first, with the file each was made from (NDJSON with --json; --jq gets one array)."""
     from sophon_cli.cli import watch as live
     from sophon_cli.client.errors import InputError
 
@@ -239,8 +239,7 @@ def list_(
     items, more = fetch()
     _remember(app_ctx, items[:20])
     if out.json:
-        for job in items:
-            out.emit(job)
+        out.emit_list(items)
         return
     if not items:
         out.notice("no jobs match" if filtered or status else "no jobs")

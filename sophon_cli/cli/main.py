@@ -144,7 +144,7 @@ def root(
         bool,
         typer.Option(
             "--json",
-            help="Print API objects as JSON (NDJSON for streams); --json id,status keeps only those fields.",
+            help="Print API objects as JSON (NDJSON for lists and streams); --json id,status keeps only those fields.",
         ),
     ] = False,
     json_fields: Annotated[
@@ -158,7 +158,12 @@ def root(
     jq: Annotated[
         str | None,
         typer.Option(
-            "--jq", metavar="EXPR", help="Filter the JSON output through a jq expression (implies --json)."
+            "--jq",
+            metavar="EXPR",
+            help=(
+                "Filter the JSON output through a jq expression (implies --json). A list command's"
+                " whole list is one array, as in gh (--jq '.[].id'); a stream's objects go one at a time."
+            ),
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only data and errors.")] = False,

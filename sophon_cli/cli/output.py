@@ -5,7 +5,8 @@ data is rendered as rich tables (fitted to the width: low-priority columns dropp
 with an ellipsis, never wrapped mid-word) and short records as two-space-separated fields; piped,
 the same content is printed as plain tab-separated lines with stable columns and no colour; with
 ``--json`` each object is one JSON document per line (NDJSON), exactly as the API returned it,
-restricted to ``--json FIELDS`` and filtered through ``--jq EXPR`` when those are given.
+restricted to ``--json FIELDS`` and filtered through ``--jq EXPR`` when those are given (a list
+command's ``--jq`` gets the whole list as one array, as gh's does: :meth:`Output.emit_list`).
 
 The rules every command shares live here: sizes in binary units (KiB, MiB, GiB), timestamps
 relative on a terminal ("3 min ago") and RFC 3339 with a zone when piped and in JSON.
@@ -84,12 +85,27 @@ class Output:
     def emit(self, obj: Any) -> None:
         """One JSON document on one line (``--json`` data and NDJSON streams), restricted to
         ``--json FIELDS`` and run through ``--jq EXPR`` (each result on its own line; strings raw)."""
-        data = to_jsonable(obj)
-        if self.json_fields is not None:
-            data = select_fields(data, self.json_fields)
+        data = self._selected(obj)
         if self._jq_program is None:
             self._write_json(data)
             return
+        self._write_jq(data)
+
+    def emit_list(self, objs: Iterable[Any]) -> None:
+        """A list command's objects (``job list``, ``webhooks list``, ``cache list``): NDJSON, one
+        object per line as they come; with ``--jq`` the whole list is one JSON array that the
+        expression runs on once, as gh does (``--jq '.[].id'``, ``--jq 'length'``)."""
+        if self._jq_program is None:
+            for obj in objs:
+                self.emit(obj)
+            return
+        self._write_jq([self._selected(obj) for obj in objs])
+
+    def _selected(self, obj: Any) -> Any:
+        data = to_jsonable(obj)
+        return select_fields(data, self.json_fields) if self.json_fields is not None else data
+
+    def _write_jq(self, data: Any) -> None:
         lines = [
             value
             if isinstance(value, str)
@@ -441,9 +457,10 @@ def run_jq(program: Any, data: Any, expr: str) -> list[Any]:
         return program.input_value(data).all()
     except ValueError as exc:
         first = next((ln for ln in str(exc).splitlines() if ln.strip()), str(exc))
-        raise InputError(
-            f"--jq {expr!r} failed: {first}", hint="check the expression against --json output"
-        ) from None
+        hint = "check the expression against --json output"
+        if isinstance(data, list):  # the usual slip: a per-object filter given the list
+            hint = "a list command gives --jq one array of the objects: begin with .[] (--jq '.[] | .id')"
+        raise InputError(f"--jq {expr!r} failed: {first}", hint=hint) from None
 
 
 # ---- timestamps -------------------------------------------------------------------------------------

@@ -129,12 +129,7 @@ def list_(ctx: typer.Context) -> None:
         out.warn(f"webhook names not shown: {exc}")
         names = {}
     if out.json:
-        for hook in hooks:
-            data = to_jsonable(hook)
-            data.pop("secret", None)
-            if not data.get("name") and hook.id in names:
-                data["name"] = names[hook.id]
-            out.emit(data)
+        out.emit_list(_listed(to_jsonable(hook), names) for hook in hooks)
         return
     rows = [
         (
@@ -147,6 +142,14 @@ def list_(ctx: typer.Context) -> None:
         for h in hooks
     ]
     out.table(["id", "url", "active", "created", "name"], rows)
+
+
+def _listed(data: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """A webhook as `webhooks list --json` prints it: no secret, the name recorded at creation."""
+    data.pop("secret", None)
+    if not data.get("name") and data.get("id") in names:
+        data["name"] = names[data["id"]]
+    return data
 
 
 @app.command("delete")

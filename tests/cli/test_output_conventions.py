@@ -291,15 +291,35 @@ def test_json_fields_and_jq(run, fresh):
     line = assert_one_line_error(unknown, 2, "'colour'", "valid fields:", "status", "output")
     assert "Traceback" not in line
 
-    jq = run("job", "list", "--jq", ".id")
-    assert jq.returncode == 0 and jq.stdout.splitlines() == fresh.job_ids  # strings raw, like gh
-    sel = run("--jq", 'select(.status == "failed") | {id, status_reason}', "job", "list")
-    assert _lines(sel.stdout) == [
-        {"id": fresh.job_ids[0], "status_reason": _lines(sel.stdout)[0]["status_reason"]}
-    ]
     both = run("job", "get", acme, "--json", "id,metadata", "--jq", ".metadata.customer")
     assert both.stdout == "acme\n"
     assert_one_line_error(run("job", "list", "--jq", ".["), 2, "--jq", "not a valid jq expression")
+
+
+def test_jq_on_a_list_command_gets_the_whole_list_as_one_array_like_gh(run, fresh, tmp_path):
+    """gh applies --jq to a list command's whole JSON output, one array; so does sophon (without
+    --jq the list stays NDJSON, one object per line)."""
+    ids = run("job", "list", "--jq", ".[].id")
+    assert ids.returncode == 0 and ids.stdout.splitlines() == fresh.job_ids  # strings raw, like gh
+    assert run("job", "list", "--jq", "length").stdout == "3\n"
+    sel = run("--jq", '.[] | select(.status == "failed") | {id, status_reason}', "job", "list")
+    assert [r["id"] for r in _lines(sel.stdout)] == [fresh.job_ids[0]]
+    picked = run("job", "list", "--json", "id,status", "--jq", ".")  # the fields, then the array
+    assert json.loads(picked.stdout) == [
+        {"id": i, "status": s}
+        for i, s in zip(fresh.job_ids, ["failed", "completed", "completed"], strict=True)
+    ]
+    assert _lines(run("job", "list", "--json", "id").stdout) == [{"id": i} for i in fresh.job_ids]
+    per_object = run("job", "list", "--jq", ".id")  # the per-object habit: one line naming .[]
+    assert_one_line_error(per_object, 2, "Cannot index array", "begin with .[]")
+
+    made = run("webhooks", "create", "https://example.com/a-hook")
+    assert made.returncode == 0, made.stderr
+    hooks = run("webhooks", "list", "--jq", "map(.url)")
+    assert hooks.returncode == 0, hooks.stderr
+    assert "https://example.com/a-hook" in json.loads(hooks.stdout)
+    state = tmp_path / "empty-state.json"
+    assert run("cache", "list", "--state-file", state, "--jq", "length").stdout == "0\n"
 
 
 # ---- --watch ---------------------------------------------------------------------------------------------
