@@ -4,7 +4,6 @@ belong to the test), distinct tiny clips, and the real CLI in a subprocess."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_KEY, _make_clip
+from tests.helpers.env import cli_env
 
 
 @pytest.fixture(scope="session")
@@ -78,15 +78,9 @@ class Env:
         self.work.mkdir(parents=True, exist_ok=True)
 
     def env(self, extra: dict | None = None) -> dict:
-        full = dict(os.environ)
-        full.update(
-            SOPHON_HOME=str(self.home),
-            SOPHON_BASE_URL=self.server.url,
-            SOPHON_API_KEY=TEST_KEY,
-        )
-        full.pop("SOPHON_DEBUG", None)
-        full.update(extra or {})
-        return full
+        """The child's environment: the one builder (``tests/helpers/env.py``) with this world's
+        home and server; ``extra`` last (``None`` removes a variable)."""
+        return cli_env(self.server, home=self.home, extra=extra)
 
     def argv(self, *args) -> list[str]:
         return [sys.executable, "-m", "sophon_cli", "encode", *map(str, args)]
