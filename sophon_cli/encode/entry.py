@@ -116,6 +116,10 @@ class FileEntry:
     output_bytes: int | None = None
     verified: bool | None = None  # the output matched a known sha256 (False: only its size was checked)
     verification: str | None = None  # how the output was checked, in words (the safe writer's)
+    #: the sha256 of the bytes this entry wrote at ``output`` (the encode or the copy), digested as
+    #: they were written: how a rerun knows the file there is ours even when the server gave no
+    #: sha256 for the output (``verified`` False)
+    written_sha256: str | None = None
     result: Result | None = None
     reason: str | None = None
     saved_percent: float | None = None
@@ -123,7 +127,7 @@ class FileEntry:
     failed_at_state: str | None = None
     # quality (encode/quality_gate.py)
     vmaf: float | None = None  # mean VMAF of the output against the source
-    vmaf_sha256: str | None = None  # the output (its job's sha256) that score belongs to
+    vmaf_sha256: str | None = None  # the output (``output_digest``) that score belongs to
     quality: dict[str, Any] | None = None  # the whole QualityReport (SSIM, PSNR, 1% low, ...)
     quality_below_threshold: bool | None = None  # the original was kept for a score below --min-vmaf
     # bookkeeping (written by the store)
@@ -188,6 +192,21 @@ class FileEntry:
     @property
     def job_terminal(self) -> bool:
         return self.job_status in TERMINAL_JOB_STATUSES
+
+    @property
+    def output_digest(self) -> str | None:
+        """The sha256 that names the encode this entry holds: the job's (the server's) when it
+        gave one, else the digest of the bytes written (an unverified output)."""
+        return self.output_sha256 or self.written_sha256
+
+    def written_at(self, path: str) -> tuple[str, int | None] | None:
+        """(sha256, size) of what this entry wrote at ``path``, if it records writing there."""
+        if self.output != path:
+            return None
+        sha = self.written_sha256
+        if sha is None:  # entries written before ``written_sha256`` existed: what the file must be
+            sha = self.sha256 if self.result == Result.ORIGINAL_KEPT else self.output_sha256
+        return (sha, self.output_bytes) if sha else None
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def _reason(vmaf: float, threshold: float) -> str:
 
 
 def _score_is_current(e: Any) -> bool:
-    return e.vmaf is not None and e.vmaf_sha256 == e.output_sha256
+    return e.vmaf is not None and e.vmaf_sha256 is not None and e.vmaf_sha256 == e.output_digest
 
 
 def cached_verdict(ctx: Any, item: Any) -> str | None:
@@ -129,7 +129,7 @@ def _score(ctx: Any, item: Any, out: Path) -> float | None:
         State.DOWNLOADED,
         event="scored",
         vmaf=report.vmaf.mean,
-        vmaf_sha256=item.entry.output_sha256,
+        vmaf_sha256=item.entry.output_digest,
         quality=quality,
     )
     return report.vmaf.mean

@@ -182,7 +182,9 @@ class Pipeline:
                 # of it holds. Start over; the deterministic keys still find what is on the server.
                 # What it wrote stays ours to replace.
                 if entry.output:
-                    previous[entry.output] = tuple(x for x in (entry.output_sha256, entry.sha256) if x)
+                    previous[entry.output] = tuple(
+                        x for x in (entry.written_sha256, entry.output_sha256, entry.sha256) if x
+                    )
                 entry = FileEntry(nonce=entry.nonce, force_run=entry.force_run)
                 self.store.delete(key)
             known = digests.get(st.digest_key())

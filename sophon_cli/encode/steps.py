@@ -21,6 +21,7 @@ whose VMAF is below ``min_vmaf`` (``quality_gate``, scored after the download).
 from __future__ import annotations
 
 import hashlib
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,17 +317,17 @@ def finish(ctx: Context, item: Item) -> FileResult:
     server_bytes = e.server_output_bytes
     if isinstance(server_bytes, int) and server_bytes > item.size:
         # The job says its output is larger than the source: no need to fetch it to know.
-        _drop_own_output(item)
+        _drop_own_output(ctx, item)
         return fallback(ctx, item, _larger(server_bytes, item.size))
     if (low := quality_gate.cached_verdict(ctx, item)) is not None:
-        _drop_own_output(item)
+        _drop_own_output(ctx, item)
         return fallback(ctx, item, low)
     if not (e.state == State.DOWNLOADED and out.exists() and e.output == str(out)):
         ctx.check_stop()
         expected = e.output_sha256
         if expected and out.is_file() and not out.is_symlink() and sha256_file(out) == expected:
             # already there and verified (e.g. the cache was deleted after a download)
-            verified, verification = True, "already in place: sha256 matches"
+            verified, verification, written = True, "already in place: sha256 matches", expected
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             ctx.event(item, "downloading", job_id=e.job_id)
@@ -341,7 +342,7 @@ def finish(ctx: Context, item: Item) -> FileResult:
                 dl = ctx.client.downloads.download(
                     e.job_id,
                     out,
-                    force=ctx.options.force or _written_before(ctx, item, out),
+                    force=ctx.options.force or _ours(ctx, item, out),
                     on_progress=progress,
                     job=item.job,
                 )
@@ -350,7 +351,7 @@ def finish(ctx: Context, item: Item) -> FileResult:
             if getattr(dl, "skipped", False) or dl.final_artifact == "original":
                 ctx.save(item, State.JOB_DONE, final_artifact="original", announce=False)
                 return fallback(ctx, item, "nothing smaller than the source was made")
-            verified, verification = bool(dl.verified), str(dl.verification)
+            verified, verification, written = bool(dl.verified), str(dl.verification), dl.sha256
         ctx.save(
             item,
             State.DOWNLOADED,
@@ -358,13 +359,14 @@ def finish(ctx: Context, item: Item) -> FileResult:
             output_bytes=out.stat().st_size,
             verified=verified,
             verification=verification,
+            written_sha256=written,
         )
     out_bytes = int(e.output_bytes or out.stat().st_size)
     if out_bytes > item.size:
-        _drop_own_output(item)
+        _drop_own_output(ctx, item)
         return fallback(ctx, item, _larger(out_bytes, item.size))
     if (low := quality_gate.check(ctx, item, out)) is not None:
-        _drop_own_output(item)
+        _drop_own_output(ctx, item)
         return fallback(ctx, item, low)
     return _done(ctx, item, Result.ENCODED, None, output=str(out), output_bytes=out_bytes)
 
@@ -374,14 +376,14 @@ def fallback(ctx: Context, item: Item, reason: str) -> FileResult:
     if mode == "fail":
         return fail(ctx, item, reason)
     if mode == "skip":
-        return _done(ctx, item, Result.SKIPPED, reason, output=None, output_bytes=None)
+        return _done(ctx, item, Result.SKIPPED, reason, output=None, output_bytes=None, written_sha256=None)
     target = fallback_path_for(item.output, item.source.path)
     target.parent.mkdir(parents=True, exist_ok=True)
     # through the safe writer: verified against the source's sha256, a copy already in place is
     # kept, anything else there is left alone unless ``force``
     source_sha = item.entry.sha256 or sha256_file(item.source.path)
     try:
-        force = ctx.options.force or _written_before(ctx, item, target)
+        force = ctx.options.force or _ours(ctx, item, target)
         copied = copy_file(item.source.path, target, force=force, expected_sha256=source_sha)
     except TargetExistsError as exc:
         return _in_the_way(ctx, item, exc)
@@ -395,6 +397,7 @@ def fallback(ctx: Context, item: Item, reason: str) -> FileResult:
         output_bytes=target.stat().st_size,
         verified=copied.verified,
         verification=copied.verification,
+        written_sha256=copied.sha256,
     )
 
 
@@ -536,29 +539,35 @@ def _larger(out_bytes: int, src_bytes: int) -> str:
     return f"the encode ({out_bytes} bytes) is larger than the source ({src_bytes} bytes)"
 
 
-def _drop_own_output(item: Item) -> None:
-    """Remove the output path only when it holds this entry's verified output (the job's sha256):
-    never a file someone else put there."""
-    out, expected = item.output, item.entry.output_sha256
+def _drop_own_output(ctx: Context, item: Item) -> None:
+    """Remove the output path only when it holds what is ours there (``_ours``): never a file
+    someone else put there, nor one changed since it was written."""
     try:
-        if expected and out.is_file() and not out.is_symlink() and sha256_file(out) == expected:
-            out.unlink()
+        if _ours(ctx, item, item.output):
+            item.output.unlink()
     except FileNotFoundError:
         pass
 
 
-def _written_before(ctx: Context, item: Item, path: Path) -> bool:
-    """True if ``path`` holds what an earlier run wrote there (an encode or a copy the cache
-    records at that path, e.g. before the source was edited): replacing it loses nothing."""
-    if not path.is_file() or path.is_symlink():
+def _ours(ctx: Context, item: Item, path: Path) -> bool:
+    """True if ``path`` is a regular file holding exactly what is ours there, so replacing or
+    removing it loses nothing: this job's output (its sha256 from the server), or bytes that the
+    cache records some run writing at that path (an encode with or without a server sha256, a
+    copy of the original, an entry dropped because its source was rewritten), matched by size and
+    sha256. A file changed since it was written matches nothing."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode):
         return False
     wanted: set[str] = set(item.previous_outputs.get(str(path), ()))
+    if item.entry.output_sha256:
+        wanted.add(item.entry.output_sha256)
     for raw in ctx.store.entries().values():
-        if raw.get("output") != str(path):
-            continue
-        sha = raw.get("output_sha256") if raw.get("result") == Result.ENCODED.value else raw.get("sha256")
-        if isinstance(sha, str):
-            wanted.add(sha)
+        written = FileEntry.from_dict(raw).written_at(str(path))
+        if written is not None and written[1] in (None, st.st_size):
+            wanted.add(written[0])
     return bool(wanted) and sha256_file(path) in wanted
 
 
