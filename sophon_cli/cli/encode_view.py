@@ -389,7 +389,10 @@ class Renderer:
         elif state == "uploaded":
             f.stage_done("uploading")
             f.show("uploaded")
-        elif state in ("job_created", "job_status"):
+        elif state == "job_reused" and ev.detail.get("job_status") in ("completed", "failed", "canceled"):
+            f.stage_done("uploading", "encoding")
+            f.show("encoded" if ev.detail["job_status"] == "completed" else "job reused")
+        elif state in ("job_created", "job_reused", "job_status"):
             f.stage_done("uploading")
             status = ev.detail.get("job_status")
             f.show("queued" if status == "queued" else "encoding", "encoding")
@@ -576,7 +579,7 @@ def plain_line(ev: Any) -> str:
         extra = f" ({d['upload_id']})"
     elif state == "uploaded":
         extra = " (resumed)" if d.get("resumed_upload") else ""
-    elif state in ("job_created", "job_done") and d.get("job_id"):
+    elif state in ("job_created", "job_reused", "job_done") and d.get("job_id"):
         extra = f" ({d['job_id']} {d.get('job_status', '')})".rstrip()
     elif state in ("job_created", "job_done", "job_status") and d.get("job_status"):
         extra = f" ({d['job_status']})"

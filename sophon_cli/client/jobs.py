@@ -130,7 +130,9 @@ class Jobs:
         response = self._c.request(
             "POST", "/v1/jobs", json=body, idempotency_key=idempotency_key, expect=(200, 201)
         )
-        return parse_model(Job, response)
+        job = parse_model(Job, response)
+        job._replayed = response.headers.get("Idempotent-Replayed", "").lower() == "true"
+        return job
 
     def get(self, job_id: str) -> Job:
         from sophon_cli.client.models import Job, parse_model

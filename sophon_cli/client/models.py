@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from sophon_cli.client.jobs import TERMINAL_STATUSES
 
@@ -118,10 +118,18 @@ class Job(_Model):
     error: str | None = None
     final_artifact: str | None = None
     saved_percent: float | None = None
+    #: set by ``jobs.create`` when the answer was a replay (``Idempotent-Replayed: true``)
+    _replayed: bool = PrivateAttr(default=False)
 
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def replayed(self) -> bool:
+        """``jobs.create`` found the job already made (an idempotent replay): this is the answer
+        from when it was created, its status included (never read from the body)."""
+        return self._replayed
 
 
 class JobList(_Model):

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class Event:
     """One state change of one file. ``state`` is a ``State`` value or one of the step events
-    (``hashing``, ``downloading``, ``job_status``, ``fallback``, ``cached``, ``timed_out``);
+    (``hashing``, ``downloading``, ``job_status``, ``job_reused``: a job an earlier run made, found
+    through the cache or its idempotency key, with its status now, ``fallback``, ``cached``,
+    ``timed_out``);
     ``detail`` holds plain JSON-able facts (never secrets)."""
 
     file: str

@@ -110,6 +110,7 @@ class Item:
     #: output path -> sha256s of what a dropped entry of this item wrote there (ours to replace)
     previous_outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     job: Any = None  # the last Job seen (a finished one is reused by ``finish``)
+    reused: bool = False  # waits on a job from the cache, not yet seen by this run
     waited_since: float | None = None
 
 
@@ -172,8 +173,13 @@ def advance(ctx: Context, item: Item) -> FileResult | Wait:
         ctx.event(item, "cached", result=e.result, output=e.output)
         return result_of(ctx, item, cached=True)
     if e.job_id and e.job_terminal:
+        if item.job is None and e.state == State.JOB_DONE:  # an earlier run saw it finish
+            ctx.event(item, "job_reused", job_id=e.job_id, job_status=e.job_status)
         return finish(ctx, item)
     if e.job_id:
+        # The cache has the job an earlier run made: this run waits on it. Its first poll says
+        # how it is now (``observe``).
+        item.reused = True
         return Wait(e.job_id)
     ctx.check_stop()
     # No separate hashing pass: the upload reads the file once, hashing while it sends, and
@@ -298,9 +304,21 @@ def create_job(ctx: Context, item: Item) -> None:
         metadata=dict(o.metadata) or None,
         idempotency_key=key,
     )
+    event = None
+    if getattr(job, "replayed", False):
+        # The key found the job an earlier run made (its cache lost or never written): the
+        # replayed answer is from then, so ask for the job as it is now.
+        job, event = ctx.client.jobs.get(job.id), "job_reused"
     item.job = job
-    ctx.save(item, State.JOB_CREATED, job_id=job.id, job_status=job.status, profile=job.profile or o.profile)
-    if job.is_terminal:  # it can already be over (or be a replay of a finished job)
+    ctx.save(
+        item,
+        State.JOB_CREATED,
+        event=event,
+        job_id=job.id,
+        job_status=job.status,
+        profile=job.profile or o.profile,
+    )
+    if job.is_terminal:  # it can already be over (a reused job that finished)
         ctx.save(item, State.JOB_DONE, **job_facts(job))
 
 
@@ -465,6 +483,14 @@ def observe(ctx: Context, item: Item, job: Any) -> bool:
             fps=getattr(progress, "fps", None),
             eta_seconds=getattr(progress, "eta_seconds", None),
         )
+    if item.reused:  # the first look at a job an earlier run made: say so, with its status now
+        item.reused = False
+        if job.is_terminal:
+            ctx.event(item, "job_reused", job_id=job.id, job_status=job.status)
+        else:
+            changed = job.status != e.job_status
+            ctx.save(item, State.JOB_CREATED, event="job_reused", job_id=job.id, job_status=job.status)
+            return changed
     if job.status == e.job_status:
         return False
     if job.is_terminal:

@@ -137,3 +137,52 @@ def test_timeout_fails_with_exit_6_and_a_rerun_resumes_the_same_job(world, clip_
     assert final.returncode == 0, final.stderr
     assert final.summary()["files"][0]["job_id"] == row["job_id"]
     _assert_one_job_per_file(world, 1, final.summary())
+
+
+# -- a rerun that finds the job an earlier run made says it reused it, with its status now ---------
+
+
+def test_a_job_found_again_by_its_idempotency_key_is_reused_with_its_real_status(world, clip_bank):
+    """The cache is gone, so the job POST replays: the answer is the one from when the job was
+    made ("queued"); the line says the job was reused and how it is now (before: "job created
+    (job_… queued)" for a job that had long completed)."""
+    place(clip_bank[:1], world.work)
+    first = world.encode("video0.mp4", "-o", "out1", "--json")
+    assert first.returncode == 0, first.stderr
+    (job_id,) = {f["job_id"] for f in first.summary()["files"]}
+    for p in world.home.glob("state.json*"):
+        p.unlink()
+    again = world.encode("video0.mp4", "-o", "out2")
+    assert again.returncode == 0, again.stderr
+    assert "job created" not in again.stderr
+    assert f"video0.mp4: job reused ({job_id} completed)" in again.stderr.splitlines()
+    assert len(world.jobs()) == 1
+
+
+def test_a_job_resumed_from_the_cache_is_said_to_be_reused(world, clip_bank):
+    place(clip_bank[:1], world.work)
+    args = ("video0.mp4", "-o", "out", "--json", "--metadata", "sophon_local_delay=3")
+    proc = world.popen(*args)
+    created = [e for e in _run_until(proc, "job_created") if e.get("state") == "job_created"]
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    job_id = created[0]["job_id"]
+
+    again = world.encode(*args)
+    assert again.returncode == 0, again.stderr
+    states = [e for e in again.events() if e.get("event") == "state"]
+    assert "job_created" not in [e["state"] for e in states]
+    reused = [e for e in states if e["state"] == "job_reused"]
+    assert len(reused) == 1 and reused[0]["job_id"] == job_id
+    # its status as this run's first look at the job found it
+    assert reused[0]["job_status"] in {
+        "queued",
+        "probing",
+        "encoding",
+        "muxing",
+        "uploading_output",
+        "completed",
+    }
+    assert again.summary()["files"][0]["result"] == "encoded"
+    assert len(world.jobs()) == 1
