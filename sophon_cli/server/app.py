@@ -18,7 +18,7 @@ from starlette.responses import Response
 from .core import Core
 from .errors import ApiError, Code, envelope
 from .frame import Frame
-from .routes import starlette_routes
+from .routes import starlette_routes, uploads
 from .util import redact_path
 
 log = logging.getLogger("sophon.server")
@@ -87,4 +87,5 @@ def build_app(core: Core):
     )
     app.state.core = core
     app.state.prefix_hashes = {}  # upload id -> PrefixHash (see uploadhash.py)
+    app.state.part_writers = uploads.PartWriters()  # one writer per (upload, part) at a time
     return Frame(app, core)

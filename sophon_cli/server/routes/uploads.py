@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import os
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -127,13 +130,57 @@ async def put_part(request: Request) -> Response:
     chunk, size = row["chunk_size"], row["file_size"]
     expected = min(chunk, size - n * chunk)
     if core.store.has_part(uid, n):
-        async for _ in request.stream():  # drain; a received part is never rewritten
-            pass
-        return ok({"part_number": n, "received": True})
+        return await _drained(request, n)
     wrong_length = f"part {n} must be exactly {expected} bytes"
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) != expected:
         raise invalid(f"{wrong_length}, not {int(declared)}")
+    # one writer per part at a time: a duplicate PUT of a part being received waits for the first
+    # one, then drains if it was recorded (a received part is never rewritten) or writes if not
+    async with _part_writer(request.app, uid, n):
+        row = upload_or_404(core, uid)
+        if row["status"] != "uploading":
+            raise ApiError(409, Code.CONFLICT, f"upload {uid} is {row['status']}, not uploading")
+        if core.store.has_part(uid, n):
+            return await _drained(request, n)
+        return await _write_part(request, core, row, n, expected, wrong_length)
+
+
+async def _drained(request: Request, n: int) -> Response:
+    async for _ in request.stream():  # drain; a received part is never rewritten
+        pass
+    return ok({"part_number": n, "received": True})
+
+
+class PartWriters:
+    """Per-(upload, part) locks of one server process, dropped when nobody holds or waits for one."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, int], tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, uid: str, n: int) -> AsyncIterator[None]:
+        key = (uid, n)
+        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[key]
+
+
+def _part_writer(app: Any, uid: str, n: int) -> contextlib.AbstractAsyncContextManager[None]:
+    writers: PartWriters = app.state.part_writers
+    return writers.hold(uid, n)
+
+
+async def _write_part(
+    request: Request, core: Core, row: dict[str, Any], n: int, expected: int, wrong_length: str
+) -> Response:
+    uid, chunk = row["id"], row["chunk_size"]
     written = 0
     try:
         fh = open(row["path"], "r+b")
