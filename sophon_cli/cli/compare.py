@@ -4,14 +4,15 @@ Parse -> ``sophon_cli.quality.compare`` -> render. One ffmpeg pass (libvmaf with
 float_ssim features); a progress bar on a TTY (frames done / total, fps, ETA), a table on a
 terminal (tab-separated when piped), one JSON object with ``--json``. Bad input (a missing file, a
 non-video, no video stream, durations further apart than ``--duration-tolerance``) is one line and
-exit 2; a missing ``quality`` extra or an ffmpeg failure is one line and exit 1.
+exit 2; a missing ``quality`` extra or an ffmpeg failure is one line and exit 1. Ctrl-C stops ffmpeg
+and exits 130 saying that nothing was kept (compare has no cache: a rerun starts over).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -57,9 +58,33 @@ def compare_command(
     ] = 0.5,
 ) -> None:
     """Score an encode against its source: VMAF (mean, harmonic mean, 1% low, min), SSIM, PSNR."""
+    out = get_ctx(ctx).out
+    try:
+        report = _score(out, reference, distorted, subsample, threads, model, duration_tolerance)
+    except KeyboardInterrupt:
+        # compare keeps nothing between runs (no cache, no partial scores): there is nothing to
+        # resume, and nothing was written
+        from sophon_cli.cli.shared import Interrupted
+
+        raise Interrupted(INTERRUPTED) from None
+    _render(out, report)
+
+
+#: the one line after a Ctrl-C (exit 130)
+INTERRUPTED = "interrupted; nothing was scored or saved (running it again scores from the start)"
+
+
+def _score(
+    out: Any,
+    reference: str,
+    distorted: str,
+    subsample: int,
+    threads: int | None,
+    model: str,
+    duration_tolerance: float,
+) -> Any:
     from sophon_cli.quality import DurationMismatchError, compare
 
-    out = get_ctx(ctx).out
     with out.progress(transfer=False) as progress:
         task = progress.add("scoring", None)
         t0 = time.monotonic()
@@ -93,6 +118,10 @@ def compare_command(
             )
             raise
         progress.done(task)
+    return report
+
+
+def _render(out: Any, report: Any) -> None:
     if out.json:
         out.emit(report.to_dict())
         return

@@ -27,6 +27,8 @@ pytestmark = [
 ]
 
 INTERRUPTED = "interrupted; run the same command again to resume"  # cli/main.py, the error boundary
+#: compare keeps nothing between runs: its line says so instead of offering a resume
+COMPARE_INTERRUPTED = "interrupted; nothing was scored or saved (running it again scores from the start)"
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +110,8 @@ def test_ctrl_c_during_compare_stops_ffmpeg_and_exits_130(long_pair, tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
-    assert err.strip().splitlines() == [INTERRUPTED] and out == ""
+    assert err.strip().splitlines() == [COMPARE_INTERRUPTED] and out == ""
+    assert "resume" not in err
     assert _gone(ffmpeg), "ffmpeg outlived `sophon compare`"
 
 
