@@ -30,12 +30,6 @@ def show(ctx: typer.Context) -> None:
     """Show the effective settings and where each comes from (flag, env, file or default).
 
     The API key is masked and a password (or token) in the base URL is shown as ****.
-
-    Examples:
-
-      sophon config show
-
-      sophon --json config show | jq .sources
     """
     from sophon_cli.setting_sources import Source, describe
     from sophon_cli.settings import config_path

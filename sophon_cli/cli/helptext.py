@@ -73,10 +73,14 @@ EXAMPLES: dict[str, list[str]] = {
     "health": ["sophon health", "sophon --local health"],
     "doctor": ["sophon doctor", "sophon --local doctor"],
     "server": ["sophon server", "sophon server --port 9000 --data-dir /tmp/sophon"],
-    "server status": ["sophon server status"],
-    "server stop": ["sophon server stop"],
+    "server status": ["sophon server status", "sophon --json server status --data-dir ./srv"],
+    "server stop": ["sophon server stop", "sophon server stop --data-dir ./srv"],
     "config": ["sophon config show", "sophon config set-key"],
-    "config show": ["sophon config show", "sophon --profile staging config show"],
+    "config show": [
+        "sophon config show",
+        "sophon --profile staging config show",
+        "sophon config show --jq .sources",
+    ],
     "config set": [
         "sophon config set base_url https://staging.example.com --profile staging",
         "sophon config set timeout 60",

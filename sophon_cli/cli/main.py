@@ -173,6 +173,7 @@ def root(
             "--verbose",
             "-v",
             count=True,
+            show_default=False,
             help="Print debug notices and each HTTP request to stderr (-vv: headers too).",
         ),
     ] = 0,

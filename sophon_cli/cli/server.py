@@ -226,11 +226,6 @@ def status_command(ctx: typer.Context, data_dir: DataDirOption = None) -> None:
     """Show the server on a data dir; exit 3 if none runs.
 
     The data dir defaults to the one --local uses.
-
-    \b
-    Examples:
-      sophon server status
-      sophon --json server status --data-dir ./srv
     """
     from sophon_cli.local import local_server_status
 
@@ -260,11 +255,6 @@ def stop_command(
 
     Nothing running is exit 0 with a notice. The server finishes the requests in flight and gives running jobs back to the queue (they resume on
     the next start).
-
-    \b
-    Examples:
-      sophon server stop
-      sophon server stop --data-dir ./srv
     """
     from sophon_cli.cli.hints import SERVER_STEPS
     from sophon_cli.client.errors import WaitTimeoutError

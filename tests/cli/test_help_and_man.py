@@ -46,6 +46,8 @@ def test_every_help_screen_is_clean_and_ends_with_examples():
         assert "<list[" not in text and "<str>" not in text and "<path>" not in text, (path, text)
         for line in text.splitlines():
             assert line.count("[default:") <= 1, (path, line)
+        assert text.count("Examples:") == 1, (path, text)  # not once in the docstring and again
+        assert "[default: 0]" not in " ".join(text.split()), (path, text)  # a counter's (-v) zero
         tail = text.rstrip().splitlines()
         examples = [ln.strip() for ln in tail if ln.strip().startswith("$ sophon")]
         assert 1 <= len(examples) <= 3, (path, text)
