@@ -143,6 +143,32 @@ def message_for(exc: BaseException) -> str:
 
 
 def hint_for(exc: BaseException) -> str | None:
+    """The words of the next step after ``exc``'s message (None when there is nothing to add), with
+    ``<id>`` in them replaced by the job(s) the error is about when it says which."""
+    words = _hint_words(exc)
+    ids = _job_ids(exc)
+    return words.replace("<id>", " ".join(ids)) if words and ids else words
+
+
+_JOB_PATH = re.compile(r"^/v1/jobs/([^/?#]+)")
+
+
+def _job_ids(exc: BaseException) -> list[str]:
+    """The job ids an error is about: a wait's pending jobs, the job it carries, the job in the
+    request path; [] when it names none."""
+    ids = [str(i) for i in getattr(exc, "job_ids", None) or []]
+    job_id = getattr(getattr(exc, "job", None), "id", None)
+    if not ids and job_id:
+        ids = [str(job_id)]
+    found = _JOB_PATH.match(getattr(exc, "path", None) or "")
+    if not ids and found:
+        from urllib.parse import unquote
+
+        ids = [unquote(found.group(1))]
+    return [i for i in ids if re.fullmatch(r"[A-Za-z0-9_-]{1,128}", i)]
+
+
+def _hint_words(exc: BaseException) -> str | None:
     """The words of the next step after ``exc``'s message (None when there is nothing to add).
 
     Order: the error's Step (errors outside the client) or option; the error's NextStep; for an error the server answered, its code/status/path; the

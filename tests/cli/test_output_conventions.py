@@ -272,6 +272,25 @@ def test_cancel_of_a_canceled_job_is_exit_0_with_a_notice(run, run2, scratch, fr
     assert done.returncode == 1 and "finished" in done.stderr
 
 
+def test_next_steps_name_the_job_instead_of_an_id_placeholder(run, run2, scratch, fresh, tmp_path):
+    """An error about a known job says the command to run with that job's id, never `<id>`."""
+    job = run2("job", "create", "--upload", scratch.upload.upload_id, "--metadata", "sophon_local_delay=30")
+    job_id = job.stdout.split()[0]
+    try:
+        early = run2("download", job_id, "-o", tmp_path / "early.mp4")
+        line = assert_one_line_error(early, 1, "output_not_ready", f"`sophon job wait {job_id}`")
+        assert "<id>" not in line
+        waited = run2("job", "wait", job_id, "--timeout", "0.5")
+        assert waited.returncode == 6, waited.stderr
+        assert f"wait again with `sophon job wait {job_id}`" in waited.stderr and "<id>" not in waited.stderr
+    finally:
+        run2("job", "cancel", job_id)
+    done = fresh.job_ids[1]
+    refused = run("job", "cancel", done)
+    line = assert_one_line_error(refused, 1, "job_not_cancelable", f"`sophon job get {done}`")
+    assert "<id>" not in line
+
+
 # ---- --json FIELDS, --jq -------------------------------------------------------------------------------
 
 
