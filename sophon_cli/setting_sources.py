@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 ENV_PREFIX = "SOPHON_"
-FIELDS = ("profile", "base_url", "api_key", "timeout", "max_retries", "retry_budget")
+FIELDS = (
+    "profile",
+    "base_url",
+    "api_key",
+    "timeout",
+    "max_retries",
+    "retry_budget",
+    "stall_seconds",
+    "min_rate",
+)
 
 
 class Source(str, enum.Enum):

@@ -8,8 +8,12 @@ from typing import Annotated
 import typer
 
 from sophon_cli.cli.context import get_ctx
+from sophon_cli.settings import SETTABLE_KEYS
 
 app = typer.Typer(no_args_is_help=True)
+
+#: the names `config set` takes, as its help lists them (settings.py is light: no pydantic at import)
+_SETTABLE = ", ".join(SETTABLE_KEYS)
 
 ProfileOpt = Annotated[
     str | None,
@@ -58,7 +62,7 @@ def show(ctx: typer.Context) -> None:
 @app.command("set")
 def set_value(
     ctx: typer.Context,
-    key: Annotated[str, typer.Argument(help="Setting name: base_url, timeout, max_retries or retry_budget.")],
+    key: Annotated[str, typer.Argument(help=f"Setting name: {_SETTABLE}.")],
     value: Annotated[str, typer.Argument(help="New value; an empty string removes the setting.")],
     profile: ProfileOpt = None,
 ) -> None:

@@ -108,3 +108,22 @@ def test_local_file_errors_name_the_cause_not_always_disk_space():
     assert "permissions" in denied and "disk space" not in denied
     _, full = classify(OSError(errno.ENOSPC, "No space left on device", "/mnt/x"))
     assert "disk space" in full
+
+
+def test_every_setting_config_set_takes_is_in_its_help_and_in_config_show(cli):
+    """`config set stall_seconds 12` worked, yet its help named four keys and `config show` left
+    stall_seconds and min_rate out: the user could not see what they had set."""
+    from sophon_cli.settings import SETTABLE_KEYS
+
+    helped = cli("config", "set", "--help")
+    assert helped.returncode == 0, helped.stderr
+    flat = " ".join(helped.stdout.split())
+    for name in SETTABLE_KEYS:
+        assert name in flat, (name, helped.stdout)
+        value = "https://x.example" if name == "base_url" else "3"
+        made = cli("config", "set", name, value, env={"SOPHON_BASE_URL": None})
+        assert made.returncode == 0, made.stderr
+    rows, _ = _show(cli, env={"SOPHON_BASE_URL": None, "SOPHON_TIMEOUT": None})
+    for name in SETTABLE_KEYS:
+        assert name in rows, (name, rows)
+        assert "(file " in rows[name], (name, rows[name])
