@@ -160,7 +160,8 @@ def _job_ids(exc: BaseException) -> list[str]:
     job_id = getattr(getattr(exc, "job", None), "id", None)
     if not ids and job_id:
         ids = [str(job_id)]
-    found = _JOB_PATH.match(getattr(exc, "path", None) or "")
+    path = getattr(exc, "path", None)  # an API error's request path (other errors: a local Path)
+    found = _JOB_PATH.match(path) if isinstance(path, str) else None
     if not ids and found:
         from urllib.parse import unquote
 
