@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -417,8 +419,25 @@ class Downloads:
                 with direct:
                     yield direct.response, direct
                 return
-        with anon.stream("GET", url, headers=headers) as resp:
-            yield resp, None
+        # httpx bounds each read only: bound its head (every redirect hop, and the bodies of the
+        # redirects it reads) as a whole, as the direct path does, and its body by the stall rule
+        # on a timer, so that bytes that arrive without making progress (a trickled chunk-size
+        # line, a compressed body that decodes to nothing) cannot keep it alive
+        from sophon_cli.client.deadline import bounded, install_on_client
+
+        install_on_client(anon)  # idempotent; a custom transport is left alone
+        with ExitStack() as stack:
+            with bounded(c._stream_timeout.read or c.stall_seconds):
+                resp = stack.enter_context(anon.stream("GET", url, headers=headers))
+            watch = _StallWatch.on_response(resp, c.stall_seconds, c.min_rate)
+            try:
+                yield resp, None
+            except Exception:
+                if watch is not None and watch.stop():
+                    raise _Stalled() from None  # the watch cut the connection: that is the error
+                raise
+            if watch is not None and watch.stop():
+                raise _Stalled()
 
     def _ssl_context(self) -> ssl.SSLContext:
         """httpx's default verifying context (its CA bundle and SSL_CERT_* rules), made once."""
@@ -437,8 +456,8 @@ class Downloads:
         stall_seconds: float,
         min_rate: float,
     ) -> None:
-        """Write the body as received (a drop loses nothing already written). Fewer than
-        ``min_rate`` bytes/s over a window of ``stall_seconds`` is a stall (retried with Range)."""
+        """Write the body as received (a drop loses nothing already written). Too few bytes over
+        a window of ``stall_seconds`` (:func:`_too_slow`) is a stall (retried with Range)."""
         if on_progress is not None:
             on_progress(w.offset, total)
         window_start = time.monotonic()
@@ -448,7 +467,7 @@ class Downloads:
             window_bytes += len(block)
             now = time.monotonic()
             if now - window_start >= stall_seconds:
-                if window_bytes < min_rate * (now - window_start):
+                if _too_slow(window_bytes, now - window_start, min_rate):
                     raise _Stalled()
                 window_start, window_bytes = now, 0
             if on_progress is not None:
@@ -457,6 +476,62 @@ class Downloads:
 
 class _Stalled(Exception):
     """Fewer bytes arrived than the minimum throughput allows: try again (resumes with Range)."""
+
+
+def _too_slow(received: int, seconds: float, min_rate: float) -> bool:
+    """The stall rule: over a window of ``seconds``, fewer than ``min_rate`` bytes/s, or nothing."""
+    return received < max(1.0, min_rate * seconds)
+
+
+class _StallWatch:
+    """The stall rule for a body received by httpx, checked on a timer rather than when a block
+    comes out of httpx (which may be never: framing and compressed bytes arrive without making
+    a block). Each window of ``seconds`` in which the response's raw bytes grow too little
+    (:func:`_too_slow`) shuts the connection's socket down, which ends the blocked read."""
+
+    def __init__(self, resp: httpx.Response, sock: socket.socket, seconds: float, min_rate: float) -> None:
+        self._resp = resp
+        self._sock = sock
+        self._seconds = seconds
+        self._min_rate = min_rate
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self.fired = False
+        threading.Thread(target=self._run, name="sophon-stall-watch", daemon=True).start()
+
+    @classmethod
+    def on_response(cls, resp: httpx.Response, seconds: float, min_rate: float) -> _StallWatch | None:
+        """Watch ``resp`` (None when it has no socket to shut, e.g. a custom transport)."""
+        stream = resp.extensions.get("network_stream")
+        try:
+            sock = stream.get_extra_info("socket") if stream is not None else None
+        except Exception:  # pragma: no cover - a stream without that information
+            sock = None
+        if not isinstance(sock, socket.socket):
+            return None
+        return cls(resp, sock, seconds, min_rate)
+
+    def _run(self) -> None:
+        last, since = self._resp.num_bytes_downloaded, time.monotonic()
+        while not self._stopped.wait(self._seconds):
+            now, got = time.monotonic(), self._resp.num_bytes_downloaded
+            if _too_slow(got - last, now - since, self._min_rate):
+                with self._lock:
+                    if self._stopped.is_set():
+                        return
+                    self.fired = True
+                    try:  # the plain socket's shutdown (for TLS too): the blocked read ends at once
+                        socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                return
+            last, since = got, now
+
+    def stop(self) -> bool:
+        """Stop watching; True when the watch had cut the connection."""
+        with self._lock:
+            self._stopped.set()
+            return self.fired
 
 
 class _StoppedEarly(Exception):
