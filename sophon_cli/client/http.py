@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sophon_cli import __version__
+from sophon_cli.client.direct import SendableBody
 from sophon_cli.client.errors import (
     InputError,
     NextStep,
@@ -38,6 +39,9 @@ from sophon_cli.client.text import display_url, one_line, redact, register_secre
 from sophon_cli.client.trace import HttpEvent, HttpObserver, redact_headers, shown_path
 
 if TYPE_CHECKING:  # pragma: no cover
+    import http.client
+    import ssl
+
     import httpx
 
     from sophon_cli.client.downloads import Downloads
@@ -275,6 +279,12 @@ class SophonClient:
         self._anon_plain: httpx.Client | None = None  # for http:// signed URLs (no CA bundle)
         self._anon_lock = threading.Lock()
         self._resources: dict[str, Any] = {}
+        # upload parts through http.client (client/direct.py), where that is httpx's request
+        from sophon_cli.client.direct import Pool
+
+        self._direct_ok: bool | None = None
+        self._direct_pool = Pool()
+        self._tls: ssl.SSLContext | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -289,6 +299,7 @@ class SophonClient:
 
     def close(self) -> None:
         self._http.close()
+        self._direct_pool.close()
         for anon in (self._anon, self._anon_plain):
             if anon is not None:
                 anon.close()
@@ -428,7 +439,11 @@ class SophonClient:
         retried). Network failures that outlast the retries raise TransportError. ``timeout``
         overrides the client's read/write timeout for this call. ``content`` may also be a
         re-iterable of bytes blocks (each attempt iterates it again from the start); pass its
-        ``Content-Length`` in ``headers`` so that it is not sent chunked.
+        ``Content-Length`` in ``headers`` so that it is not sent chunked. A
+        :class:`~sophon_cli.client.direct.SendableBody` (an upload part) is sent through
+        ``http.client`` from its own buffers where that is the request httpx would make (see
+        ``client/direct.py``); everything else about the call (retries, deadline, tracing, errors)
+        is the same on both paths.
         """
         import httpx
 
@@ -445,20 +460,26 @@ class SophonClient:
         if params:
             params = {k: v for k, v in params.items() if v is not None}
         limit = float(timeout) if timeout is not None else self.timeout
+        direct_body = isinstance(content, SendableBody) and not params and self._direct_usable()
         state = self.retry_state(retry=retry, method=method, path=path)
         while True:
             attempt = state.begin()
             try:
-                response = self._send_bounded(
-                    method,
-                    path,
-                    params=params or None,
-                    json=json,
-                    content=content,
-                    headers=hdrs,
-                    limit=limit,
-                    attempt=attempt,
-                )
+                if direct_body:
+                    response = self._send_direct(
+                        method, path, body=content, headers=hdrs, limit=limit, attempt=attempt
+                    )
+                else:
+                    response = self._send_bounded(
+                        method,
+                        path,
+                        params=params or None,
+                        json=json,
+                        content=content,
+                        headers=hdrs,
+                        limit=limit,
+                        attempt=attempt,
+                    )
             except _DeadlineExceeded:
                 delay = state.next_delay(reason="deadline")
                 if delay is None:
@@ -506,6 +527,156 @@ class SophonClient:
                 raise err
             response.close()
             self.sleep(delay)
+
+    def _direct_usable(self) -> bool:
+        if self._direct_ok is None:
+            from sophon_cli.client import direct
+
+            self._direct_ok = direct.usable(
+                self.base_url, custom_transport=self._custom_transport is not None
+            )
+        return self._direct_ok
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """httpx's default verifying context (its CA bundle and SSL_CERT_* rules), made once."""
+        with self._anon_lock:
+            if self._tls is None:
+                import httpx
+
+                self._tls = httpx.create_ssl_context()
+            return self._tls
+
+    def _send_direct(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: SendableBody,
+        headers: Mapping[str, str],
+        limit: float,
+        attempt: int = 1,
+    ) -> httpx.Response:
+        """One attempt of a request with a large body, through ``http.client``: the same bounds
+        as :meth:`_send_bounded` (connect within the connect timeout, every write and read within
+        ``limit``, the whole reply within ``limit`` of the body being sent, at most
+        ``max_response_bytes`` of it), the same headers, the same trace and the same errors."""
+        import http.client
+
+        import httpx
+
+        from sophon_cli.client import direct
+
+        url = self.base_url + path
+        sent = httpx.Headers(self._http.headers)
+        sent["Accept-Encoding"] = "identity"
+        sent.update(headers)
+        sent["Content-Length"] = str(len(body))
+        request = httpx.Request(method, url, headers=sent)  # what was sent, for -v and errors
+        started = time.monotonic()
+        conn = self._direct_pool.take()
+        response: httpx.Response | None = None
+        stage = "connect"
+        write_error: OSError | None = None
+        try:
+            try:
+                if conn is None:
+                    connect = min(self._timeout.connect or limit, limit)
+                    conn = direct.connection(url, timeout=connect, ssl_context=self._tls_context)
+                    conn.connect()
+                sock = conn.sock
+                assert sock is not None
+                sock.settimeout(limit)  # every write and read, as httpx's per-call timeouts
+                stage = "write"
+                conn.putrequest(method, direct.target(url), skip_accept_encoding=True)
+                for name, value in sent.raw:  # as httpx writes them (names' case kept)
+                    conn.putheader(name, value)
+                conn.endheaders()
+                try:
+                    body.send_to(sock)
+                except OSError as exc:
+                    # the server may have answered (and closed) before taking the whole body:
+                    # its reply, when there is one, says why (httpcore reads it too)
+                    write_error = exc
+                stage = "read"
+                response = self._direct_reply(conn, request, limit)
+            except (OSError, http.client.HTTPException) as exc:
+                failure: BaseException = exc
+                if write_error is not None:  # no reply after a failed write: the write's error
+                    failure, stage = write_error, "write"
+                raise direct.transport_error(
+                    failure, request, reading=stage == "read", writing=stage == "write"
+                ) from failure
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            kind = "deadline" if isinstance(exc, _DeadlineExceeded) else type(exc).__name__
+            self.trace(request, response, started, attempt, error=kind)
+            raise
+        self.trace(request, response, started, attempt)
+        return response
+
+    def _direct_reply(
+        self, conn: http.client.HTTPConnection, request: httpx.Request, limit: float
+    ) -> httpx.Response:
+        """Read the whole reply to a request sent on ``conn``: within ``limit`` in all, at most
+        ``max_response_bytes`` of body, decoded as httpx decodes it; ``conn`` goes back to the
+        pool when it stays open."""
+        import http.client
+
+        import httpx
+
+        from sophon_cli.client import direct
+
+        watchdog = direct.HeadWatchdog(conn, limit)
+        try:
+            raw = conn.getresponse()
+            headers = httpx.Headers(raw.getheaders())
+            direct.check_lengths(headers, request)
+            cap = self.max_response_bytes
+            announced = headers.get("content-length", "").strip()
+            if announced.isdigit() and int(announced) > cap:
+                head = httpx.Response(raw.status, headers=headers, request=request)
+                raise malformed(
+                    f"a response of {int(announced)} bytes (more than the {cap} allowed)",
+                    head,
+                    secrets=self._secret_values,
+                )
+            content = raw.read(cap + 1)
+        except (OSError, http.client.HTTPException):
+            if watchdog.fired:
+                raise _DeadlineExceeded() from None
+            raise
+        finally:
+            watchdog.cancel()
+        if watchdog.fired:  # cut after the last read: what was read is not the whole reply
+            raise _DeadlineExceeded()
+        if "transfer-encoding" in headers:
+            del headers["transfer-encoding"]  # http.client undid the chunking
+        if "content-encoding" in headers:  # asked for identity, got a coding: httpx decodes it
+            headers["content-length"] = str(len(content))
+            content = httpx.Response(raw.status, headers=headers, content=content, request=request).content
+            del headers["content-encoding"]
+        if len(content) > cap:
+            head = httpx.Response(raw.status, headers=headers, request=request)
+            raise malformed(
+                f"a response larger than the {cap} bytes allowed", head, secrets=self._secret_values
+            )
+        headers["content-length"] = str(len(content))
+        reply = httpx.Response(
+            raw.status,
+            headers=headers,
+            content=content,
+            request=request,
+            extensions={
+                "reason_phrase": (raw.reason or "").encode("latin-1", "replace"),
+                "http_version": b"HTTP/1.1",
+            },
+        )
+        if raw.will_close:
+            conn.close()
+        else:
+            self._direct_pool.put(conn)
+        return reply
 
     def _send_bounded(
         self, method: str, path: str, *, limit: float, attempt: int = 1, **kwargs: Any

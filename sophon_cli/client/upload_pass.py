@@ -5,7 +5,9 @@ block to one sha256, and hands the blocks of each part the server still lacks to
 that is already sending that part (so the first byte goes out as soon as the first block is read).
 Parts the server already holds are read and hashed, not sent. Up to ``concurrency`` parts are in
 flight at once; the blocks read but not yet sent never exceed ``READ_AHEAD`` bytes (the reader
-waits), so memory stays flat whatever the file size.
+waits), so memory stays flat whatever the file size. Blocks are read (``preadv``) into buffers
+that are reused once sent, and a sender writes a block to its socket straight from its buffer
+(:meth:`PartStream.send_to`); only the httpx fallback path iterates the part as ``bytes``.
 
 A part whose request is retried is re-read from disk for the new attempt (its blocks were sent and
 dropped), not re-hashed: if the file changed in between, the server's sha256 at ``complete`` no
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -26,6 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sophon_cli.client.content import ShortRead
+from sophon_cli.client.direct import SendableBody
 
 BLOCK = 1024 * 1024
 READ_AHEAD = 32 * 1024 * 1024  # blocks read but not yet sent, over all parts in flight
@@ -52,11 +56,26 @@ def read_range(
         yield data
 
 
-class PartSlice:
+def read_into(
+    fd: int, buf: bytearray, offset: int, length: int, *, part: int | None = None
+) -> Iterator[memoryview]:
+    """The bytes ``[offset, offset + length)`` of an open file, read into ``buf`` one piece at a
+    time (each view is valid until the next); :class:`ShortRead` when the file ends first."""
+    view = memoryview(buf)
+    pos, end = offset, offset + length
+    while pos < end:
+        n = os.preadv(fd, [view[: min(len(buf), end - pos)]], pos)
+        if not n:
+            raise ShortRead(part)
+        pos += n
+        yield view[:n]
+
+
+class PartSlice(SendableBody):
     """Bytes ``[offset, offset + length)`` of an open file, streamed in ``block``-sized reads.
 
-    Re-iterable: every iteration reads the range again from its start, so a retried request
-    re-sends the whole part. ``len()`` is the part's length (sent as ``Content-Length``).
+    Re-usable: every use reads the range again from its start, so a retried request re-sends the
+    whole part. ``len()`` is the part's length (sent as ``Content-Length``).
     """
 
     def __init__(
@@ -73,6 +92,11 @@ class PartSlice:
 
     def __iter__(self) -> Iterator[bytes]:
         return read_range(self.fd, self.offset, self.length, block=self.block, part=self.part_number)
+
+    def send_to(self, sock: socket.socket) -> None:
+        buf = bytearray(min(self.block, max(1, self.length)))
+        for view in read_into(self.fd, buf, self.offset, self.length, part=self.part_number):
+            sock.sendall(view)
 
 
 class Aborted(Exception):
@@ -99,6 +123,14 @@ class _Gate:
         self.aborted = False
         self.done: deque[int] = deque()  # part numbers whose request finished (any outcome)
         self.streams: set[PartStream] = set()
+        self.free: list[bytearray] = []  # block buffers sent or dropped, for the reader to reuse
+
+    def buffer(self) -> bytearray:
+        """A block buffer for the reader: a reused one, or a new one while the read-ahead grows."""
+        with self.lock:
+            if self.free:
+                return self.free.pop()
+        return bytearray(BLOCK)
 
     def abort(self) -> None:
         with self.lock:
@@ -106,10 +138,17 @@ class _Gate:
             self.room.notify_all()
             for stream in self.streams:
                 stream.cv.notify_all()
+                if stream.sock is not None:  # blocked in a write, maybe for the whole timeout
+                    try:
+                        stream.sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
 
-    def released_locked(self, n: int) -> None:
-        """``n`` buffered bytes were sent or dropped (lock held)."""
+    def released_locked(self, n: int, buf: bytearray | None = None) -> None:
+        """``n`` buffered bytes (the block in ``buf``) were sent or dropped (lock held)."""
         self.buffered -= n
+        if buf is not None:
+            self.free.append(buf)
         if self.reader_waiting and self.buffered <= self.low:
             self.room.notify()
 
@@ -121,12 +160,12 @@ class _Gate:
             self.reader_waiting = False
 
 
-class PartStream:
+class PartStream(SendableBody):
     """The body of one part during the pass.
 
-    The first iteration yields the reader's blocks as they arrive (and drops each once it is sent).
-    A second iteration is a retry: it re-reads the range from disk, and the blocks the reader still
-    hands over are dropped.
+    The first use (:meth:`send_to`, or iterating it) sends the reader's blocks as they arrive and
+    gives each buffer back once it is sent. A second use is a retry: it re-reads the range from
+    disk, and the blocks the reader still hands over are dropped.
     """
 
     def __init__(self, gate: _Gate, fd: int, offset: int, length: int, part_number: int) -> None:
@@ -136,11 +175,12 @@ class PartStream:
         self.offset = offset
         self.length = length
         self.part_number = part_number
-        self._blocks: deque[bytes] = deque()
-        self._held = 0  # bytes in _blocks
+        self._blocks: deque[tuple[bytearray, int]] = deque()
+        self._held = 0  # bytes in _blocks (and the block being sent)
         self._fed = 0  # bytes the reader handed over
         self._waiting = False  # the sender waits for blocks
-        self._iterated = False
+        self._used = False
+        self.sock: socket.socket | None = None  # while sent by send_to (an abort shuts it down)
         self._detached = False  # a retry re-reads from disk; closed parts take nothing either
         with gate.lock:
             gate.streams.add(self)
@@ -150,15 +190,17 @@ class PartStream:
 
     # called by the reader ----------------------------------------------------------------------
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, buf: bytearray, n: int) -> None:
+        """Hand over the block ``buf[:n]``; the buffer is the stream's until it is sent or dropped."""
         g = self._gate
         with g.lock:
+            g.buffered += n
             if self._detached:
+                g.released_locked(n, buf)
                 return
-            self._blocks.append(data)
-            self._held += len(data)
-            self._fed += len(data)
-            g.buffered += len(data)
+            self._blocks.append((buf, n))
+            self._held += n
+            self._fed += n
             if self._waiting and (self._held >= g.wake or self._fed >= self.length):
                 self.cv.notify()
 
@@ -176,27 +218,65 @@ class PartStream:
     def _detach_locked(self) -> None:
         self._detached = True
         self.cv.notify_all()
-        self._blocks.clear()
-        held, self._held = self._held, 0  # including a block being sent right now
+        g = self._gate
+        while self._blocks:
+            buf, n = self._blocks.popleft()
+            self._held -= n
+            g.released_locked(n, buf)
+        held, self._held = self._held, 0  # a block being sent right now: its sender gives it back
         if held:
-            self._gate.released_locked(held)
+            g.released_locked(held)
 
-    # called by the sender (httpx iterates the body) -------------------------------------------
+    # called by the sender ------------------------------------------------------------------------
+
+    def _first_use(self) -> bool:
+        with self._gate.lock:
+            first, self._used = not self._used, True
+            if not first:
+                self._detach_locked()
+        return first
+
+    def send_to(self, sock: socket.socket) -> None:
+        """Send the part on ``sock``, each block straight from its buffer; a second call re-reads
+        the part from disk. While it sends, an abort of the pass shuts ``sock`` down, so a sender
+        blocked on a server that stopped reading returns at once."""
+        first = self._first_use()
+        with self._gate.lock:
+            if self._gate.aborted:
+                raise Aborted()
+            self.sock = sock
+        try:
+            if not first:
+                PartSlice(self.fd, self.offset, self.length, part_number=self.part_number).send_to(sock)
+                return
+            for buf, n in self._take_blocks():
+                try:
+                    sock.sendall(memoryview(buf)[:n])
+                finally:
+                    self._sent(buf, n)
+        except OSError:
+            if self._gate.aborted:  # our own shutdown: stop, do not retry
+                raise Aborted() from None
+            raise
+        finally:
+            with self._gate.lock:
+                self.sock = None
 
     def __iter__(self) -> Iterator[bytes]:
-        g = self._gate
-        with g.lock:
-            retry, self._iterated = self._iterated, True
-            if retry:
-                self._detach_locked()
-        if retry:
+        if not self._first_use():
             return read_range(self.fd, self.offset, self.length, part=self.part_number)
-        return self._first_pass()
+        return self._copies()
 
-    def _first_pass(self) -> Iterator[bytes]:
+    def _copies(self) -> Iterator[bytes]:
+        for buf, n in self._take_blocks():
+            data = bytes(memoryview(buf)[:n])
+            self._sent(buf, n)
+            yield data
+
+    def _take_blocks(self) -> Iterator[tuple[bytearray, int]]:
         g = self._gate
-        sent = 0
-        while sent < self.length:
+        taken = 0
+        while taken < self.length:
             with g.lock:
                 while not self._blocks:
                     if g.aborted or self._detached:
@@ -206,13 +286,18 @@ class PartStream:
                         self.cv.wait()
                     finally:
                         self._waiting = False
-                data = self._blocks.popleft()
-            sent += len(data)
-            yield data
-            with g.lock:  # sent: its bytes no longer count against the read-ahead
-                if not self._detached:
-                    self._held -= len(data)
-                    g.released_locked(len(data))
+                buf, n = self._blocks.popleft()
+            taken += n
+            yield buf, n
+
+    def _sent(self, buf: bytearray, n: int) -> None:
+        """The block is sent (or its request failed): its bytes no longer count against the
+        read-ahead and its buffer can be read into again."""
+        with self._gate.lock:
+            if not self._detached:
+                self._held -= n
+                self._gate.released_locked(n, buf)
+            # detached meanwhile: its bytes were released then; the buffer is simply dropped
 
 
 @dataclass
@@ -280,6 +365,7 @@ def run_pass(
                         feeding.kick_locked()
                     gate.wait_locked(0.5)
 
+    scratch: bytearray | None = None  # for the parts read and hashed only
     executor = (
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sophon-upload") if missing else None
     )
@@ -294,14 +380,24 @@ def run_pass(
                     fut = executor.submit(send, n, stream)
                     open_parts[n] = (fut, stream)
                     fut.add_done_callback(lambda _f, n=n: finished(n))
-            for data in read_range(fd, offset, length, part=n):
-                hasher.update(data)
-                if stream is not None:
-                    stream.feed(data)
-                    if gate.buffered >= gate.limit:
-                        wait_until(lambda: gate.buffered <= gate.low, stream)
-                elif gate.done:
-                    drain()
+            if stream is None:  # read and hash only, into one buffer
+                scratch = scratch or bytearray(BLOCK)
+                for view in read_into(fd, scratch, offset, length, part=n):
+                    hasher.update(view)
+                    if gate.done:
+                        drain()
+                continue
+            pos, end = offset, offset + length
+            while pos < end:
+                buf = gate.buffer()
+                got = os.preadv(fd, [memoryview(buf)[: min(BLOCK, end - pos)]], pos)
+                if not got:
+                    raise ShortRead(n)
+                pos += got
+                hasher.update(memoryview(buf)[:got])
+                stream.feed(buf, got)
+                if gate.buffered >= gate.limit:
+                    wait_until(lambda: gate.buffered <= gate.low, stream)
         wait_until(lambda: not open_parts)
     except BaseException:
         gate.abort()
