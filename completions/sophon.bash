@@ -21,6 +21,7 @@ _sophon() {
         '/encode:--container') COMPREPLY=($(compgen -W 'mp4 mkv' -- "$cur")); return ;;
         '/encode:--fallback') COMPREPLY=($(compgen -W 'copy skip fail' -- "$cur")); return ;;
         '/job/create:--container') COMPREPLY=($(compgen -W 'mp4 mkv' -- "$cur")); return ;;
+        '/job/list:--status') COMPREPLY=($(compgen -W 'queued probing encoding muxing uploading_output completed failed canceled' -- "$cur")); return ;;
     esac
     case "$path" in
         '') words='upload download encode compare health doctor completions version uploads job webhooks server config cache --version -V --base-url --profile --json --jq --quiet -q --verbose -v --no-progress --local --help'; leaf=0 ;;

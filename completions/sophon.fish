@@ -133,7 +133,7 @@ complete -c sophon -n '__sophon_at /job/get' -l watch -d 'Keep the view live unt
 complete -c sophon -n '__sophon_at /job/get' -s w -d 'Keep the view live until every job shown has finished.'
 complete -c sophon -n '__sophon_at /job/get' -l interval -d 'Seconds between refreshes with --watch.'
 complete -c sophon -n '__sophon_at /job/get' -l help -d 'Show help and exit.'
-complete -c sophon -n '__sophon_at /job/list' -l status -d 'Only jobs with this status.'
+complete -c sophon -n '__sophon_at /job/list' -l status -x -a 'queued probing encoding muxing uploading_output completed failed canceled' -d 'Only jobs with this status: queued, probing, encoding, muxing, uploading_output, completed, failed, canceled.'
 complete -c sophon -n '__sophon_at /job/list' -l since -d 'Only jobs created since WHEN: a duration (30m, 2h, 7d) or a date.'
 complete -c sophon -n '__sophon_at /job/list' -l metadata -d 'Only jobs whose metadata KEY equals VALUE (repeatable).'
 complete -c sophon -n '__sophon_at /job/list' -l limit -d 'Show at most N jobs.'

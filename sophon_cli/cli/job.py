@@ -5,6 +5,7 @@ Parse the options (checks in ``cli/shared.py``), call the library, render (``cli
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +19,21 @@ from sophon_cli.cli.context import get_ctx
 app = typer.Typer(no_args_is_help=True)
 
 MAX_PAGE_SIZE = 100  # the API's maximum `limit`
+
+
+class JobStatus(str, enum.Enum):
+    """The spec's JobStatus enum: the values `job list --status` takes (and completes)."""
+
+    QUEUED = "queued"
+    PROBING = "probing"
+    ENCODING = "encoding"
+    MUXING = "muxing"
+    UPLOADING_OUTPUT = "uploading_output"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
 JobIdArg = Annotated[
     str,
     typer.Argument(metavar="JOB_ID", help="The job id (job_...)."),
@@ -173,7 +189,14 @@ def get(ctx: typer.Context, job_id: JobIdArg, watch: WatchOpt = False, interval:
 def list_(
     ctx: typer.Context,
     status: Annotated[
-        str | None, typer.Option("--status", metavar="STATUS", help="Only jobs with this status.")
+        JobStatus | None,
+        typer.Option(
+            "--status",
+            metavar="STATUS",
+            help="Only jobs with this status: " + ", ".join(s.value for s in JobStatus) + ".",
+            show_choices=False,
+            case_sensitive=False,
+        ),
     ] = None,
     since: Annotated[
         str | None,
@@ -209,6 +232,7 @@ def list_(
         )
     if watch:
         live.check_interval(interval)
+    wanted_status = status.value if status is not None else None
     cutoff = shared.parse_since(since)
     wanted = shared.metadata_filter(metadata)
     app_ctx = get_ctx(ctx)
@@ -219,10 +243,10 @@ def list_(
     def fetch() -> tuple[list[Any], bool]:
         """The jobs to show and whether more matched than were shown."""
         if not filtered and not all_ and limit <= page_size:
-            page = jobs.list(status=status, limit=limit)
+            page = jobs.list(status=wanted_status, limit=limit)
             return list(page.jobs), bool(page.has_more)
         shown: list[Any] = []
-        for job in jobs.iter(status=status, page_size=page_size):
+        for job in jobs.iter(status=wanted_status, page_size=page_size):
             if cutoff is not None and _created(job) is not None and _created(job) < cutoff:
                 break  # newest first: everything further is older
             if not shared.metadata_matches(view.get(job, "metadata"), wanted):

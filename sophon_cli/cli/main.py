@@ -336,7 +336,8 @@ def _usage_message(exc, click_exc) -> str:
             f"{option} is a global option: put it before the command, "
             f"e.g. 'sophon {option}{value} {path.removeprefix('sophon ')}'"
         )
-    msg = one_line(exc.format_message()).rstrip(".")
+    # typer words some checks as pydantic does ("Value error, 'x' is not one of ..."): drop the label
+    msg = one_line(exc.format_message()).rstrip(".").replace(": Value error, ", ": ")
     if isinstance(exc, click_exc.UsageError):
         if msg.endswith("?"):  # "... Did you mean 'job'?"
             return f"{msg} See '{path} --help'"

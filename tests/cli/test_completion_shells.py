@@ -37,6 +37,9 @@ def test_bash_completes_subcommands_and_options_without_python():
     assert _bash_complete("sophon", "config", "set", "--pr") == ["--profile"]
     # arguments of leaf commands fall back to file names
     assert _bash_complete("sophon", "upload", "") == []
+    # values the API's enum allows, not file names
+    assert _bash_complete("sophon", "job", "list", "--status", "f") == ["failed"]
+    assert len(_bash_complete("sophon", "job", "list", "--status", "")) == 8
 
 
 @pytest.mark.parametrize(

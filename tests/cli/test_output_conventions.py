@@ -149,6 +149,24 @@ def test_job_list_piped_has_source_rfc3339_and_the_filters(run, fresh):
     assert "newest 2 jobs" in two.stderr
 
 
+def test_job_list_status_is_checked_locally_against_the_specs_statuses(cli, spec, tmp_path):
+    """An unknown --status is a usage error (exit 2) listing the valid ones, before any request (no
+    server answers here); any case is accepted. The values are the spec's JobStatus enum."""
+    from sophon_cli.cli.job import JobStatus
+
+    assert [s.value for s in JobStatus] == spec["components"]["schemas"]["JobStatus"]["enum"]
+    env = {"SOPHON_BASE_URL": "http://127.0.0.1:9", "SOPHON_MAX_RETRIES": "0"}
+    bad = cli("job", "list", "--status", "done", env=env)
+    line = assert_one_line_error(bad, 2, "--status", "'done' is not one of", "'failed'", "'canceled'")
+    assert "Value error" not in line
+
+
+def test_job_list_status_filters_in_any_case(run, fresh):
+    upper = run("job", "list", "--status", "FAILED")
+    assert upper.returncode == 0, upper.stderr
+    assert [r.split("\t")[0] for r in upper.stdout.splitlines()[1:]] == [fresh.job_ids[0]]
+
+
 def test_job_list_source_comes_from_the_encode_cache(run2, clip, tmp_path):
     """A job made by `sophon encode` shows the local file it came from."""
     import shutil
