@@ -50,3 +50,22 @@ def test_subcommand_help_loads_no_http_or_rendering_library():
 def test_lazy_public_surface_still_works():
     code = "import sophon_cli\nassert sophon_cli.SophonError.__name__ == 'SophonError'"
     assert "httpx" not in _loaded_after(code)
+
+
+def test_building_settings_and_client_runs_no_garbage_collection():
+    """Importing pydantic-settings and httpx and building the client allocate ~90,000 long-lived
+    objects; the cyclic GC is paused meanwhile (it ran ~130 times over them for nothing) and is
+    enabled again after."""
+    probe = (
+        "import gc, json, os\n"
+        "os.environ.update(SOPHON_BASE_URL='http://127.0.0.1:9', SOPHON_API_KEY='xt_live_k')\n"
+        "from sophon_cli.cli.context import AppContext\n"
+        "ctx = AppContext()\n"
+        "runs = []\n"
+        "gc.callbacks.append(lambda phase, info: runs.append(info['generation']) if phase == 'start' else None)\n"
+        "ctx.client()\n"
+        "print(json.dumps({'runs': len(runs), 'enabled': gc.isenabled()}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"runs": 0, "enabled": True}
