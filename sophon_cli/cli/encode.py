@@ -249,20 +249,18 @@ def encode_command(
     try:
         with renderer:
             report = pipe.run(sources)
-    except pl.HardInterrupt:
-        # Second Ctrl-C: stop at once. Every finished step is already in the cache.
-        try:
-            sys.stderr.write(_interrupted_line(force) + "\n")
-            sys.stderr.flush()
-            sys.stdout.flush()
-        finally:
-            os._exit(int(ExitCode.INTERRUPTED))
+    except (pl.HardInterrupt, KeyboardInterrupt):
+        # A second Ctrl-C (or one while the run winds down): stop at once. Every finished step is
+        # already in the cache; an output caught while scoring stays where it is, unscored.
+        _hard_exit(_interrupted_line(force, pipe))
     except SophonError as exc:
         # An error every other file would hit too (server lost, key rejected, options refused):
         # the files that finished before it are summed up like after a Ctrl-C, then the error.
         if pipe.report is None:
             raise
         report, stopped_by = pipe.report, exc
+    if report.interrupted:  # from now on another Ctrl-C ends the process at once, saying the same
+        _exit_on_next_ctrl_c(_interrupted_line(force, pipe))
     # Fold the journal into state.json so the one file holds everything (e.g. for a CI cache);
     # optional: the journal alone is a complete cache (the store warns when it cannot).
     store.compact(optional=True)
@@ -271,14 +269,17 @@ def encode_command(
     if stopped_by is not None:
         code = ExitCode(classify(stopped_by)[0])
     elif report.interrupted:
-        _exit_on_next_ctrl_c()
         code = ExitCode.INTERRUPTED
     elif report.failed:
         code = ExitCode.TIMEOUT if all(r.timed_out for r in report.failed) else ExitCode.PARTIAL
     else:
         code = ExitCode.OK
     if out.json:
-        out.emit(_view.summary_obj(results, interrupted=report.interrupted, exit_code=int(code)))
+        out.emit(
+            _view.summary_obj(
+                results, interrupted=report.interrupted, exit_code=int(code), unscored=report.unscored
+            )
+        )
     elif results:  # nothing finished: no empty table, the one line below says it all
         _view.summary_table(out, results)
     info = _run_info(
@@ -310,9 +311,8 @@ def encode_command(
             )
         raise stopped_by  # the error boundary prints it (one line, its exit code)
     if report.interrupted:
-        # one line, worded here: after --force the rerun must drop it to resume
-        sys.stderr.write(_interrupted_line(force) + "\n")
-        sys.stderr.flush()
+        # one line, worded here: what was kept unscored, and (after --force) to drop it to resume
+        _INTERRUPTED_LINE.say(_interrupted_line(force, pipe))
         raise SystemExit(int(code))
     if report.failed:
         from sophon_cli.cli.hints import NEXT_STEPS
@@ -342,8 +342,54 @@ def _resume_words(force: bool) -> str:
     return RESUME
 
 
-def _interrupted_line(force: bool) -> str:
-    return f"interrupted; {_resume_words(force)}"
+def _interrupted_line(force: bool, pipe: Any) -> str:
+    """The one line after a Ctrl-C. Outputs caught while being scored are named: they are
+    downloaded (and verified), kept in place, not scored yet; the rerun scores them without
+    downloading them again (and finishes the other files)."""
+    unscored = pipe.unscored()
+    if not unscored:
+        return f"interrupted; {_resume_words(force)}"
+    one = len(unscored) == 1
+    names = ", ".join(_rel(u.output) for u in unscored[:3])
+    if len(unscored) > 3:
+        names += f" and {len(unscored) - 3} more"
+    verified = " and verified" if all(u.verified for u in unscored) else ""
+    kept = f"{names} {'is' if one else 'are'} downloaded{verified} but not scored yet (kept in place)"
+    again = "run the same command again" + (" without --force" if force else "")
+    rest = pipe.unfinished() - len(unscored)
+    others = f" and to finish the other {plural(rest, 'file')}" if rest > 0 else ""
+    return (
+        f"interrupted; {kept}; {again} to score {'it' if one else 'them'} without downloading again{others}"
+    )
+
+
+class _OneLine:
+    """The interrupted line, written once (a Ctrl-C handler and the normal end may both try)."""
+
+    def __init__(self) -> None:
+        self.said = False
+
+    def say(self, line: str) -> None:
+        if not self.said:
+            self.said = True
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+
+
+_INTERRUPTED_LINE = _OneLine()
+
+
+def _hard_exit(line: str) -> None:
+    """Stop at once with 130 after saying ``line`` (the cache is current after every step)."""
+    from sophon_cli.exitcodes import ExitCode
+
+    try:
+        _INTERRUPTED_LINE.say(line)
+        sys.stdout.flush()
+    except Exception:  # pragma: no cover - a closed stream must not keep the process alive
+        pass
+    finally:
+        os._exit(int(ExitCode.INTERRUPTED))
 
 
 def _output_file(options: Any, output: Path | None, container: str | None, count: int) -> Any:
@@ -442,14 +488,13 @@ class _ReportTargets:
             reports.append_summary(self.step, markdown)
 
 
-def _exit_on_next_ctrl_c() -> None:
-    """After the first Ctrl-C was handled, another one ends the process at once with 130."""
+def _exit_on_next_ctrl_c(line: str) -> None:
+    """After the first Ctrl-C was handled, another one ends the process at once with 130,
+    saying ``line`` (unless it was said already)."""
     import signal
 
-    from sophon_cli.exitcodes import ExitCode
-
     def handler(*_: Any) -> None:
-        os._exit(int(ExitCode.INTERRUPTED))
+        _hard_exit(line)
 
     try:
         signal.signal(signal.SIGINT, handler)

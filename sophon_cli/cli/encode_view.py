@@ -23,9 +23,16 @@ def count(values: Any) -> dict[str, int]:
     return counts
 
 
-def summary_obj(results: list[Any], *, interrupted: bool, exit_code: int) -> dict[str, Any]:
+def summary_obj(
+    results: list[Any], *, interrupted: bool, exit_code: int, unscored: list[Any] = ()
+) -> dict[str, Any]:
+    """The final ``--json`` object; ``unscored`` (outputs a stop caught while they were scored:
+    kept, downloaded, not scored yet) is listed when there are any."""
+    from dataclasses import asdict
+
     src = sum(r.source_bytes or 0 for r in results)
     dst = sum(r.output_bytes or 0 for r in results if r.output_bytes is not None)
+    extra = {"unscored": [asdict(u) for u in unscored]} if unscored else {}
     return {
         "event": "summary",
         "files": [r.to_dict() for r in results],
@@ -34,6 +41,7 @@ def summary_obj(results: list[Any], *, interrupted: bool, exit_code: int) -> dic
         "output_bytes": dst,
         "interrupted": interrupted,
         "exit_code": exit_code,
+        **extra,
     }
 
 

@@ -39,7 +39,7 @@ from sophon_cli.encode.naming import (
     fallback_path_for,
     output_path_for,
 )
-from sophon_cli.encode.results import FileResult, PlanItem, RunReport
+from sophon_cli.encode.results import FileResult, PlanItem, RunReport, Unscored
 from sophon_cli.encode.scheduler import HardInterrupt, JobWatcher, Pipeline
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "RunReport",
     "Source",
     "State",
+    "Unscored",
     "drop_own_outputs",
     "entry_key",
     "expand_inputs",

@@ -11,7 +11,10 @@ carries the score. ``check_quality`` alone measures and records without deciding
 The score is saved in the cache entry with the sha256 of the output it belongs to, so a rerun never
 scores the same output twice, and a rerun under another threshold decides again from the saved
 score (``still_stands``). A gate that cannot measure (ffmpeg fails, the durations differ) fails the
-file rather than passing an unvetted encode; measuring alone only records that it could not.
+file rather than passing an unvetted encode; measuring alone only records that it could not. A
+stop while scoring keeps the downloaded, verified encode where it is, unscored (``Context.unscored``
+names it for the front end): the cache says ``downloaded`` without a score, so a rerun scores it
+and decides, without downloading it again.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sophon_cli.encode.entry import Result, State
+from sophon_cli.encode.results import Unscored
 
 __all__ = ["BELOW_THRESHOLD", "cached_verdict", "check", "check_available", "requested", "still_stands"]
 
@@ -108,19 +112,20 @@ def _score(ctx: Any, item: Any, out: Path) -> float | None:
         ctx.check_stop()
 
     gated = ctx.options.min_vmaf is not None
+    # Until the score is saved this output is "unscored": a stop (Ctrl-C, once or twice) leaves it
+    # at the output path, downloaded and verified, with the cache at ``downloaded`` (no score), so
+    # the rerun scores it without fetching it again. The encode is the work; the score is extra.
+    ctx.unscored[item.key] = Unscored(item.source.display, str(out), bool(item.entry.verified))
     try:
         report = compare(item.source.path, out, on_progress=progress)
     except (QualityError, MediaError) as exc:
+        del ctx.unscored[item.key]
         if gated:
             # the file fails (a rerun retries): no unvetted encode stays at the output path
             _remove(out)
             raise QualityError(f"could not measure the quality of the encode: {exc}") from exc
         ctx.event(item, "scoring_failed", reason=str(exc))
         return None
-    except BaseException:  # stopped (Ctrl-C) while scoring: compare has stopped ffmpeg already
-        if gated:
-            _remove(out)  # the rerun fetches it again and scores it; nothing unvetted is left
-        raise
     quality = report.to_dict()
     for key in ("reference", "distorted"):  # paths are in the entry already
         quality.pop(key, None)
@@ -132,6 +137,7 @@ def _score(ctx: Any, item: Any, out: Path) -> float | None:
         vmaf_sha256=item.entry.output_digest,
         quality=quality,
     )
+    ctx.unscored.pop(item.key, None)
     return report.vmaf.mean
 
 

@@ -3,12 +3,12 @@ and, for ``--dry-run``, ``PlanItem``. Reports, step summaries and quality gates 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sophon_cli.encode.entry import Result
 
-__all__ = ["FileResult", "PlanItem", "RunReport"]
+__all__ = ["FileResult", "PlanItem", "RunReport", "Unscored"]
 
 
 @dataclass
@@ -46,6 +46,16 @@ class PlanItem:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class Unscored:
+    """An output a stop caught while it was being scored: downloaded (``verified``: against a
+    sha256), kept at ``output``, with no score yet (the rerun scores it)."""
+
+    file: str
+    output: str
+    verified: bool
+
+
 @dataclass
 class RunReport:
     results: list[FileResult]
@@ -53,6 +63,7 @@ class RunReport:
     unfinished: int = 0  # files the run did not finish (interrupted or stopped by ``error``)
     error: BaseException | None = None  # what stopped the whole run (it is raised after this)
     display_error: Exception | None = None  # the first exception an event subscriber raised (no file's)
+    unscored: list[Unscored] = field(default_factory=list)  # outputs a stop caught while scoring
 
     @property
     def failed(self) -> list[FileResult]:

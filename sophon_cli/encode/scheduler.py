@@ -7,7 +7,9 @@ per job, and hands finished jobs back to the workers.
 
 ``Pipeline.run`` handles KeyboardInterrupt: the first one stops dispatching and lets in-flight
 steps stop at their next boundary (the cache is already current), then returns with
-``interrupted=True``; a second one raises ``HardInterrupt`` at once.
+``interrupted=True``; a second one raises ``HardInterrupt`` at once. Either way ``unscored()`` names
+the outputs whose scoring was cut short (kept, downloaded and verified) and ``unfinished()`` counts
+the files without a result.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from sophon_cli.encode.naming import (
     fallback_path_for,
     output_path_for,
 )
-from sophon_cli.encode.results import FileResult, PlanItem, RunReport
+from sophon_cli.encode.results import FileResult, PlanItem, RunReport, Unscored
 from sophon_cli.encode.steps import Item, Wait
 from sophon_cli.next_steps import Step, StepInputError
 from sophon_cli.state import StateError, StateStore
@@ -142,6 +144,8 @@ class Pipeline:
         )
         self.watcher = JobWatcher(client)
         self.report: RunReport | None = None  # the last run's report (also when it raised)
+        self._items: list[Item] = []
+        self._results: dict[str, FileResult] = {}
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -218,6 +222,15 @@ class Pipeline:
                 plan.append(PlanItem(name, "upload", out, None))
         return plan
 
+    def unscored(self) -> list[Unscored]:
+        """Outputs downloaded but not yet scored because a stop caught their scoring (also
+        while a second Ctrl-C unwinds, before any report exists): kept, the rerun scores them."""
+        return [u for key, u in list(self.ctx.unscored.items()) if key not in self._results]
+
+    def unfinished(self) -> int:
+        """Files of the current (or last) run without a result yet."""
+        return sum(1 for item in self._items if item.key not in self._results)
+
     def stop(self) -> None:
         """Stop dispatching; in-flight steps stop at their next boundary."""
         self._stop.set()
@@ -234,6 +247,7 @@ class Pipeline:
         if self.options.force or not all(steps.is_done(self.ctx, i) for i in items):
             self.preflight()  # a batch that is all done sends nothing at all
         results: dict[str, FileResult] = {}
+        self._items, self._results = items, results
         pending: deque[Item] = deque(items)
         ready: deque[Item] = deque()  # jobs done, waiting for a slot to download
         watcher = self.watcher
@@ -328,6 +342,7 @@ class Pipeline:
             unfinished=len(items) - len(ordered),
             error=self._fatal,
             display_error=self.ctx.sink.error,
+            unscored=self.unscored(),
         )
         if self._fatal is not None:
             # The run stopped on an error every other file would hit too; ``self.report`` keeps

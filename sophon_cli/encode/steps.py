@@ -41,7 +41,7 @@ from sophon_cli.encode.entry import ENTRY_SCHEMA, FileEntry, FileStat, Result, S
 from sophon_cli.encode.events import EventSink, Progress
 from sophon_cli.encode.inputs import Source
 from sophon_cli.encode.naming import EncodeOptions, fallback_path_for, job_idempotency_key
-from sophon_cli.encode.results import FileResult
+from sophon_cli.encode.results import FileResult, Unscored
 
 __all__ = [
     "Context",
@@ -123,6 +123,8 @@ class Context:
     sink: EventSink
     run_id: str
     stop: threading.Event
+    #: entry key -> output being scored, or caught by a stop while it was (``quality_gate``)
+    unscored: dict[str, Unscored] = field(default_factory=dict)
 
     def check_stop(self) -> None:
         if self.stop.is_set():

@@ -3,7 +3,8 @@ its real ffmpeg child, and real signals. No ffmpeg outlives the CLI.
 
 A Ctrl-C (SIGINT to the CLI) stops ffmpeg and exits 130 with the one "interrupted" line; a kill
 that skips every cleanup (SIGKILL, like the second Ctrl-C's immediate exit) still ends ffmpeg (its
-next progress line meets a closed pipe). The gate leaves no unscored encode at the output path.
+next progress line meets a closed pipe). The gate keeps the downloaded, verified encode in place,
+unscored, and says so; the rerun scores it.
 """
 
 from __future__ import annotations
@@ -89,6 +90,11 @@ def _gone(pid: int, timeout: float = 10) -> bool:
     return False
 
 
+def _downloads(world) -> int:
+    """Output downloads the server answered (the signed download link's route in its request log)."""
+    return sum(1 for r in world.requests() if r.get("route") == "GET /v1/downloads/{token}")
+
+
 def _popen(args: list, env: dict, cwd: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "sophon_cli", *map(str, args)],
@@ -124,18 +130,45 @@ def test_killed_compare_takes_ffmpeg_with_it(long_pair, tmp_path):
     assert _gone(ffmpeg), "ffmpeg outlived a killed `sophon compare`"
 
 
-def test_ctrl_c_while_the_encode_gate_scores_stops_ffmpeg_and_a_rerun_finishes(world, long_pair):
+@pytest.mark.parametrize("ctrl_c", [1, 2], ids=["one-ctrl-c", "two-ctrl-c"])
+def test_ctrl_c_while_the_encode_gate_scores_keeps_the_verified_encode_for_the_rerun(
+    world, long_pair, ctrl_c
+):
+    """The encode is downloaded and verified; the score is extra. One Ctrl-C or two (the second
+    stops at once) end the same way: ffmpeg stopped, the encode kept at its output path, the cache
+    at ``downloaded`` with no score, one line that says exactly that; the rerun scores it without
+    downloading it again. (Before: the first Ctrl-C deleted the verified encode, the second left it
+    unscored, and both said only "run the same command again to resume".)"""
+    import hashlib
+
+    from sophon_cli.state import StateStore
+
     src = world.work / "talk.mp4"
     shutil.copyfile(long_pair[0], src)
+    out_path = world.work / "talk.sophon.mp4"
     proc = world.popen("talk.mp4", "--min-vmaf", "50", "--json")
     ffmpeg = _wait_for_ffmpeg(proc, timeout=180)
-    proc.send_signal(signal.SIGINT)
+    for _ in range(ctrl_c):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)  # two separate signals (not one coalesced), the second while the first unwinds
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert INTERRUPTED in err and "Traceback" not in err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if "interrupted" in line] == [
+        "interrupted; talk.sophon.mp4 is downloaded and verified but not scored yet (kept in place); "
+        "run the same command again to score it without downloading again"
+    ]
     assert _gone(ffmpeg), "ffmpeg outlived `sophon encode`"
-    assert not (world.work / "talk.sophon.mp4").exists()  # nothing unvetted at the output path
+    (entry,) = StateStore(world.home / "state.json").entries().values()
+    assert entry["state"] == "downloaded" and entry.get("vmaf") is None and entry["verified"] is True
+    assert entry["output"] == str(out_path)
+    assert hashlib.sha256(out_path.read_bytes()).hexdigest() == entry["output_sha256"]
+
+    downloads = _downloads(world)
+    assert downloads >= 1  # the first run downloaded it
     again = world.encode("talk.mp4", "--min-vmaf", "50", "--json", timeout=300)
     assert again.returncode == 0, again.stderr
     f = again.summary()["files"][0]
     assert f["result"] == "encoded" and f["vmaf"] >= 50
+    assert [e["state"] for e in again.events() if e.get("event") == "state"][0] == "scoring"
+    assert _downloads(world) == downloads
