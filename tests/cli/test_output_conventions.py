@@ -229,6 +229,37 @@ def test_job_list_source_of_an_upload_made_elsewhere_is_its_name_or_id_never_a_h
     assert re.search(r"^source: +upl_", run2("job", "get", by_id).stdout, re.M)
 
 
+def test_download_into_a_directory_is_named_after_the_source_not_the_content_hash(
+    run2, scratch, clip, tmp_path
+):
+    """The server names an output after the upload's name, which for an upload `sophon` made is
+    derived from the content: into a directory the file is named after the local source when it
+    is noted, else the job id; an upload with a real name (the SDK) keeps the server's name."""
+    import shutil
+
+    from sophon_cli.client.http import SophonClient
+
+    src = tmp_path / "wedding.mp4"
+    shutil.copyfile(clip, src)
+    made = run2("job", "create", src, "--profile", "sophon-espresso", "--wait", "--timeout", "120")
+    assert made.returncode == 0, made.stderr
+    noted = made.stdout.split("\t")[0]
+    with SophonClient(scratch.url, scratch.api_keys[0]) as api:
+        bare = api.jobs.create(scratch.upload.upload_id, profile="sophon-espresso")
+        named_up = api.uploads.upload_file(clip, file_name="from-the-sdk.mp4")
+        named = api.jobs.create(named_up.upload_id, profile="sophon-espresso")
+        api.jobs.wait_many([bare.id, named.id], timeout=120)
+    out = tmp_path / "out"
+    for job_id in (noted, bare.id, named.id):
+        got = run2("download", job_id, "-o", f"{out}/")
+        assert got.returncode == 0, got.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["wedding.sophon.mp4", f"{bare.id}.sophon.mp4", "from-the-sdk.sophon.mp4"]
+    )
+    again = run2("download", bare.id, "-o", out)  # the same name again: already in place
+    assert again.returncode == 0 and "already holds this output" in again.stderr
+
+
 def test_empty_job_list_says_no_jobs(make_server_module, cli, tmp_path):
     srv = make_server_module()
     env = {"SOPHON_BASE_URL": srv.url}
