@@ -19,7 +19,14 @@ import pytest
 
 from sophon_cli.cli.hints import hint_for
 from sophon_cli.client.errors import InputError, IntegrityError, SizeExceededError, TargetExistsError
-from sophon_cli.client.files import PART_SUFFIX, SafeWriter, copy_file, part_path
+from sophon_cli.client.files import (
+    PART_SUFFIX,
+    WRITEBACK_STEP,
+    SafeWriter,
+    copy_file,
+    part_path,
+    start_writeback,
+)
 from sophon_cli.client.http import SophonClient
 from tests.client.hostile import FakeAPI
 from tests.conftest import REPO_ROOT
@@ -149,6 +156,59 @@ def test_an_interrupted_write_resumes_from_its_part(tmp_path):
         w.write(data[4:])
         result = w.commit()
     assert result.resumed_from == 4 and result.verified and target.read_bytes() == data
+
+
+def _dirty_pages(fd: int, offset: int, length: int) -> int:
+    """Pages of the range still dirty in the page cache: Linux cachestat(2) (6.5+), else skip."""
+    import ctypes
+
+    class Range(ctypes.Structure):
+        _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+    class Stat(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_uint64) for n in ("cache", "dirty", "writeback", "evicted", "recent")]
+
+    if not sys.platform.startswith("linux") or os.uname().machine != "x86_64":
+        pytest.skip("cachestat is looked up by its x86_64 Linux syscall number")
+    libc = ctypes.CDLL(None, use_errno=True)
+    st, rng = Stat(), Range(offset, length)
+    if libc.syscall(451, fd, ctypes.byref(rng), ctypes.byref(st), 0) != 0:
+        pytest.skip(f"no cachestat(2) here ({os.strerror(ctypes.get_errno())})")
+    return st.dirty
+
+
+def test_a_large_write_is_handed_to_the_disk_as_it_goes(tmp_path):
+    """Every WRITEBACK_STEP written starts its writeback at once (the fsync of commit() then has
+    little left to do); a resumed .part carries on from its own end. The bytes stay exact."""
+    block = os.urandom(1 << 20)
+    steps = 3
+    data = block * (steps * WRITEBACK_STEP // len(block))
+    target = tmp_path / "big.bin"
+    with SafeWriter(target, expected_size=len(data), expected_sha256=_sha(data)) as w:
+        w.write(data[:1000])  # then the process "dies"
+    with SafeWriter(target, expected_size=len(data), expected_sha256=_sha(data)) as w:
+        assert w.offset == 1000
+        for start in range(1000, len(data), len(block)):
+            w.write(data[start : start + len(block)])
+        assert w._fd is not None
+        handed = (steps - 1) * WRITEBACK_STEP
+        # without the writeback all of it would still be dirty here (nothing forces it out yet)
+        assert _dirty_pages(w._fd, 0, handed) <= handed // 4096 // 20, "not handed to the disk"
+        result = w.commit()
+    assert result.verified and result.resumed_from == 1000 and target.read_bytes() == data
+
+
+def test_start_writeback_takes_a_regular_file_and_refuses_a_pipe(tmp_path):
+    with open(tmp_path / "f.bin", "wb") as fh:
+        fh.write(b"x" * 65536)
+        fh.flush()
+        assert start_writeback(fh.fileno(), 0, 65536) is sys.platform.startswith("linux")
+    r, w = os.pipe()
+    try:
+        assert start_writeback(w, 0, 1) is False  # ESPIPE: told, not raised
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_long_names_keep_the_temporary_name_short(tmp_path):
