@@ -345,6 +345,27 @@ def _usage_message(exc, click_exc) -> str:
     return msg
 
 
+def _json_word_message(given: list[str], exc) -> str | None:
+    """``sophon job list --json colour``: a single word after ``--json`` that is no field name was
+    left to the command as an argument, which it does not take. Said as what it is, an unknown
+    field, not as "unexpected extra argument (colour)"."""
+    from sophon_cli.cli.errors import one_line
+    from sophon_cli.cli.fields import FIELDS_BY_COMMAND
+
+    text = exc.format_message()
+    if not text.startswith("Got unexpected extra argument"):
+        return None
+    words = [given[i + 1] for i, arg in enumerate(given[:-1]) if arg == "--json"]
+    word = next((w for w in words if f"({w})" in text or f"({w} " in text), None)
+    if word is None:
+        return None
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "sophon"
+    valid = FIELDS_BY_COMMAND.get(command_name(given) or "")
+    hint = "valid fields: " + ", ".join(valid) if valid else f"`{path} --json` shows the fields"
+    return one_line(f"unknown JSON field {word!r} after --json; {hint}")
+
+
 def _standard_streams() -> str | None:
     """A closed stdout (``>&-``) is reported once (a closed stdin is left to the commands that
     read it); a closed stderr becomes /dev/null. Returns the error line when stdout is closed."""
@@ -381,7 +402,8 @@ def main(argv: list[str] | None = None) -> None:
     # httpx imports its own command-line client (rich, pygments, click: ~80 ms) whenever click is
     # installed; this process never uses it, and httpx falls back to a stub when it is absent.
     sys.modules.setdefault("httpx._main", None)
-    args = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = hoist_global_flags(given)
     name = command_name(args)
     # Only the invoked command is built; root help and errors list placeholders with the same help.
     command = polish(typer.main.get_command(build_app(name or "", placeholders=True)))
@@ -400,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except click_exc.ClickException as exc:
         code = exc.exit_code
-        sys.stderr.write(f"error: {_usage_message(exc, click_exc)}\n")
+        sys.stderr.write(f"error: {_json_word_message(given, exc) or _usage_message(exc, click_exc)}\n")
     except Interrupted as exc:
         sys.stderr.write(f"{exc}\n")
         code = ExitCode.INTERRUPTED

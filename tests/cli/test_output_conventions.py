@@ -364,6 +364,18 @@ def test_json_fields_and_jq(run, fresh):
     assert_one_line_error(run("job", "list", "--jq", ".["), 2, "--jq", "not a valid jq expression")
 
 
+def test_one_unknown_word_after_json_is_an_unknown_field_not_an_extra_argument(run, fresh):
+    """`--json colour` (one word, no comma) is left to the command as an argument when it is no
+    field name; a command that takes none said "Got unexpected extra argument (colour)"."""
+    listed = run("job", "list", "--json", "colour")
+    line = assert_one_line_error(listed, 2, "unknown JSON field 'colour'", "valid fields:", "status")
+    assert "extra argument" not in line
+    hooks = run("webhooks", "list", "--json", "colour")
+    assert_one_line_error(hooks, 2, "unknown JSON field 'colour'", "`sophon webhooks list --json`")
+    other = run("job", "list", "stray")  # a stray word elsewhere keeps click's words
+    assert_one_line_error(other, 2, "unexpected extra argument", "(stray)")
+
+
 def test_jq_on_a_list_command_gets_the_whole_list_as_one_array_like_gh(run, fresh, tmp_path):
     """gh applies --jq to a list command's whole JSON output, one array; so does sophon (without
     --jq the list stays NDJSON, one object per line)."""
