@@ -261,3 +261,37 @@ def test_ctrl_c_cuts_a_part_blocked_on_a_server_that_stopped_reading(tmp_path):
                 proc.kill()
                 proc.wait()
     assert proc.returncode != 0 and "KeyboardInterrupt" in err, err
+
+
+def _trickle_part_reply(every: float):
+    body = json.dumps({"part_number": 0, "received": True}).encode() + b" " * 200
+
+    def route(h):
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        for i in range(len(body)):
+            h.wfile.write(body[i : i + 1])
+            h.wfile.flush()
+            time.sleep(every)
+
+    return route
+
+
+def test_a_trickling_reply_to_a_part_is_bounded_by_the_timeout(tmp_path):
+    """Each byte of the reply arrives within the per-read timeout; the whole would take 20 s. The
+    reply to a part is bounded as a whole like any API reply (the clock starts once the body is
+    sent), and the -v trace names the cut."""
+    from sophon_cli.client.errors import TransportError
+
+    f = tmp_path / "p.bin"
+    f.write_bytes(os.urandom(5000))
+    events = []
+    with HostileServer({"/v1/uploads/u1/parts/0": _trickle_part_reply(0.1)}) as srv:
+        with SophonClient(srv.url, KEY, timeout=1.0, max_retries=0) as c, open(f, "rb") as fh:
+            c.http_observers.append(events.append)
+            with pytest.raises(TransportError) as info:
+                c.uploads.put_part("u1", 0, PartSlice(fh.fileno(), 0, 5000))
+    assert "did not answer within 1 s" in str(info.value)
+    assert [(e.method, e.error) for e in events] == [("PUT", "deadline")]
