@@ -67,17 +67,13 @@ def config_path() -> Path:
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on 3.10 in CI
-        import tomli as tomllib
     from sophon_cli.client.errors import ConfigError, ConfigFileError
 
     try:
         with path.open("rb") as fh:
             raw = fh.read()
     except FileNotFoundError:
-        return {}
+        return {}  # (before importing the TOML parser: most runs have no config file)
     except IsADirectoryError:
         raise ConfigFileError(
             f"{path} is a directory, not a TOML file", path=str(path), hint="remove it"
@@ -86,6 +82,10 @@ def _load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"cannot read config file {path}: permission denied", hint="fix its permissions"
         ) from exc
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 in CI
+        import tomli as tomllib
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:

@@ -69,3 +69,16 @@ def test_building_settings_and_client_runs_no_garbage_collection():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"runs": 0, "enabled": True}
+
+
+def test_no_config_file_means_no_toml_parser_is_loaded(tmp_path):
+    """Most runs have no config file: reading settings then never imports the TOML parser."""
+    code = (
+        "import os, sys\n"
+        f"os.environ.update(SOPHON_HOME={str(tmp_path)!r}, SOPHON_BASE_URL='http://127.0.0.1:9')\n"
+        "from sophon_cli.settings import load_settings\n"
+        "assert load_settings().base_url == 'http://127.0.0.1:9'\n"
+        "print('tomllib' in sys.modules or 'tomli' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
