@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,6 +25,9 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 from sophon_cli.units import human_bytes
+
+#: what json.dumps(ensure_ascii=False) leaves unescaped that a terminal may act on
+_TERMINAL_UNSAFE = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 class PipeClosed(Exception):
@@ -106,17 +110,27 @@ class Output:
         return select_fields(data, self.json_fields) if self.json_fields is not None else data
 
     def _write_jq(self, data: Any) -> None:
+        """Each result on its own line, strings raw; on a terminal a raw string loses its control
+        characters (server text: an escape sequence would act on the terminal), piped it is data."""
+        from sophon_cli.client.text import strip_controls
+
         lines = [
-            value
+            (strip_controls(value) if self.is_tty else value)
             if isinstance(value, str)
-            else json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+            else self._json_text(value)
             for value in run_jq(self._jq_program, data, self.jq or "")
         ]
         if lines:
             self._write("\n".join(lines) + "\n")
 
     def _write_json(self, data: Any) -> None:
-        self._write(json.dumps(data, separators=(",", ":"), default=str, ensure_ascii=False) + "\n")
+        self._write(self._json_text(data) + "\n")
+
+    def _json_text(self, data: Any) -> str:
+        """Compact JSON. json.dumps escapes C0 controls but keeps C1 ones (the 8-bit CSI U+009B),
+        DEL and bidi overrides as they are: on a terminal those are escaped too (the same data)."""
+        text = json.dumps(data, separators=(",", ":"), default=str, ensure_ascii=False)
+        return _TERMINAL_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if self.is_tty else text
 
     def _write(self, text: str) -> None:
         """Every line of data goes through here: a reader that went away (``| head -1``) ends the

@@ -5,6 +5,8 @@ terminal sequence is drawn as plain text on a pseudo-terminal, never parsed or p
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from tests.cli.terminal import run_in_terminal
 from tests.client.hostile import HostileServer, job_doc, send_json
@@ -75,3 +77,33 @@ def test_an_infinite_or_absurd_eta_from_the_server_is_no_clock_and_no_traceback(
     assert screen.returncode == 0, screen.text
     assert "Traceback" not in screen.raw and "OverflowError" not in screen.raw, screen.text
     assert polls[0] >= 3
+
+
+def test_server_text_printed_by_jq_or_json_on_a_terminal_carries_no_control_characters(tmp_path):
+    """`--jq` prints strings raw (as gh does), and JSON keeps C1 controls and bidi overrides as
+    they are: on a terminal a server's text went through with its OSC title, its 8-bit CSI and its
+    bidi override. Piped, the data stays exactly as the server sent it."""
+    reason = "bad\x1b]0;pwned\x07 source\x9b2J\u202e here"
+
+    def get_job(h):
+        doc = job_doc("job_1", size=10, sha256=None, status="failed")
+        doc["status_reason"] = reason
+        send_json(h, 200, doc)
+
+    with HostileServer({"/v1/jobs/job_1": get_job}) as srv:
+        env = cli_env(srv.url, tmp_path / "home")
+        raw = run_in_terminal(["job", "get", "job_1", "--jq", ".status_reason"], env, timeout=60)
+        whole = run_in_terminal(["job", "get", "job_1", "--json", "status_reason"], env, timeout=60)
+        piped = subprocess.run(
+            [sys.executable, "-m", "sophon_cli", "job", "get", "job_1", "--jq", ".status_reason"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
+    assert raw.returncode == 0, raw.text
+    assert "pwned" not in raw.raw and "\x9b" not in raw.raw and "\u202e" not in raw.raw, repr(raw.raw)
+    assert raw.lines == ["bad source here"], raw.text
+    assert whole.returncode == 0, whole.text
+    assert "\x9b" not in whole.raw and "\u202e" not in whole.raw, repr(whole.raw)
+    assert json.loads(whole.raw.strip())["status_reason"] == reason  # escaped, so still the same data
+    assert piped.returncode == 0 and piped.stdout.decode() == reason + "\n"
