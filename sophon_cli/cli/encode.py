@@ -7,7 +7,9 @@ event per state change and a final summary object (stdout). The summary table go
 
 Exit codes: 0 when every file ended encoded or fell back as ``--fallback`` asked, 7 when some failed
 (6 when the only failures were ``--timeout``), 130 on Ctrl-C (state saved; a second Ctrl-C stops at
-once).
+once). A reader of stdout that goes away (``sophon encode ... --json | head -1``) stops the run the
+way a Ctrl-C does (every step saved, no partial output in place, the reports still written) with the
+exit code of a reader that stops early, 0 (7 if a file had already failed), and one notice.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import typer
 from sophon_cli.cli import encode_view as _view
 from sophon_cli.cli import options as opts
 from sophon_cli.cli.context import get_ctx
-from sophon_cli.cli.output import plural
+from sophon_cli.cli.output import PipeClosed, plural
 
 
 def encode_command(
@@ -244,6 +246,7 @@ def encode_command(
     pipe = pl.Pipeline(
         client, store, options, on_event=renderer.event, on_progress=renderer.progress, server_id=server_id
     )
+    renderer.on_stdout_closed = pipe.stop  # a reader that went away stops the run, as Ctrl-C does
     started = time.monotonic()
     stopped_by: BaseException | None = None
     try:
@@ -259,7 +262,12 @@ def encode_command(
         if pipe.report is None:
             raise
         report, stopped_by = pipe.report, exc
-    if report.interrupted:  # from now on another Ctrl-C ends the process at once, saying the same
+    # Stopped because the reader of stdout went away (``| head -1``): the documented rule for a
+    # reader that stops early, exit 0 (files that failed before still make it 7), the cache and the
+    # outputs as after a Ctrl-C, one notice on stderr saying what is not finished.
+    reader_gone = report.interrupted and not report.ctrl_c and renderer.stdout_closed
+    ctrl_c = report.interrupted and not reader_gone
+    if ctrl_c:  # from now on another Ctrl-C ends the process at once, saying the same
         _exit_on_next_ctrl_c(_interrupted_line(force, pipe))
     # Fold the journal into state.json so the one file holds everything (e.g. for a CI cache);
     # optional: the journal alone is a complete cache (the store warns when it cannot).
@@ -268,20 +276,25 @@ def encode_command(
     results = report.results
     if stopped_by is not None:
         code = ExitCode(classify(stopped_by)[0])
-    elif report.interrupted:
+    elif ctrl_c:
         code = ExitCode.INTERRUPTED
     elif report.failed:
         code = ExitCode.TIMEOUT if all(r.timed_out for r in report.failed) else ExitCode.PARTIAL
     else:
         code = ExitCode.OK
-    if out.json:
-        out.emit(
-            _view.summary_obj(
-                results, interrupted=report.interrupted, exit_code=int(code), unscored=report.unscored
+    try:
+        if out.json and not renderer.stdout_closed:
+            out.emit(
+                _view.summary_obj(
+                    results, interrupted=report.interrupted, exit_code=int(code), unscored=report.unscored
+                )
             )
-        )
-    elif results:  # nothing finished: no empty table, the one line below says it all
-        _view.summary_table(out, results)
+        elif results and not out.json:  # nothing finished: no empty table, the line below says it
+            _view.summary_table(out, results)
+    except PipeClosed:  # the reader took what it wanted; the reports and the exit code still follow
+        renderer.stdout_closed = True
+    if renderer.stdout_closed:
+        _stdout_to_devnull()
     info = _run_info(
         shard_spec,
         shard_source,
@@ -310,10 +323,12 @@ def encode_command(
                 f"{report.unfinished} of {plural(len(sources), 'file')} not finished; {_resume_words(force)}"
             )
         raise stopped_by  # the error boundary prints it (one line, its exit code)
-    if report.interrupted:
+    if ctrl_c:
         # one line, worded here: what was kept unscored, and (after --force) to drop it to resume
         _INTERRUPTED_LINE.say(_interrupted_line(force, pipe))
         raise SystemExit(int(code))
+    if reader_gone:
+        out.notice(_interrupted_line(force, pipe, why=READER_GONE, total=len(sources)))
     if report.failed:
         from sophon_cli.cli.hints import NEXT_STEPS
 
@@ -342,13 +357,22 @@ def _resume_words(force: bool) -> str:
     return RESUME
 
 
-def _interrupted_line(force: bool, pipe: Any) -> str:
-    """The one line after a Ctrl-C. Outputs caught while being scored are named: they are
-    downloaded (and verified), kept in place, not scored yet; the rerun scores them without
-    downloading them again (and finishes the other files)."""
+#: why a run stopped early when stdout's reader went away (instead of "interrupted")
+READER_GONE = "stopped: standard output was closed by its reader"
+
+
+def _interrupted_line(force: bool, pipe: Any, *, why: str = "interrupted", total: int | None = None) -> str:
+    """The one line after a Ctrl-C (or another early stop: ``why``). Outputs caught while being
+    scored are named: they are downloaded (and verified), kept in place, not scored yet; the rerun
+    scores them without downloading them again (and finishes the other files). With ``total`` the
+    line counts the files not finished."""
     unscored = pipe.unscored()
     if not unscored:
-        return f"interrupted; {_resume_words(force)}"
+        if total is not None:
+            return (
+                f"{why}; {pipe.unfinished()} of {plural(total, 'file')} not finished; {_resume_words(force)}"
+            )
+        return f"{why}; {_resume_words(force)}"
     one = len(unscored) == 1
     names = ", ".join(_rel(u.output) for u in unscored[:3])
     if len(unscored) > 3:
@@ -358,9 +382,7 @@ def _interrupted_line(force: bool, pipe: Any) -> str:
     again = "run the same command again" + (" without --force" if force else "")
     rest = pipe.unfinished() - len(unscored)
     others = f" and to finish the other {plural(rest, 'file')}" if rest > 0 else ""
-    return (
-        f"interrupted; {kept}; {again} to score {'it' if one else 'them'} without downloading again{others}"
-    )
+    return f"{why}; {kept}; {again} to score {'it' if one else 'them'} without downloading again{others}"
 
 
 class _OneLine:
@@ -377,6 +399,17 @@ class _OneLine:
 
 
 _INTERRUPTED_LINE = _OneLine()
+
+
+def _stdout_to_devnull() -> None:
+    """stdout's reader is gone: point the descriptor at /dev/null, so that nothing written or
+    flushed later (the interpreter's last flush) fails again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _hard_exit(line: str) -> None:

@@ -1,7 +1,8 @@
 """The display of `sophon encode`: what the pipeline's events (``sophon_cli.encode.events``) look
 like on a terminal (a live display on stderr), piped (one plain line per state change on stderr) and
 with ``--json`` (one NDJSON event per state change, a final summary object on stdout), and the
-summary table at the end (stdout).
+summary table at the end (stdout). A reader of stdout that goes away (``| head -1``) stops the run
+(``Renderer.closed_stdout``); nothing more is written there.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import os
 import threading
 import time
 from typing import Any
+
+from sophon_cli.cli.output import PipeClosed
 
 __all__ = ["Renderer", "plain_line", "summary_obj", "summary_table"]
 
@@ -341,6 +344,10 @@ class Renderer:
         # the name column is as wide as the longest name (with its indent), so lines do not shift
         self._name_w = max([2 + len(n) for n in self._files] + [len(f"{self.total} files")])
         self._closing = False
+        #: the reader of stdout went away (``| head -1``): no more data is written, and
+        #: ``on_stdout_closed`` (the run's stop) is called once
+        self.stdout_closed = False
+        self.on_stdout_closed: Any = None
 
     def __enter__(self) -> Renderer:
         if self.live:
@@ -371,9 +378,13 @@ class Renderer:
     def event(self, ev: Any) -> None:
         with self._lock:
             if self.out.json:
-                data = ev.to_dict()
-                data["ts"] = round(time.time(), 3)
-                self.out.emit(data)
+                if not self.stdout_closed:
+                    data = ev.to_dict()
+                    data["ts"] = round(time.time(), 3)
+                    try:
+                        self.out.emit(data)
+                    except PipeClosed:
+                        self.closed_stdout()
             elif self.plain:
                 self.out.notice(plain_line(ev))
             live = self._live
@@ -383,6 +394,14 @@ class Renderer:
         if ev.state in ("failed", "timed_out"):
             # above the live lines; outside the lock, which drawing takes (rich's lock, then ours)
             live.console.print(_clean(plain_line(ev)))
+
+    def closed_stdout(self) -> None:
+        """The reader of stdout is gone: stop the run (as a Ctrl-C does: every step saved, no
+        partial output in place) instead of working on for a reader that reads no more."""
+        if not self.stdout_closed:
+            self.stdout_closed = True
+            if self.on_stdout_closed is not None:
+                self.on_stdout_closed()
 
     def _apply(self, ev: Any) -> None:
         f = self._file(ev.file)

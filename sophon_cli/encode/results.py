@@ -59,7 +59,8 @@ class Unscored:
 @dataclass
 class RunReport:
     results: list[FileResult]
-    interrupted: bool = False
+    interrupted: bool = False  # stopped before the end: Ctrl-C, or ``Pipeline.stop()`` from outside
+    ctrl_c: bool = False  # of which: by a Ctrl-C
     unfinished: int = 0  # files the run did not finish (interrupted or stopped by ``error``)
     error: BaseException | None = None  # what stopped the whole run (it is raised after this)
     display_error: Exception | None = None  # the first exception an event subscriber raised (no file's)

@@ -339,6 +339,7 @@ class Pipeline:
         self.report = RunReport(
             ordered,
             interrupted=interrupted or (self._stop.is_set() and self._fatal is None),
+            ctrl_c=interrupted,
             unfinished=len(items) - len(ordered),
             error=self._fatal,
             display_error=self.ctx.sink.error,
