@@ -323,7 +323,34 @@ def command_name(args: list[str]) -> str | None:
     return None
 
 
-def _usage_message(exc, click_exc) -> str:
+_NOT_A_NUMBER = re.compile(
+    r"Invalid value for '(?P<opt>-[\w-]+)'(?: / '-\w')?: Input should be a valid (?P<kind>integer|number)"
+    r"(?:, unable to parse string as an? (?:integer|number))?"
+)
+
+
+def _number_message(msg: str, given: list[str]) -> str:
+    """typer words a bad number as pydantic does ("Input should be a valid integer, unable to parse
+    string as an integer"), without the value: say which value and what was expected."""
+    found = _NOT_A_NUMBER.search(msg)
+    if found is None:
+        return msg
+    opt, kind = found.group("opt"), found.group("kind")
+    names = {opt}
+    if " / '-" in found.group(0):
+        names.add(found.group(0).split(" / '", 1)[1].split("'", 1)[0])
+    value = None
+    for i, arg in enumerate(given):
+        if arg in names and i + 1 < len(given):
+            value = given[i + 1]
+        elif "=" in arg and arg.split("=", 1)[0] in names:
+            value = arg.split("=", 1)[1]
+    what = "a whole number" if kind == "integer" else "a number"
+    shown = f"{value!r}" if value is not None else "the value"
+    return msg.replace(found.group(0), f"{opt} takes {what}, not {shown}", 1)
+
+
+def _usage_message(exc, click_exc, given: list[str] | None = None) -> str:
     """A click/typer usage error as one line that names the next step."""
     from sophon_cli.cli.errors import one_line
 
@@ -338,6 +365,7 @@ def _usage_message(exc, click_exc) -> str:
         )
     # typer words some checks as pydantic does ("Value error, 'x' is not one of ..."): drop the label
     msg = one_line(exc.format_message()).rstrip(".").replace(": Value error, ", ": ")
+    msg = _number_message(msg, given or [])
     if isinstance(exc, click_exc.UsageError):
         if msg.endswith("?"):  # "... Did you mean 'job'?"
             return f"{msg} See '{path} --help'"
@@ -403,6 +431,8 @@ def main(argv: list[str] | None = None) -> None:
     # installed; this process never uses it, and httpx falls back to a stub when it is absent.
     sys.modules.setdefault("httpx._main", None)
     given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["help"]:  # `sophon help job list` = `sophon job list --help` (as gh and git have it)
+        given = [*given[1:], "--help"]
     args = hoist_global_flags(given)
     name = command_name(args)
     # Only the invoked command is built; root help and errors list placeholders with the same help.
@@ -422,7 +452,8 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except click_exc.ClickException as exc:
         code = exc.exit_code
-        sys.stderr.write(f"error: {_json_word_message(given, exc) or _usage_message(exc, click_exc)}\n")
+        msg = _json_word_message(given, exc) or _usage_message(exc, click_exc, given)
+        sys.stderr.write(f"error: {msg}\n")
     except Interrupted as exc:
         sys.stderr.write(f"{exc}\n")
         code = ExitCode.INTERRUPTED

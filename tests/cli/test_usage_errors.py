@@ -1,0 +1,46 @@
+"""Usage errors and help as a newcomer meets them (no server needed: nothing is sent)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.cli.helpers import assert_one_line_error, cli_env
+
+
+def _run(tmp_path, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "sophon_cli", *map(str, args)],
+        env=cli_env(None, tmp_path / "home", SOPHON_BASE_URL="http://127.0.0.1:9"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["job", "list", "--limit", "x"], "--limit takes a whole number, not 'x'"),
+        (["job", "list", "--limit=1.5"], "--limit takes a whole number, not '1.5'"),
+        (["upload", "-j", "many", "f.mp4"], "--concurrency takes a whole number, not 'many'"),
+        (["cache", "prune", "--older-than", "soon"], "--older-than takes a number, not 'soon'"),
+    ],
+)
+def test_a_bad_number_names_the_option_and_the_value(tmp_path, args, needle):
+    """typer said "Input should be a valid integer, unable to parse string as an integer", naming
+    neither the value nor anything a user typed."""
+    line = assert_one_line_error(_run(tmp_path, *args), 2, needle, "--help")
+    assert "Input should be" not in line
+
+
+def test_help_command_is_the_same_as_help_flag(tmp_path):
+    """`sophon help` answered "No such command 'help'. Did you mean 'health'?"."""
+    for words in ([], ["job"], ["job", "list"]):
+        via_word = _run(tmp_path, "help", *words)
+        via_flag = _run(tmp_path, *words, "--help")
+        assert via_word.returncode == 0 and via_flag.returncode == 0, via_word.stderr
+        assert via_word.stdout == via_flag.stdout and via_word.stdout.startswith("Usage: sophon")
+    assert_one_line_error(_run(tmp_path, "help", "jbo"), 2, "No such command 'jbo'", "'job'")
