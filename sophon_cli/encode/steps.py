@@ -348,6 +348,10 @@ def finish(ctx: Context, item: Item) -> FileResult:
         if expected and out.is_file() and not out.is_symlink() and sha256_file(out) == expected:
             # already there and verified (e.g. the cache was deleted after a download)
             verified, verification, written = True, "already in place: sha256 matches", expected
+        elif _holds_own_encode(item, out):
+            # what this entry downloaded for this job before (checked as it was then: the
+            # server gave no sha256), unchanged since: nothing to fetch again
+            verified, verification, written = bool(e.verified), str(e.verification), e.written_sha256
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             ctx.event(item, "downloading", job_id=e.job_id)
@@ -575,6 +579,24 @@ def _drop_own_output(ctx: Context, item: Item) -> None:
             item.output.unlink()
     except FileNotFoundError:
         pass
+
+
+def _holds_own_encode(item: Item, path: Path) -> bool:
+    """True if ``path`` holds, unchanged (size and sha256), the encode this entry downloaded for
+    its job (not a fallback copy of the original, which a later decision may replace)."""
+    e = item.entry
+    written = e.written_at(str(path))
+    if not e.written_sha256 or written is None or e.result == Result.ORIGINAL_KEPT:
+        return False
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return (
+        stat.S_ISREG(st.st_mode)
+        and written[1] in (None, st.st_size)
+        and sha256_file(path) == e.written_sha256
+    )
 
 
 def _ours(ctx: Context, item: Item, path: Path) -> bool:

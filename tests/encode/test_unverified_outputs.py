@@ -89,3 +89,25 @@ def test_an_unverified_encode_below_min_vmaf_is_replaced_by_the_original(unverif
         (f,) = run.summary()["files"]
         assert f["result"] == "original kept" and f["quality_below_threshold"] is True, f
         assert out.read_bytes() == src.read_bytes()
+
+
+def _downloads(world) -> int:
+    return sum(1 for r in world.requests() if r.get("route") == "GET /v1/downloads/{token}")
+
+
+@pytest.mark.encode
+def test_a_rerun_that_scores_an_unverified_output_does_not_download_it_again(unverified):
+    """A rerun that must decide again (here: --check-quality added) finds the encode this entry
+    wrote, unchanged, and scores it in place; its verification stays what it was ("size matches")."""
+    pytest.importorskip("av")
+    world = unverified
+    first = world.encode("v", "-r", "-o", "out", "--json")
+    assert first.returncode == 0, first.stderr
+    downloads = _downloads(world)
+    assert downloads >= 1
+    run = world.encode("v", "-r", "-o", "out", "--check-quality", "--json")
+    assert run.returncode == 0, run.stderr
+    (f,) = run.summary()["files"]
+    assert f["result"] == "encoded" and f["vmaf"] is not None
+    assert f["verified"] is False and "size matches" in f["verification"]
+    assert _downloads(world) == downloads
