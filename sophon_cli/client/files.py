@@ -118,6 +118,113 @@ def start_writeback(fd: int, offset: int, length: int) -> bool:
     return _writeback_fn(fd, offset, length)
 
 
+# -- writing around the page cache (O_DIRECT) -------------------------------------------------------
+
+UNCACHED_MIN_SIZE = 64 << 20  # files expected this large are written around the page cache
+UNCACHED_FILE_SYSTEMS = frozenset({"ext4", "xfs"})  # local block file systems where it is plain sailing
+_ALIGN = 4096  # O_DIRECT: buffer address, file offset and length aligned to the logical block
+_STAGE = 1 << 20
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+
+
+def file_system_type(fd: int) -> str | None:
+    """The type of the file system holding the open file ``fd`` (``ext4``, ``nfs``, ...), from
+    ``/proc/self/mountinfo`` matched by device number; None where that is not known."""
+    try:
+        dev = os.fstat(fd).st_dev
+        want = f"{os.major(dev)}:{os.minor(dev)}"
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                fields = line.split(" ", 3)
+                if len(fields) > 2 and fields[2] == want and " - " in line:
+                    return line.split(" - ", 1)[1].split(" ", 1)[0]
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+class _Uncached:
+    """Appends to ``fd`` with ``O_DIRECT``: blocks go from an aligned staging buffer straight to
+    the disk, with no page cache pages to allocate, fill and write back (on the VM measured, that
+    was most of a download's CPU: 0.1 s instead of 0.25-2 s per GiB, and no fsync backlog).
+    Whatever is not a whole staging buffer waits in it until :meth:`flush`, which writes the
+    aligned part the same way and the tail through the page cache, and turns ``O_DIRECT`` off."""
+
+    def __init__(self, fd: int) -> None:
+        import mmap
+
+        self.fd = fd
+        self._buf = mmap.mmap(-1, _STAGE)  # page-aligned, so the address is aligned
+        self._view = memoryview(self._buf)
+        self.staged = 0
+
+    @classmethod
+    def start(cls, fd: int, offset: int) -> _Uncached | None:
+        """Turn ``O_DIRECT`` on for ``fd`` (at ``offset``) where that is known to work well, else None."""
+        if not _O_DIRECT or fcntl is None or offset % _ALIGN:
+            return None
+        if file_system_type(fd) not in UNCACHED_FILE_SYSTEMS:
+            return None  # network, FUSE, tmpfs, ...: the page cache is the better path there
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | _O_DIRECT)
+        except OSError:
+            return None
+        return cls(fd)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            k = min(len(view), _STAGE - self.staged)
+            self._view[self.staged : self.staged + k] = view[:k]
+            self.staged += k
+            view = view[k:]
+            if self.staged == _STAGE:
+                self._write_out(_STAGE)
+
+    def _write_out(self, n: int) -> None:
+        """Write the first ``n`` (aligned) staged bytes; keep the rest at the start of the buffer."""
+        done = 0
+        try:
+            while done < n:
+                done += os.write(self.fd, self._view[done:n])
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self._buffered()  # refused after all (an odd device): the page cache from here on
+            while done < n:
+                done += os.write(self.fd, self._view[done:n])
+        rest = self.staged - n
+        if rest:
+            self._view[:rest] = self._view[n : self.staged]
+        self.staged = rest
+
+    def _buffered(self) -> None:
+        assert fcntl is not None
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~_O_DIRECT)
+
+    def discard(self) -> None:
+        """Forget what is staged (the file was truncated)."""
+        self.staged = 0
+
+    def flush(self) -> None:
+        """Everything staged into the file; ``O_DIRECT`` off again."""
+        aligned = self.staged - self.staged % _ALIGN
+        if aligned:
+            self._write_out(aligned)
+        self._buffered()
+        tail = self._view[: self.staged]
+        while tail:
+            tail = tail[os.write(self.fd, tail) :]
+        self.staged = 0
+
+    def close(self) -> None:
+        try:
+            self._view.release()
+            self._buf.close()
+        except BufferError:  # pragma: no cover - a view still alive: freed with it
+            pass
+
+
 def ensure_private_dir(path: str | os.PathLike[str]) -> Path:
     """Create ``path`` (and parents) and make it 0700."""
     p = Path(path)
@@ -264,6 +371,8 @@ class SafeWriter:
         self._hasher: Any = hashlib.sha256()
         self._written = 0
         self._writeback_from = 0  # the bytes before this offset were handed to the disk
+        self._uncached: _Uncached | None = None  # O_DIRECT appends (large files, local disks)
+        self._uncached_tried = False
         self._replace = False
         self._committed = False
         self._target_pending = not target_known
@@ -480,6 +589,10 @@ class SafeWriter:
         except OSError as exc:
             raise _write_error(self.target, exc) from None
         os.lseek(self._fd, 0, os.SEEK_SET)
+        if self._uncached is not None:
+            self._uncached.discard()
+        else:
+            self._uncached_tried = False  # from zero: aligned again
         self._hasher = hashlib.sha256()
         self._written = self._writeback_from = 0
         self.resumed_from = 0
@@ -495,16 +608,23 @@ class SafeWriter:
             received = self._written + n
             self.restart()
             raise SizeExceededError(str(self.target), self._expected_size, received=received)
-        view = memoryview(data)
+        if not self._uncached_tried:
+            self._uncached_tried = True
+            if self._expected_size is not None and self._expected_size >= UNCACHED_MIN_SIZE:
+                self._uncached = _Uncached.start(self._fd, self._written)
         try:
-            while view:
-                k = os.write(self._fd, view)
-                view = view[k:]
+            if self._uncached is not None:
+                self._uncached.write(data)
+            else:
+                view = memoryview(data)
+                while view:
+                    k = os.write(self._fd, view)
+                    view = view[k:]
         except OSError as exc:
             raise _write_error(self.target, exc) from None
         self._hasher.update(data)
         self._written += n
-        if self._written - self._writeback_from >= WRITEBACK_STEP:
+        if self._uncached is None and self._written - self._writeback_from >= WRITEBACK_STEP:
             # hand what was written to the disk now, while receiving: the fsync in commit() then
             # waits for the last step only (0.1-0.5 s per GiB less on the machines measured)
             start_writeback(self._fd, self._writeback_from, self._written - self._writeback_from)
@@ -522,6 +642,7 @@ class SafeWriter:
         if self.already_present:
             assert self.result is not None
             return self.result
+        self._flush_staged()
         size = self._written
         sha = self._hasher.hexdigest()
         want = self._expected_size
@@ -610,7 +731,28 @@ class SafeWriter:
         self._target_pending = False
         self._check_target(_lstat(new), appeared=False)
 
+    def _flush_staged(self) -> None:
+        """What the O_DIRECT stage holds into the ``.part``, and plain writes from here on."""
+        uncached, self._uncached = self._uncached, None
+        if uncached is None:
+            return
+        try:
+            uncached.flush()
+        except OSError as exc:
+            raise _write_error(self.target, exc) from None
+        finally:
+            uncached.close()
+
     def _close(self, *, discard_empty: bool, discard: bool = False) -> None:
+        if self._uncached is not None:
+            if self._fd is not None and not self._committed and not discard:
+                try:
+                    self._flush_staged()  # an interrupted download keeps every byte it received
+                except Exception:
+                    pass  # e.g. the disk is full: the .part is shorter and a rerun fetches the rest
+            else:
+                self._uncached.close()
+            self._uncached = None
         fd, self._fd = self._fd, None
         if fd is None:
             return
@@ -654,6 +796,7 @@ __all__ = [
     "part_path",
     "ensure_private_dir",
     "fsync_dir",
+    "file_system_type",
     "sha256_file",
     "start_writeback",
     "write_private_file",
