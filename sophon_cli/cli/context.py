@@ -79,6 +79,7 @@ class AppContext:
                 self.out.debug(f"using the local server at {url}")
                 self._resolved = (url, key)
             else:
+                _check_scheme(str(s.base_url))
                 key = s.api_key.get_secret_value() if s.api_key is not None else None
                 self._resolved = (s.base_url.rstrip("/"), key)
         url, key = self._resolved
@@ -139,3 +140,18 @@ def get_ctx(ctx: Any) -> AppContext:
     if root is not None:
         root.obj = app_ctx
     return app_ctx
+
+
+def _check_scheme(url: str) -> None:
+    """A base URL that is not http(s) is bad input (exit 2), said before any request: it was a
+    network error "cannot reach the SOPHON server at ftp://x" (exit 8) after the retries."""
+    if url.lower().startswith(("http://", "https://")):
+        return
+    from sophon_cli.client.errors import InputError
+    from sophon_cli.client.text import display_url
+
+    raise InputError(
+        f"the base URL {display_url(url)!r} does not start with http:// or https://",
+        hint="fix --base-url, SOPHON_BASE_URL or the profile's base_url (`sophon config show` says "
+        "which is used), or use --local for the local server",
+    )

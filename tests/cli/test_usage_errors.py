@@ -44,3 +44,15 @@ def test_help_command_is_the_same_as_help_flag(tmp_path):
         assert via_word.returncode == 0 and via_flag.returncode == 0, via_word.stderr
         assert via_word.stdout == via_flag.stdout and via_word.stdout.startswith("Usage: sophon")
     assert_one_line_error(_run(tmp_path, "help", "jbo"), 2, "No such command 'jbo'", "'job'")
+
+
+def test_a_base_url_that_is_not_http_is_bad_input_before_any_request(tmp_path):
+    """It was "cannot reach the SOPHON server at ftp://x (UnsupportedProtocol ...); check your
+    network" with exit 8, after the retries."""
+    flag = _run(tmp_path, "--base-url", "ftp://user:hunter2@files.example/v1", "job", "list")
+    assert_one_line_error(flag, 2, "'ftp://files.example/v1'", "http:// or https://", secrets=("hunter2",))
+    env = cli_env(None, tmp_path / "home", SOPHON_BASE_URL="api.example.com", SOPHON_API_KEY="k" * 20)
+    bare = subprocess.run(
+        [sys.executable, "-m", "sophon_cli", "health"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert_one_line_error(bare, 2, "'api.example.com'", "SOPHON_BASE_URL", "--local")
