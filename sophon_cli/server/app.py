@@ -19,6 +19,7 @@ from .core import Core
 from .errors import ApiError, Code, envelope
 from .frame import Frame
 from .routes import starlette_routes, uploads
+from .uploadhash import RetainBudget
 from .util import redact_path
 
 log = logging.getLogger("sophon.server")
@@ -86,6 +87,7 @@ def build_app(core: Core):
         },
     )
     app.state.core = core
-    app.state.prefix_hashes = {}  # upload id -> PrefixHash (see uploadhash.py)
+    app.state.upload_digests = {}  # upload id -> UploadDigest (see uploadhash.py)
+    app.state.retain_budget = RetainBudget()  # received bytes kept until hashed, all uploads
     app.state.part_writers = uploads.PartWriters()  # one writer per (upload, part) at a time
     return Frame(app, core)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import secrets
+import socket
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -127,3 +129,44 @@ class SpecValidator:
                 assert body["error"]["retryable"] == (
                     body["error"]["code"] in ("rate_limited", "capacity_exceeded", "internal_error")
                 )
+
+
+class SlowPut:
+    """A part PUT over a raw socket whose body is sent in pieces, when the test says so."""
+
+    def __init__(self, srv, uid: str, n: int, length: int) -> None:
+        u = urlsplit(srv.url)
+        self.sock = socket.create_connection((u.hostname, u.port), timeout=30)
+        head = (
+            f"PUT /v1/uploads/{uid}/parts/{n} HTTP/1.1\r\nHost: {u.netloc}\r\n"
+            f"Authorization: Bearer {srv.api_keys[0]}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {length}\r\n\r\n"
+        )
+        self.sock.sendall(head.encode())
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def status(self) -> int:
+        reply = b""
+        while b"\r\n" not in reply:
+            got = self.sock.recv(65536)
+            if not got:
+                break
+            reply += got
+        self.sock.close()
+        return int(reply.split(b" ", 2)[1])
+
+
+def wait_for(cond, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def staged_bytes(srv, uid: str, start: int, length: int) -> bytes:
+    path = Path(srv.core.store.get_upload(uid)["path"])
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        return fh.read(length)

@@ -5,67 +5,15 @@ sha256 of the bytes on disk, whatever the timing of the duplicates."""
 from __future__ import annotations
 
 import hashlib
-import socket
 import threading
-import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import pytest
+from .helpers import Api, SlowPut, staged_bytes, wait_for
 
-from .helpers import Api
-
-CS = 64 * 1024
-SENT = 48 * 1024  # the first piece of a slow body; the test waits until 32 KiB of it are on disk
-SEEN = 32 * 1024
-
-
-class SlowPut:
-    """A part PUT over a raw socket whose body is sent in pieces, when the test says so."""
-
-    def __init__(self, srv, uid: str, n: int, length: int) -> None:
-        u = urlsplit(srv.url)
-        self.sock = socket.create_connection((u.hostname, u.port), timeout=30)
-        head = (
-            f"PUT /v1/uploads/{uid}/parts/{n} HTTP/1.1\r\nHost: {u.netloc}\r\n"
-            f"Authorization: Bearer {srv.api_keys[0]}\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Length: {length}\r\n\r\n"
-        )
-        self.sock.sendall(head.encode())
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def status(self) -> int:
-        reply = b""
-        while b"\r\n" not in reply:
-            got = self.sock.recv(65536)
-            if not got:
-                break
-            reply += got
-        self.sock.close()
-        return int(reply.split(b" ", 2)[1])
-
-
-def wait_for(cond, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
-
-
-def staged_bytes(srv, uid: str, start: int, length: int) -> bytes:
-    path = Path(srv.core.store.get_upload(uid)["path"])
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        return fh.read(length)
-
-
-@pytest.fixture(scope="module")
-def video(tmp_path_factory, make_clip) -> bytes:
-    data = make_clip(tmp_path_factory.mktemp("video") / "v.mp4", seconds=2, size="640x480").read_bytes()
-    assert len(data) > 3 * CS
-    return data
+CS = 2 << 20
+SENT = 3 << 19  # the first piece of a slow body; the test waits until SEEN bytes of it are on disk
+SEEN = 1 << 20  # (the server writes parts in 1 MiB buffers)
+# `video`: 5 MiB of random frames in Matroska (tests/server/conftest.py)
 
 
 def test_a_duplicate_put_of_a_part_in_flight_never_rewrites_it(make_server, video):
@@ -73,7 +21,7 @@ def test_a_duplicate_put_of_a_part_in_flight_never_rewrites_it(make_server, vide
     srv = make_server(chunk_size=CS)
     api = Api(srv)
     try:
-        up = api.create_upload("clip.mp4", len(data))
+        up = api.create_upload("v.mkv", len(data))
         uid, total = up["id"], up["total_chunks"]
         first = data[:CS]
         other = bytes(b ^ 0xFF for b in first)  # a second PUT of part 0 with different bytes
@@ -111,7 +59,7 @@ def test_complete_waits_for_nothing_half_written(make_server, video):
     srv = make_server(chunk_size=CS)
     api = Api(srv)
     try:
-        up = api.create_upload("clip.mp4", len(data))
+        up = api.create_upload("v.mkv", len(data))
         uid, total = up["id"], up["total_chunks"]
         for n in range(1, total):
             r = api.put(f"/v1/uploads/{uid}/parts/{n}", content=data[n * CS : (n + 1) * CS])
@@ -123,6 +71,33 @@ def test_complete_waits_for_nothing_half_written(make_server, video):
         assert r.status_code == 400 and "missing" in r.json()["error"]["message"], r.text
         a.send(data[SENT:CS])
         assert a.status() == 200
+        r = api.post(f"/v1/uploads/{uid}/complete", headers=api.ikey())
+        assert r.status_code == 200, r.text
+        assert r.json()["sha256"] == hashlib.sha256(data).hexdigest()
+    finally:
+        api.close()
+
+
+def test_a_full_disk_fails_the_part_with_capacity_exceeded(make_server, video, tmp_path):
+    data = video
+    srv = make_server(chunk_size=CS)
+    api = Api(srv)
+    try:
+        up = api.create_upload("v.mkv", len(data))
+        uid = up["id"]
+        staging = Path(srv.core.store.get_upload(uid)["path"])
+        staging.unlink()
+        staging.symlink_to("/dev/full")  # every write: ENOSPC
+        r = api.put(f"/v1/uploads/{uid}/parts/0", content=data[:CS])
+        assert r.status_code == 503 and r.json()["error"]["code"] == "capacity_exceeded", r.text
+        assert r.json()["error"]["retryable"] is True
+        assert api.get(f"/v1/uploads/{uid}").json()["received_chunks"] == []
+        staging.unlink()  # space again
+        with open(staging, "wb") as fh:
+            fh.truncate(len(data))
+        for n in range(up["total_chunks"]):
+            r = api.put(f"/v1/uploads/{uid}/parts/{n}", content=data[n * CS : (n + 1) * CS])
+            assert r.status_code == 200, r.text
         r = api.post(f"/v1/uploads/{uid}/complete", headers=api.ikey())
         assert r.status_code == 200, r.text
         assert r.json()["sha256"] == hashlib.sha256(data).hexdigest()

@@ -1,106 +1,43 @@
-"""The server hashes an upload's contiguous prefix as parts land; complete reads only the rest and
-falls back to a full read whenever the prefix cannot be trusted (restart, duplicate write)."""
+"""The server hashes an upload from the bytes it receives: the part at the end of the hashed
+prefix as it arrives, parts further on from the blocks they kept (or from disk past the memory
+budget, or when recorded by an earlier process); complete reads only what is left, and reads the
+whole file whenever the prefix cannot be trusted."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import pytest
 
 from sophon_cli.server import uploadhash
 from sophon_cli.server.routes import uploads as uploads_module
-from sophon_cli.server.uploadhash import PrefixHash
+from sophon_cli.server.uploadhash import RetainBudget, UploadDigest
 
-from .helpers import Api
+from .helpers import Api, SlowPut, staged_bytes, wait_for
+from .test_upload_part_writers import CS as CS_BIG
+from .test_upload_part_writers import SEEN, SENT
 
 DATA = bytes(range(256)) * 41  # 10496 bytes: parts of 1000 .. and a last one of 496
-
-
-def _staged(tmp_path, data=DATA):
-    path = tmp_path / "upl.part"
-    path.write_bytes(data)
-    return path
-
-
-def test_prefix_follows_contiguous_parts_and_finish_matches_a_full_hash(tmp_path):
-    path = _staged(tmp_path)
-    h = PrefixHash(path, 1000, len(DATA))
-    for n in (1, 2):
-        h.add(n, 1000)
-    h.advance()
-    assert h.upto == 0  # part 0 is missing
-    h.add(0, 1000)
-    h.advance()
-    assert h.upto == 3000
-    h.add(4, 1000)
-    h.advance()
-    assert h.upto == 3000  # part 3 is missing
-    assert h.finish() == hashlib.sha256(DATA).hexdigest()
-    h.add(3, 1000)
-    h.advance()
-    assert h.upto == 3000  # closed: no more work after finish
-
-
-def test_whole_file_in_the_prefix(tmp_path):
-    path = _staged(tmp_path)
-    h = PrefixHash(path, 1000, len(DATA))
-    for n in range(10):
-        h.add(n, 1000)
-    h.add(10, 496)
-    h.advance()
-    assert h.upto == len(DATA)
-    assert h.finish() == hashlib.sha256(DATA).hexdigest()
-
-
-def test_a_short_part_stops_the_prefix(tmp_path):
-    path = _staged(tmp_path)
-    h = PrefixHash(path, 1000, len(DATA))
-    h.add(0, 999)
-    h.advance()
-    assert h.upto == 0
-    assert h.finish() == hashlib.sha256(DATA).hexdigest()
-
-
-def test_a_write_into_the_hashed_prefix_falls_back_to_a_full_read(tmp_path, monkeypatch):
-    path = _staged(tmp_path)
-    h = PrefixHash(path, 1000, len(DATA))
-    h.add(0, 1000)
-    h.add(1, 1000)
-    h.advance()
-    assert h.upto == 2000
-    changed = b"Z" * 1000 + DATA[1000:]
-    path.write_bytes(changed)  # a duplicate PUT of part 0 with other bytes
-    h.wrote_at(0)
-    assert not h.valid
-    calls = []
-    monkeypatch.setattr(
-        uploadhash, "sha256_file", lambda p: calls.append(p) or hashlib.sha256(p.read_bytes()).hexdigest()
-    )
-    assert h.finish() == hashlib.sha256(changed).hexdigest()
-    assert calls == [path]
-
-
-def test_a_write_above_the_prefix_keeps_it(tmp_path):
-    path = _staged(tmp_path)
-    h = PrefixHash(path, 1000, len(DATA))
-    h.add(0, 1000)
-    h.advance()
-    h.wrote_at(1000)
-    assert h.valid
-    assert h.finish() == hashlib.sha256(DATA).hexdigest()
-
-
-# -- through the server ------------------------------------------------------------------------
-
-
-def _put_parts(api, uid, data, cs, order):
-    for n in order:
-        r = api.put(f"/v1/uploads/{uid}/parts/{n}", content=data[n * cs : (n + 1) * cs])
-        assert r.status_code == 200, r.text
+CS = 1000
 
 
 @pytest.fixture
-def count_full_reads(monkeypatch):
+def disk_reads(monkeypatch):
+    """Every range the digest reads back from disk, as (start, bytes read)."""
+    calls: list[tuple[int, int]] = []
+    real = uploadhash._hash_range
+
+    def spy(path, h, start, end):
+        real(path, h, start, end)
+        calls.append((start, (end if end is not None else path.stat().st_size) - start))
+
+    monkeypatch.setattr(uploadhash, "_hash_range", spy)
+    return calls
+
+
+@pytest.fixture
+def full_reads(monkeypatch):
     calls = []
     real = uploads_module.sha256_file
 
@@ -113,7 +50,144 @@ def count_full_reads(monkeypatch):
     return calls
 
 
-def test_complete_uses_the_prefix_and_reports_the_file_digest(make_server, clip, count_full_reads):
+def _staged(tmp_path, data=DATA):
+    path = tmp_path / "upl.part"
+    path.write_bytes(data)
+    return path
+
+
+def _write(digest, n, data=DATA, blocks=3):
+    """A writer of part ``n`` that feeds its bytes in ``blocks`` pieces and records the part."""
+    feed = digest.part(n)
+    body = data[n * CS : (n + 1) * CS]
+    step = -(-len(body) // blocks)
+    for i in range(0, len(body), step):
+        feed.feed(body[i : i + step])
+    feed.recorded()
+    return feed
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_parts_in_any_order_are_hashed_from_what_was_received(tmp_path, disk_reads, full_reads):
+    path = _staged(tmp_path)
+    budget = RetainBudget()
+
+    async def go():
+        d = UploadDigest(path, CS, len(DATA), budget)
+        for n in (2, 1, 4):
+            _write(d, n)
+        assert d.upto == 0 and budget.held == 3 * CS  # kept: part 0 is missing
+        _write(d, 0)  # streamed, then parts 1 and 2 from what they kept
+        assert d.upto == 3 * CS and budget.held == CS
+        for n in (3, *range(5, 11)):
+            _write(d, n)
+        assert d.upto == len(DATA) and budget.held == 0
+        return await d.finish()
+
+    assert run(go()) == hashlib.sha256(DATA).hexdigest()
+    assert disk_reads == [(len(DATA), 0)] and full_reads == []  # nothing was read back
+
+
+def test_a_part_failing_at_the_head_leaves_nothing_in_the_hash(tmp_path, disk_reads):
+    path = _staged(tmp_path)
+
+    async def go():
+        d = UploadDigest(path, CS, len(DATA), RetainBudget())
+        bad = d.part(0)
+        bad.feed(b"x" * 400)  # hashed as it came: part 0 is the head
+        bad.failed()  # the client went away; the next writer writes the whole part again
+        for n in range(11):
+            _write(d, n)
+        return await d.finish()
+
+    assert run(go()) == hashlib.sha256(DATA).hexdigest()
+
+
+def test_a_part_failing_ahead_of_the_prefix_gives_its_memory_back(tmp_path):
+    path = _staged(tmp_path)
+    budget = RetainBudget()
+
+    async def go():
+        d = UploadDigest(path, CS, len(DATA), budget)
+        bad = d.part(3)
+        bad.feed(b"y" * 500)
+        assert budget.held == 500
+        bad.failed()
+        assert budget.held == 0
+        for n in range(11):
+            _write(d, n)
+        return await d.finish()
+
+    assert run(go()) == hashlib.sha256(DATA).hexdigest()
+
+
+def test_over_the_budget_a_part_is_read_back_from_disk(tmp_path, disk_reads):
+    path = _staged(tmp_path)
+    budget = RetainBudget(limit=1500)
+
+    async def go():
+        d = UploadDigest(path, CS, len(DATA), budget)
+        _write(d, 1)  # kept (1000 bytes)
+        _write(d, 2)  # over the budget: dropped, read from disk later
+        assert budget.held == CS
+        _write(d, 0)
+        while d._reading is not None:
+            await asyncio.sleep(0.001)
+        assert d.upto == 3 * CS
+        for n in range(3, 11):
+            _write(d, n)
+        return await d.finish()
+
+    assert run(go()) == hashlib.sha256(DATA).hexdigest()
+    assert (2 * CS, CS) in disk_reads and budget.held == 0
+
+
+def test_parts_recorded_before_this_process_are_read_from_disk(tmp_path, disk_reads):
+    path = _staged(tmp_path)
+
+    async def go():
+        d = UploadDigest(path, CS, len(DATA), RetainBudget(), on_disk={0: CS, 1: CS, 3: CS})
+        _write(d, 2)  # parts 0 and 1 are read back, then part 2 comes from memory
+        while d._reading is not None:
+            await asyncio.sleep(0.001)
+        assert d.upto == 4 * CS
+        for n in range(4, 11):
+            _write(d, n)
+        return await d.finish()
+
+    assert run(go()) == hashlib.sha256(DATA).hexdigest()
+    assert disk_reads[:2] == [(0, 2 * CS), (3 * CS, CS)]
+
+
+def test_a_write_into_the_hashed_prefix_falls_back_to_a_full_read(tmp_path, full_reads):
+    path = _staged(tmp_path)
+    changed = b"Z" * CS + DATA[CS:]
+
+    async def go():
+        d = UploadDigest(path, CS, len(DATA), RetainBudget())
+        _write(d, 0)
+        path.write_bytes(changed)  # a writer that got past the part writer lock, somehow
+        d.part(0)
+        assert not d.valid
+        return await d.finish()
+
+    assert run(go()) == hashlib.sha256(changed).hexdigest()
+    assert full_reads == [path]
+
+
+# -- through the server ------------------------------------------------------------------------
+
+
+def _put_parts(api, uid, data, cs, order):
+    for n in order:
+        r = api.put(f"/v1/uploads/{uid}/parts/{n}", content=data[n * cs : (n + 1) * cs])
+        assert r.status_code == 200, r.text
+
+
+def test_complete_uses_the_prefix_and_reports_the_file_digest(make_server, clip, full_reads, disk_reads):
     data = clip.read_bytes()
     srv = make_server(chunk_size=4096)
     api = Api(srv)
@@ -127,12 +201,12 @@ def test_complete_uses_the_prefix_and_reports_the_file_digest(make_server, clip,
         r = api.post(f"/v1/uploads/{up['id']}/complete", headers=api.ikey())
         assert r.status_code == 200, r.text
         assert r.json()["sha256"] == hashlib.sha256(data).hexdigest()
-        assert count_full_reads == []  # no second pass over the whole file
+        assert full_reads == [] and disk_reads == [(len(data), 0)]  # nothing read back
     finally:
         api.close()
 
 
-def test_parts_from_before_a_restart_are_read_at_complete(make_server, clip, tmp_path):
+def test_parts_from_before_a_restart_are_read_back_once(make_server, clip, tmp_path, full_reads, disk_reads):
     data = clip.read_bytes()
     d = tmp_path / "restart-data"
     first = make_server(d, chunk_size=4096)
@@ -147,6 +221,32 @@ def test_parts_from_before_a_restart_are_read_at_complete(make_server, clip, tmp
     try:
         _put_parts(api, up["id"], data, 4096, [1, *range(3, total)])
         r = api.post(f"/v1/uploads/{up['id']}/complete", headers=api.ikey())
+        assert r.status_code == 200, r.text
+        assert r.json()["sha256"] == hashlib.sha256(data).hexdigest()
+        assert full_reads == []
+        assert sum(n for _, n in disk_reads) == 2 * 4096  # parts 0 and 2, once each
+    finally:
+        api.close()
+
+
+def test_a_client_gone_mid_part_then_other_bytes_for_that_part(make_server, video):
+    """The part at the head of the prefix is hashed as it arrives; when its client goes away
+    mid-body, the hash goes back to the part's start, and the bytes of the next PUT count."""
+    data = video
+    srv = make_server(chunk_size=CS_BIG)
+    api = Api(srv)
+    try:
+        up = api.create_upload("v.mkv", len(data))
+        uid = up["id"]
+        gone = SlowPut(srv, uid, 0, CS_BIG)
+        junk = bytes(b ^ 0x5A for b in data[:SENT])
+        gone.send(junk)
+        wait_for(lambda: staged_bytes(srv, uid, 0, SEEN) == junk[:SEEN], "the junk on disk")
+        gone.sock.close()
+        wait_for(lambda: srv.core.in_flight == 0, "the server to see the client gone")
+        assert api.get(f"/v1/uploads/{uid}").json()["received_chunks"] == []
+        _put_parts(api, uid, data, CS_BIG, range(up["total_chunks"]))
+        r = api.post(f"/v1/uploads/{uid}/complete", headers=api.ikey())
         assert r.status_code == 200, r.text
         assert r.json()["sha256"] == hashlib.sha256(data).hexdigest()
     finally:

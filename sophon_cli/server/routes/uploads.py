@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import io
 import math
 import os
 import shutil
@@ -19,7 +21,7 @@ from .. import media
 from ..core import Core
 from ..errors import ApiError, Code, invalid
 from ..idempotency import idempotent
-from ..uploadhash import PrefixHash
+from ..uploadhash import UploadDigest
 from ..util import iso, new_id, now
 from ..worker import expire_uploads, sha256_file
 from .common import as_int, core_of, json_body, ok
@@ -180,51 +182,74 @@ def _part_writer(app: Any, uid: str, n: int) -> contextlib.AbstractAsyncContextM
 async def _write_part(
     request: Request, core: Core, row: dict[str, Any], n: int, expected: int, wrong_length: str
 ) -> Response:
-    uid, chunk = row["id"], row["chunk_size"]
-    written = 0
+    uid = row["id"]
     try:
-        fh = open(row["path"], "r+b")
+        fh = open(row["path"], "r+b", buffering=0)  # each block goes straight to the file
     except FileNotFoundError:
         raise ApiError(409, Code.CONFLICT, f"upload {uid} is no longer uploading") from None
-    hasher = _prefix_hash(request.app, uid, row)
+    feed = _digest(request.app, core, row).part(n)
+    written = 0
     try:
         with fh:
-            fh.seek(n * chunk)
+            fh.seek(n * row["chunk_size"])
             async for block in request.stream():
                 if not block:
                     continue
-                written += len(block)
-                if written > expected:
+                if written + len(block) > expected:
                     raise invalid(f"{wrong_length}; the body is longer")
-                fh.write(block)
+                _write_all(fh, block)
+                written += len(block)
+                feed.feed(block)  # hashed now if the part extends the hashed prefix, else kept
+        if written != expected:  # not recorded: a correct PUT of the same part is still accepted
+            raise invalid(f"{wrong_length}, not {written}")
+        core.store.add_part(uid, n, written)
+        feed.recorded()
     finally:
-        if hasher is not None and written:
-            hasher.wrote_at(n * chunk)  # the bytes are in the file now (fh is closed)
-    if written != expected:  # not recorded: a correct PUT of the same part is still accepted
-        raise invalid(f"{wrong_length}, not {written}")
-    core.store.add_part(uid, n, written)
-    if hasher is not None and written == expected:
-        hasher.add(n, written)
-        hasher.kick()
+        feed.failed()  # (nothing once recorded) a failed part leaves nothing in the digest
     return ok({"part_number": n, "received": True})
 
 
-def _prefix_hash(app: Any, uid: str, row: dict[str, Any]) -> PrefixHash | None:
-    """The upload's incremental hasher (created on the first part this process receives)."""
-    if not hasattr(os, "pread"):  # pragma: no cover - non-POSIX: complete reads the whole file
-        return None
-    hashers: dict[str, PrefixHash] = app.state.prefix_hashes
-    hasher = hashers.get(uid)
-    if hasher is None:
-        hasher = hashers.setdefault(uid, PrefixHash(row["path"], row["chunk_size"], row["file_size"]))
-    return hasher
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
-def _drop_prefix_hash(app: Any, uid: str) -> PrefixHash | None:
-    hasher = app.state.prefix_hashes.pop(uid, None)
-    if hasher is not None:
-        hasher.close()
-    return hasher
+def _write_all(fh: io.RawIOBase, block: bytes) -> None:
+    view = memoryview(block)
+    try:
+        while view:
+            done = fh.write(view)
+            view = view[done or 0 :]
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise ApiError(
+                503, Code.CAPACITY_EXCEEDED, "the server's disk is full; free space and retry the part"
+            ) from None
+        raise
+
+
+def _digest(app: Any, core: Core, row: dict[str, Any]) -> UploadDigest:
+    """The upload's digest in this process, created on the first part it receives (parts already
+    recorded, by an earlier process, are read from disk when the prefix reaches them)."""
+    digests: dict[str, UploadDigest] = app.state.upload_digests
+    uid = row["id"]
+    digest = digests.get(uid)
+    if digest is None:
+        for other in list(digests):  # forget sessions that ended without complete or cancel here
+            left = core.store.get_upload(other)
+            if left is None or left["status"] != "uploading" or left["expires_at"] < now():
+                digests.pop(other).close()
+        parts = core.store.part_sizes(uid)
+        digest = UploadDigest(
+            row["path"], row["chunk_size"], row["file_size"], app.state.retain_budget, parts
+        )
+        digests[uid] = digest
+    return digest
+
+
+def _drop_digest(app: Any, uid: str) -> UploadDigest | None:
+    digest = app.state.upload_digests.pop(uid, None)
+    if digest is not None:
+        digest.close()
+    return digest
 
 
 @idempotent
@@ -253,11 +278,13 @@ async def complete_upload(request: Request) -> Response:
     if not staging.exists() and final.exists():  # a server died between the move and the commit
         os.replace(final, staging)
     # the parts this process received were hashed as they landed: read only the rest
-    hasher = _drop_prefix_hash(request.app, uid)
+    hasher = request.app.state.upload_digests.pop(uid, None)
     try:
         if hasher is not None and Path(hasher.path) == staging:
-            digest = await run_in_threadpool(hasher.finish)
+            digest = await hasher.finish()
         else:
+            if hasher is not None:
+                hasher.close()
             digest = await run_in_threadpool(sha256_file, staging)
         info = await run_in_threadpool(media.probe, staging)
     except BaseException as exc:
@@ -280,7 +307,7 @@ async def cancel_upload(request: Request) -> Response:
     core = core_of(request)
     uid = request.path_params["id"]
     row = upload_or_404(core, uid)
-    _drop_prefix_hash(request.app, uid)
+    _drop_digest(request.app, uid)
     if row["status"] != "canceled":
         core.store.cancel_upload(uid)
         if row["path"] and not core.store.upload_has_jobs(uid):  # a job's source (or "original" output) stays
