@@ -246,7 +246,7 @@ def encode_command(
     pipe = pl.Pipeline(
         client, store, options, on_event=renderer.event, on_progress=renderer.progress, server_id=server_id
     )
-    renderer.on_stdout_closed = pipe.stop  # a reader that went away stops the run, as Ctrl-C does
+    renderer.on_reader_gone = pipe.stop  # a reader that went away stops the run, as Ctrl-C does
     started = time.monotonic()
     stopped_by: BaseException | None = None
     try:
@@ -265,7 +265,8 @@ def encode_command(
     # Stopped because the reader of stdout went away (``| head -1``): the documented rule for a
     # reader that stops early, exit 0 (files that failed before still make it 7), the cache and the
     # outputs as after a Ctrl-C, one notice on stderr saying what is not finished.
-    reader_gone = report.interrupted and not report.ctrl_c and renderer.stdout_closed
+    gone = renderer.stdout_closed or renderer.stderr_closed
+    reader_gone = report.interrupted and not report.ctrl_c and gone
     ctrl_c = report.interrupted and not reader_gone
     if ctrl_c:  # from now on another Ctrl-C ends the process at once, saying the same
         _exit_on_next_ctrl_c(_interrupted_line(force, pipe))
@@ -294,7 +295,9 @@ def encode_command(
     except PipeClosed:  # the reader took what it wanted; the reports and the exit code still follow
         renderer.stdout_closed = True
     if renderer.stdout_closed:
-        _stdout_to_devnull()
+        _to_devnull(sys.stdout)
+    if renderer.stderr_closed:  # the notices and warnings below have no reader either
+        _to_devnull(sys.stderr)
     info = _run_info(
         shard_spec,
         shard_source,
@@ -401,12 +404,12 @@ class _OneLine:
 _INTERRUPTED_LINE = _OneLine()
 
 
-def _stdout_to_devnull() -> None:
-    """stdout's reader is gone: point the descriptor at /dev/null, so that nothing written or
+def _to_devnull(stream: Any) -> None:
+    """``stream``'s reader is gone: point its descriptor at /dev/null, so that nothing written or
     flushed later (the interpreter's last flush) fails again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
         os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass

@@ -2,7 +2,8 @@
 like on a terminal (a live display on stderr), piped (one plain line per state change on stderr) and
 with ``--json`` (one NDJSON event per state change, a final summary object on stdout), and the
 summary table at the end (stdout). A reader of stdout that goes away (``| head -1``) stops the run
-(``Renderer.closed_stdout``); nothing more is written there.
+(``Renderer.reader_gone``; so does the reader of the plain lines on stderr); nothing more is
+written there.
 """
 
 from __future__ import annotations
@@ -344,10 +345,12 @@ class Renderer:
         # the name column is as wide as the longest name (with its indent), so lines do not shift
         self._name_w = max([2 + len(n) for n in self._files] + [len(f"{self.total} files")])
         self._closing = False
-        #: the reader of stdout went away (``| head -1``): no more data is written, and
-        #: ``on_stdout_closed`` (the run's stop) is called once
+        #: the reader of stdout (``| head -1``) or of the plain lines on stderr (``2>&1 | head -1``)
+        #: went away: nothing more is written there, and ``on_reader_gone`` (the run's stop) is
+        #: called once
         self.stdout_closed = False
-        self.on_stdout_closed: Any = None
+        self.stderr_closed = False
+        self.on_reader_gone: Any = None
 
     def __enter__(self) -> Renderer:
         if self.live:
@@ -384,9 +387,12 @@ class Renderer:
                     try:
                         self.out.emit(data)
                     except PipeClosed:
-                        self.closed_stdout()
-            elif self.plain:
-                self.out.notice(plain_line(ev))
+                        self.reader_gone("stdout")
+            elif self.plain and not self.stderr_closed:
+                try:
+                    self.out.notice(plain_line(ev))
+                except BrokenPipeError:
+                    self.reader_gone("stderr")
             live = self._live
             if live is None:
                 return
@@ -395,13 +401,17 @@ class Renderer:
             # above the live lines; outside the lock, which drawing takes (rich's lock, then ours)
             live.console.print(_clean(plain_line(ev)))
 
-    def closed_stdout(self) -> None:
-        """The reader of stdout is gone: stop the run (as a Ctrl-C does: every step saved, no
-        partial output in place) instead of working on for a reader that reads no more."""
-        if not self.stdout_closed:
+    def reader_gone(self, stream: str) -> None:
+        """The reader of ``stream`` ("stdout" or "stderr") is gone: stop the run (as a Ctrl-C
+        does: every step saved, no partial output in place) instead of working on for a reader
+        that reads no more."""
+        first = not (self.stdout_closed or self.stderr_closed)
+        if stream == "stdout":
             self.stdout_closed = True
-            if self.on_stdout_closed is not None:
-                self.on_stdout_closed()
+        else:
+            self.stderr_closed = True
+        if first and self.on_reader_gone is not None:
+            self.on_reader_gone()
 
     def _apply(self, ev: Any) -> None:
         f = self._file(ev.file)

@@ -16,7 +16,7 @@ from sophon_cli.state import StateStore
 from tests.encode.conftest import Run, place
 
 
-def _encode_into_a_closed_pipe(world, *args) -> Run:
+def _encode_into_a_closed_pipe(world, *args, stderr_too: bool = False) -> Run:
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before the first line
     try:
@@ -25,13 +25,13 @@ def _encode_into_a_closed_pipe(world, *args) -> Run:
             cwd=world.work,
             env=world.env(),
             stdout=write_end,
-            stderr=subprocess.PIPE,
+            stderr=write_end if stderr_too else subprocess.PIPE,  # 2>&1 | head -1
             text=True,
             timeout=120,
         )
     finally:
         os.close(write_end)
-    return Run(p.returncode, "", p.stderr)
+    return Run(p.returncode, "", p.stderr or "")
 
 
 def test_a_reader_that_goes_away_stops_the_batch_and_the_rerun_resumes(world, clip_bank):
@@ -74,3 +74,21 @@ def test_a_reader_gone_before_the_summary_leaves_the_reports_and_the_exit_code(w
     assert "Traceback" not in run.stderr and "Exception ignored" not in run.stderr
     files = {f["file"]: f["result"] for f in json.loads(report.read_text())["files"]}
     assert sorted(files.values()) == ["encoded", "failed"], files
+
+
+def test_a_reader_of_both_streams_that_goes_away_stops_the_batch_too(world, clip_bank):
+    """``sophon encode ... 2>&1 | head -1``: the plain lines on stderr meet the broken pipe. The
+    batch stops the same way, the report is written, exit 0 (before: the batch ran on to its end
+    and click's EPIPE handler made it exit 1)."""
+    place(clip_bank[:2], world.work / "v")
+    report = world.root / "report.json"
+    args = ("v", "-r", "-o", "out", "-j", "1", "--report", report)
+    run = _encode_into_a_closed_pipe(world, *args, stderr_too=True)
+    assert run.returncode == 0
+    assert world.jobs() == []
+    doc = json.loads(report.read_text())
+    assert doc["interrupted"] is True and doc["files"] == []
+    again = world.encode(*args, "--json")
+    assert again.returncode == 0, again.stderr
+    assert again.summary()["counts"] == {"encoded": 2}
+    assert world.upload_count() == 2 and len(world.jobs()) == 2
