@@ -6,6 +6,8 @@ Parse the options (checks in ``cli/shared.py``), call the library, render (``cli
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -178,7 +180,8 @@ def get(ctx: typer.Context, job_id: JobIdArg, watch: WatchOpt = False, interval:
     sources = view.source_names(app_ctx.state_path) if not out.json else {}
     if watch:
         live.check_interval(interval)
-        live.watch(out, lambda: [jobs.get(job_id)], live.record_view(out, sources), interval=interval)
+        with _stopping_only_the_view(f"job {job_id} goes"):
+            live.watch(out, lambda: [jobs.get(job_id)], live.record_view(out, sources), interval=interval)
         return
     job = jobs.get(job_id)
     _remember(app_ctx, [job])
@@ -258,7 +261,8 @@ def list_(
 
     sources = view.source_names(app_ctx.state_path) if not out.json else {}
     if watch:
-        live.watch(out, lambda: fetch()[0], live.table_view(out, sources), interval=interval)
+        with _stopping_only_the_view():
+            live.watch(out, lambda: fetch()[0], live.table_view(out, sources), interval=interval)
         return
     items, more = fetch()
     _remember(app_ctx, items[:20])
@@ -272,6 +276,16 @@ def list_(
     view.list_table(out, items, sources)
     if more:
         out.notice(f"showing the {_newest(limit)}; use --limit N or --all for more")
+
+
+@contextmanager
+def _stopping_only_the_view(what: str = "the jobs go") -> Iterator[None]:
+    """Ctrl-C in `--watch` stops the view, not the jobs: said so, instead of "run the same command
+    again to resume" (exit 130 all the same)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise shared.Interrupted(f"stopped watching; {what} on on the server") from None
 
 
 def _newest(n: int) -> str:
@@ -311,7 +325,14 @@ def wait(
     app_ctx = get_ctx(ctx)
     shared.check_timeout(timeout)
     ids = list(dict.fromkeys(job_ids))
-    finals = view.wait_for_jobs(app_ctx, ids, timeout)
+    try:
+        finals = view.wait_for_jobs(app_ctx, ids, timeout)
+    except KeyboardInterrupt:
+        # waiting changes nothing on the server: the jobs go on, and waiting again picks them up
+        raise shared.Interrupted(
+            f"interrupted; the {'job goes' if len(ids) == 1 else 'jobs go'} on: "
+            f"wait again with `sophon job wait {' '.join(ids)}`"
+        ) from None
     for job in finals:
         view.render_job(app_ctx.out, job)
     err = view.failed_error(finals)

@@ -630,3 +630,27 @@ def test_an_empty_cache_list_is_one_line_and_no_empty_table(run, tty, tmp_path):
     screen = tty("cache", "list", columns=200)
     assert screen.returncode == 0
     assert screen.lines == [f"0 entries in {tmp_path / 'home' / 'state.json'}"], screen.text
+
+
+def test_ctrl_c_in_job_wait_or_watch_says_the_jobs_go_on_not_resume(tty2, scratch):
+    """Waiting and watching change nothing on the server: Ctrl-C said "run the same command again
+    to resume"; it says the job goes on and how to follow it again (exit 130)."""
+    from sophon_cli.client.http import SophonClient
+
+    with SophonClient(scratch.url, scratch.api_keys[0]) as api:
+        job = api.jobs.create(scratch.upload.upload_id, metadata={"sophon_local_delay": 30})
+    try:
+        waited = tty2("job", "wait", job.id, interrupt_after=job.id, columns=160)
+        assert waited.returncode == 130, waited.text
+        [line] = [ln for ln in waited.lines if "interrupted" in ln]
+        assert line.endswith(f"the job goes on: wait again with `sophon job wait {job.id}`"), line
+        watched = tty2("job", "get", job.id, "--watch", interrupt_after="status:", columns=160)
+        assert watched.returncode == 130, watched.text
+        assert f"stopped watching; job {job.id} goes on on the server" in watched.text
+        listed = tty2("job", "list", "--watch", interrupt_after="status", columns=160)
+        assert listed.returncode == 130, listed.text
+        assert "stopped watching; the jobs go on on the server" in listed.text
+        assert "run the same command again" not in waited.text + watched.text + listed.text
+    finally:
+        with SophonClient(scratch.url, scratch.api_keys[0]) as api:
+            api.jobs.cancel(job.id)
