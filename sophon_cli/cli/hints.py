@@ -222,7 +222,8 @@ def _class_default(exc: BaseException) -> str | None:
 #: `sophon doctor`: diagnose.Fix value -> the words after a warn/fail line
 DOCTOR_FIXES: dict[str, str] = {
     "fix_config": "fix the file by hand or move it away (`sophon config path` prints it)",
-    "missing_profile": "create it with `sophon config set base_url URL --profile NAME`, or drop --profile",
+    "missing_profile": "create it with `sophon config set base_url URL --profile NAME`, or name one that exists "
+    "(--profile, SOPHON_PROFILE)",
     "fix_settings": "check the SOPHON_* variables and `sophon config show`",
     "set_key": "set SOPHON_API_KEY or run `sophon config set-key` (or use --local)",
     "check_key": "check SOPHON_API_KEY or run `sophon config set-key`",

@@ -143,6 +143,10 @@ def test_doctor_broken_config_and_unknown_profile(cli, tmp_path):
     assert rows["profile"][:3] == ["fail", "profile", "profile 'nope' not found (profiles: default)"]
     assert "--profile" in rows["profile"][3]
     assert res.returncode == 1
+    # from the environment: the hint said "or drop --profile", a flag nobody gave
+    by_env = _rows(cli("doctor", env={"SOPHON_PROFILE": "nope"}).stdout)
+    assert by_env["profile"][0] == "fail" and "SOPHON_PROFILE" in by_env["profile"][3]
+    assert "drop --profile" not in by_env["profile"][3]
 
 
 def test_doctor_state_dir_not_writable(cli, tmp_path):
