@@ -19,6 +19,8 @@ Alternating runs of
   (c) cp:           `cp` of the same file from the server's outputs/ into the same target directory,
   (d) cp+sha256:    cp plus a hashlib sha256 of it (the limit proxy: a verifying local copy),
   (e) cli small:    `sophon download` of the small output, to show the RSS does not grow with size.
+"server cpu s" is the CPU the `sophon server` process used during each side's runs (from
+/proc/<pid>/stat): on a 2-core machine the server's sending shares the cores with the client.
 --cold drops the page cache (sync; echo 3 > /proc/sys/vm/drop_caches) before every run, where
 permitted (root on Linux).
 
@@ -29,6 +31,7 @@ Goals: download_over_curl <= 1.0, download_over_cp_sha256 <= 1.5, cli_peak_rss_m
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -40,6 +43,15 @@ import _bench as b  # noqa: E402
 PROXY = b.hash_after('["cp", sys.argv[1], sys.argv[2]]')
 
 CURL = b.hash_after('["curl", "-sS", "-o", sys.argv[2], sys.argv[1]]')
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
 
 def big_output(srv: b.BenchServer, upload_id: str, size: int) -> tuple[str, Path]:
@@ -127,12 +139,26 @@ def main() -> None:
                 dst.unlink()
                 return r
 
+            server_cpu: dict[str, list[float]] = {}
+
+            def with_server_cpu(name: str, fn):
+                """The side, plus the CPU the server process spent meanwhile (its half of the work)."""
+
+                def run() -> b.Run:
+                    assert srv.proc is not None
+                    before_cpu = process_cpu(srv.proc.pid)
+                    r = fn()
+                    server_cpu.setdefault(name, []).append(process_cpu(srv.proc.pid) - before_cpu)
+                    return r
+
+                return name, run
+
             sides = [
-                ("cli", cli(big_id)),
-                ("curl", curl),
-                ("cp", cp),
-                ("proxy", proxy),
-                ("cli_small", cli(small_id)),
+                with_server_cpu("cli", cli(big_id)),
+                with_server_cpu("curl", curl),
+                with_server_cpu("cp", cp),
+                with_server_cpu("proxy", proxy),
+                with_server_cpu("cli_small", cli(small_id)),
             ]
             results = b.alternate(sides, runs)
 
@@ -142,7 +168,7 @@ def main() -> None:
     t = b.Table(
         f"download, {runs} alternating runs per side (medians)"
         + (", page cache dropped before every run" if cold.permitted else ""),
-        ["side", "size MiB", "wall s", "MiB/s", "cpu s", "peak RSS MiB"],
+        ["side", "size MiB", "wall s", "MiB/s", "cpu s", "server cpu s", "peak RSS MiB"],
     )
     rows = [
         ("cli", "(a) sophon download", size),
@@ -152,7 +178,7 @@ def main() -> None:
         ("cli_small", "(e) sophon download (small)", args.small),
     ]
     for k, label, n in rows:
-        t.add(label, n / b.MIB, med[k], n / b.MIB / med[k], cpu[k], rss[k])
+        t.add(label, n / b.MIB, med[k], n / b.MIB / med[k], cpu[k], b.median(server_cpu[k]), rss[k])
     figures = {
         "benchmark": "download",
         "size_bytes": size,
@@ -169,6 +195,8 @@ def main() -> None:
         "download_over_cp": b.ratio(med["cli"], med["cp"]),
         "cli_cpu_s": round(cpu["cli"], 3),
         "curl_sha256_cpu_s": round(cpu["curl"], 3),
+        "server_cpu_s_for_cli": round(b.median(server_cpu["cli"]), 3),
+        "server_cpu_s_for_curl": round(b.median(server_cpu["curl"]), 3),
         "cli_peak_rss_mib": round(rss["cli"], 1),
         "cli_small_peak_rss_mib": round(rss["cli_small"], 1),
         "rss_growth_mib": round(rss["cli"] - rss["cli_small"], 1),
