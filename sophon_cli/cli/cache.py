@@ -109,7 +109,7 @@ def clear(ctx: typer.Context, state_file: StateFileOption = None, yes: YesOpt = 
 
     out = get_ctx(ctx).out
     store = _store(ctx, state_file)
-    confirm(f"remove every entry of {store.path}?", yes=yes)
+    confirm(f"Remove every entry of {store.path}?", yes=yes)
     removed = store.clear()
     if out.json:
         out.emit({"cleared": removed, "state_file": str(store.path)})

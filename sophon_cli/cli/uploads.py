@@ -49,7 +49,7 @@ def get(ctx: typer.Context, upload_id: UploadIdArg) -> None:
 def cancel(ctx: typer.Context, upload_id: UploadIdArg, yes: YesOpt = False) -> None:
     """Cancel an upload session and delete its staged parts (asks first on a terminal)."""
     app_ctx = get_ctx(ctx)
-    confirm(f"cancel upload {upload_id} and delete its parts?", yes=yes)
+    confirm(f"Cancel upload {upload_id} and delete its parts?", yes=yes)
     app_ctx.client().uploads.cancel(upload_id)
     if app_ctx.out.json:
         app_ctx.out.emit({"id": upload_id, "status": "canceled"})

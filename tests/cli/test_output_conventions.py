@@ -463,6 +463,8 @@ def test_cache_clear_and_uploads_cancel_ask_on_a_terminal(tty, run, fresh, tmp_p
     store.update("a|b", state="done")
     no = tty("cache", "clear", answer="n\r", answer_after="[y/N]")
     assert no.returncode == 1 and "nothing was done" in no.text
+    # every question is a sentence, as `webhooks delete` asks it ("Delete webhook wh_1? ...")
+    assert no.lines[0].startswith("Remove every entry of "), no.text
     assert len(StateStore(tmp_path / "home" / "state.json").load()) == 1
     yes = tty("cache", "clear", answer="y\r", answer_after="[y/N]")
     assert yes.returncode == 0 and "cleared 1 entry from" in yes.text
@@ -476,6 +478,7 @@ def test_cache_clear_and_uploads_cancel_ask_on_a_terminal(tty, run, fresh, tmp_p
         session = api.uploads.create("pending.mp4", 1000, "video/mp4")
     keep = tty("uploads", "cancel", session.id, answer="\r", answer_after="[y/N]")
     assert keep.returncode == 1 and "nothing was done" in keep.text
+    assert keep.lines[0].startswith(f"Cancel upload {session.id} and delete its parts? [y/N]"), keep.text
     assert _lines(run("--json", "uploads", "get", session.id).stdout)[0]["status"] != "canceled"  # untouched
     piped = run("uploads", "cancel", session.id)  # no terminal: no question
     assert piped.returncode == 0 and piped.stdout == f"{session.id}\tcanceled\n"
