@@ -413,6 +413,14 @@ class BenchServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server process has used so far, from /proc (nan elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (AttributeError, OSError):
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def cli_env(self, home: Path) -> dict[str, str]:
         """Environment for a ``sophon`` child talking to this server (key by env, never argv)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SOPHON_")}

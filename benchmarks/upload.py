@@ -18,7 +18,8 @@ Figures:
                                  median over runs: 1.0 means every byte was read once;
   first_part_s                   (start of the first PUT .../parts/N in the server's request log
                                  - the moment the CLI process was forked) - median wall time of
-                                 `sophon --version`, median over runs.
+                                 `sophon --version`, median over runs;
+  cli_server_cpu_s, sdk_server_cpu_s  CPU the server process used during each upload (median).
 --cold drops the page cache (sync; echo 3 > /proc/sys/vm/drop_caches) before every run of every
 side, where permitted (root on Linux); the JSON says whether it was.
 
@@ -34,6 +35,7 @@ first_part_s <= 0.15.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -91,6 +93,7 @@ def main() -> None:
             sdk_env = dict(srv.cli_env(tmp / "home-sdk"), BENCH_URL=srv.url, BENCH_KEY=srv.key)
             dest = srv.data_dir / "proxy-copy.bin"
             first_parts: list[float] = []
+            server_cpu: dict[str, list[float]] = {"cli": [], "sdk": []}  # the shared bottleneck
 
             def drop(upload_id: str) -> None:  # free the server's copy (outside the timing)
                 srv.api("DELETE", f"/v1/uploads/{upload_id}")
@@ -98,10 +101,12 @@ def main() -> None:
             def cli() -> b.Run:
                 env = srv.cli_env(tmp / f"home-{next(homes)}")
                 before()
+                c0 = srv.cpu_seconds()
                 r = b.timed(
                     [b.sophon(), "upload", "--new", "--no-progress", "-c", str(args.concurrency), str(src)],
                     env=env,
                 ).check("sophon upload")
+                server_cpu["cli"].append(srv.cpu_seconds() - c0)
                 first = first_part_start(log, r.t0)
                 if first is not None:
                     first_parts.append(first - r.t0)
@@ -110,9 +115,11 @@ def main() -> None:
 
             def sdk() -> b.Run:
                 before()
+                c0 = srv.cpu_seconds()
                 r = b.timed([sys.executable, "-c", SDK_UPLOAD, str(src)], env=sdk_env).check(
                     "sdk upload_file"
                 )
+                server_cpu["sdk"].append(srv.cpu_seconds() - c0)
                 drop(r.stdout.split()[0])
                 return r
 
@@ -179,6 +186,8 @@ def main() -> None:
         "cli_cpu_s": round(cpu["cli"], 3),
         "sdk_cpu_s": round(cpu["sdk"], 3),
         "sdk_peak_rss_mib": round(rss["sdk"], 1),
+        "cli_server_cpu_s": round(b.median(server_cpu["cli"]), 3),
+        "sdk_server_cpu_s": round(b.median(server_cpu["sdk"]), 3),
     }
     notes = [
         b.goal_line("cli_over_proxy", figures["cli_over_proxy"], 1.3),
@@ -193,6 +202,11 @@ def main() -> None:
         notes.append(b.goal_line("first_part_s", first_part, 0.15, unit=" s"))
     else:
         notes.append("first_part_s: no part request found in the server's request log")
+    notes.append(
+        f"server CPU per upload (median): {figures['cli_server_cpu_s']:.2f} s with the CLI, "
+        f"{figures['sdk_server_cpu_s']:.2f} s with the SDK; client and server share "
+        f"{os.cpu_count()} cores"
+    )
     if args.cold and not cold.permitted:
         notes.append("--cold: dropping the page cache was not permitted; every run was warm")
     b.finish(figures, [t], notes)
