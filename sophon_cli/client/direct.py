@@ -17,7 +17,9 @@ malformed-reply rules) treat them like httpx's own.
 
 from __future__ import annotations
 
+import heapq
 import http.client
+import os
 import select
 import socket
 import threading
@@ -148,16 +150,18 @@ def _still_open(conn: http.client.HTTPConnection) -> bool:
 
 
 class HeadWatchdog:
-    """Shut the connection's socket down once ``seconds`` have passed, unless cancelled first."""
+    """Shut the connection's socket down once ``seconds`` have passed, unless cancelled first.
+
+    All watchdogs share one daemon thread that sleeps until the earliest deadline: arming and
+    cancelling one is a heap push and a flag (an upload arms one per part; a thread of its own
+    for each cost a thread start and two wake-ups per part)."""
 
     def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
         self.fired = False
         self._conn = conn
         self._lock = threading.Lock()
         self._done = False
-        self._timer = threading.Timer(seconds, self._cut)
-        self._timer.daemon = True
-        self._timer.start()
+        _WATCH.arm(time.monotonic() + seconds, self)
 
     def _cut(self) -> None:
         with self._lock:
@@ -174,7 +178,49 @@ class HeadWatchdog:
     def cancel(self) -> None:
         with self._lock:
             self._done = True
-        self._timer.cancel()
+
+
+class _Watch:
+    """The thread behind every :class:`HeadWatchdog` (started on first use)."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # the thread does not survive a fork
+
+    def _reset(self) -> None:
+        self._cv = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, HeadWatchdog]] = []
+        self._count = 0
+        self._thread: threading.Thread | None = None
+
+    def arm(self, at: float, dog: HeadWatchdog) -> None:
+        with self._cv:
+            self._count += 1
+            heapq.heappush(self._heap, (at, self._count, dog))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sophon-watchdog", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is dog:
+                self._cv.notify()  # a new earliest deadline
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while True:
+                    while self._heap and self._heap[0][2]._done:
+                        heapq.heappop(self._heap)  # cancelled: nothing to do
+                    if not self._heap:
+                        self._cv.wait()
+                        continue
+                    left = self._heap[0][0] - time.monotonic()
+                    if left <= 0:
+                        dog = heapq.heappop(self._heap)[2]
+                        break
+                    self._cv.wait(left)
+            dog._cut()
+
+
+_WATCH = _Watch()
 
 
 def transport_error(

@@ -295,3 +295,38 @@ def test_a_trickling_reply_to_a_part_is_bounded_by_the_timeout(tmp_path):
                 c.uploads.put_part("u1", 0, PartSlice(fh.fileno(), 0, 5000))
     assert "did not answer within 1 s" in str(info.value)
     assert [(e.method, e.error) for e in events] == [("PUT", "deadline")]
+
+
+def test_watchdogs_share_one_thread_and_still_cut(tmp_path):
+    """Every request through http.client arms a watchdog on its reply; an upload arms one per part.
+    They share one thread (not one each), a cancelled one never fires, and an armed one shuts its
+    socket down at its deadline."""
+    from sophon_cli.client.direct import HeadWatchdog
+
+    class Conn:
+        def __init__(self, sock):
+            self.sock = sock
+
+    pairs = [socket.socketpair() for _ in range(51)]
+    try:
+        HeadWatchdog(Conn(pairs[0][0]), 60).cancel()  # the shared thread exists from here on
+        before = threading.active_count()
+        armed = [HeadWatchdog(Conn(a), 60) for a, _ in pairs[1:50]]
+        assert threading.active_count() == before  # 49 armed, no thread of their own
+        for dog in armed:
+            dog.cancel()
+        dogs = []
+        for a, _ in pairs[1:50]:
+            dogs.append(HeadWatchdog(Conn(a), 1.0))
+            dogs[-1].cancel()
+        live = HeadWatchdog(Conn(pairs[50][0]), 1.5)  # due after every cancelled one
+        pairs[50][0].settimeout(30)  # a bound for a broken watchdog, not a measurement
+        assert pairs[50][0].recv(1) == b""  # shut down by the watchdog
+        assert live.fired and not any(d.fired for d in dogs)
+        pairs[1][0].setblocking(False)
+        with pytest.raises(BlockingIOError):
+            pairs[1][0].recv(1)  # a cancelled one left its socket alone
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
