@@ -602,7 +602,9 @@ def _speed_column(rp: Any) -> Any:
             from rich.text import Text
 
             speed = task.finished_speed or task.speed
-            return Text("?" if speed is None else f"{human_bytes(speed)}/s", style="progress.data.speed")
+            if speed is None:  # no rate measured: "?" while it runs, nothing once done (one instant step)
+                return Text("" if task.finished else "?", style="progress.data.speed")
+            return Text(f"{human_bytes(speed)}/s", style="progress.data.speed")
 
     return SpeedColumn()
 

@@ -60,6 +60,8 @@ def upload_files(app_ctx: Any, files: list[Path], *, concurrency: int, new: bool
             result = client.uploads.upload_file(
                 path, concurrency=concurrency, new=new, on_progress=on_progress, on_created=on_created
             )
+            if result.parts_sent == 0:  # the server had every part: say so, not a transfer rate
+                progress.update(task, description=f"{path.name} (already uploaded)")
             progress.done(task)
             finished[0] += sizes[path]
             if total_task is not None:

@@ -657,3 +657,16 @@ def test_ctrl_c_in_job_wait_or_watch_says_the_jobs_go_on_not_resume(tty2, scratc
     finally:
         with SophonClient(scratch.url, scratch.api_keys[0]) as api:
             api.jobs.cancel(job.id)
+
+
+def test_upload_bar_says_already_uploaded_and_never_shows_a_question_mark_rate(tty2, scratch, clip):
+    """A small file goes in one part (or not at all when the server has it): rich measures no rate,
+    and the bar ended with "382.2/382.2 KiB ? 0:00:00"."""
+    again = tty2("upload", clip, columns=120)  # the session the fixture uploaded: nothing to send
+    assert again.returncode == 0, again.text
+    [bar] = [ln for ln in again.lines if "KiB" in ln]
+    assert bar.startswith(f"{clip.name} (already uploaded)") and " ? " not in bar, again.text
+    fresh = tty2("upload", clip, "--new", columns=120)
+    assert fresh.returncode == 0, fresh.text
+    [bar] = [ln for ln in fresh.lines if "KiB" in ln]
+    assert "already uploaded" not in bar and " ? " not in bar, fresh.text
