@@ -311,6 +311,16 @@ def random_video(path: Path, size: int) -> Path:
     return path
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a running process has used so far (Linux /proc;
+    nan elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def sha256_of(path: Path, block: int = MIB) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -414,12 +424,8 @@ class BenchServer:
         self.stop()
 
     def cpu_seconds(self) -> float:
-        """CPU time (user + system) the server process has used so far, from /proc (nan elsewhere)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (AttributeError, OSError):
-            return float("nan")
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time (user + system) the server process has used so far (nan where unknown)."""
+        return process_cpu(self.proc.pid) if self.proc is not None else float("nan")
 
     def cli_env(self, home: Path) -> dict[str, str]:
         """Environment for a ``sophon`` child talking to this server (key by env, never argv)."""
