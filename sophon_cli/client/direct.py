@@ -60,6 +60,8 @@ def usable(url: str, *, custom_transport: bool) -> bool:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return False
+    if parts.username is not None or parts.password is not None:
+        return False  # httpx turns a URL's userinfo into Basic auth; http.client would drop it
     from sophon_cli.client.http import is_loopback
 
     if is_loopback(url):

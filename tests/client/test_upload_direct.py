@@ -330,3 +330,21 @@ def test_watchdogs_share_one_thread_and_still_cut(tmp_path):
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def test_a_base_url_with_credentials_stays_with_httpx(tmp_path):
+    """httpx sends a URL's user:password as Basic auth; http.client would not, so such a base URL
+    never takes the direct path (the part still arrives, with the same Authorization httpx sends)."""
+    from sophon_cli.client import direct
+
+    assert not direct.usable("http://user:pw@127.0.0.1:9/v1/uploads/u/parts/0", custom_transport=False)
+    assert direct.usable("http://127.0.0.1:9/v1/uploads/u/parts/0", custom_transport=False)
+    data = os.urandom(3000)
+    f = tmp_path / "p.bin"
+    f.write_bytes(data)
+    with HostileServer({"/v1/uploads/u1/parts/0": lambda h: send_json(h, 200, {"part_number": 0})}) as srv:
+        url = srv.url.replace("http://", "http://user:pw@")
+        with SophonClient(url, KEY) as c, open(f, "rb") as fh:
+            c.uploads.put_part("u1", 0, PartSlice(fh.fileno(), 0, len(data)))
+    ((method, _, headers),) = srv.requests
+    assert method == "PUT" and headers["Accept-Encoding"] != "identity"  # httpx made it
