@@ -163,3 +163,20 @@ def test_job_commands_record_the_ids_they_show(tmp_path, server, clip):
     )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "recent-jobs").read_text().splitlines()[0] == job.id
+
+
+def test_readme_names_every_command_with_its_own_profile_option():
+    """The README said `--profile` after a command is an error; `encode --profile sophon-espresso`
+    is not (an encoding profile), nor `job create`, `config set` and `config set-key`."""
+    root, commands = _tree()
+    own = {
+        " ".join(path)
+        for path, cmd in commands
+        if path and any("--profile" in getattr(p, "opts", []) for p in cmd.params)
+    }
+    assert own == {"encode", "job create", "config set", "config set-key"}
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    start = readme.index("`--base-url` and `--profile` placed after the command")
+    sentence = readme[start : readme.index(". ", start)]
+    for name in own:
+        assert f"`{name}`" in sentence or f"`{name.split()[-1]}`" in sentence, (name, sentence)
