@@ -164,7 +164,7 @@ complete -c sophon -n '__sophon_at /webhooks/delete' -l help -d 'Show help and e
 complete -c sophon -n '__sophon_at /webhooks/verify' -l signature -d 'The X-Turbo-Signature-256 value (sha256=<hex>).'
 complete -c sophon -n '__sophon_at /webhooks/verify' -l timestamp -d 'The X-Turbo-Timestamp value.'
 complete -c sophon -n '__sophon_at /webhooks/verify' -l secret -d 'The webhook\'s signing secret [env SOPHON_WEBHOOK_SECRET].'
-complete -c sophon -n '__sophon_at /webhooks/verify' -l body-file -d 'The raw request body [default: stdin].'
+complete -c sophon -n '__sophon_at /webhooks/verify' -l body-file -d 'The raw request body [default: stdin] (piped; - reads stdin even on a terminal).'
 complete -c sophon -n '__sophon_at /webhooks/verify' -l tolerance -d 'Reject timestamps older/newer than this.'
 complete -c sophon -n '__sophon_at /webhooks/verify' -l help -d 'Show help and exit.'
 complete -c sophon -n '__sophon_at /webhooks/listen' -l host -d 'Address to listen on.'

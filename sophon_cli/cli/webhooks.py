@@ -9,6 +9,7 @@ be saved after all is printed to stdout (once) with an error. ``listen`` runs
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -190,21 +191,32 @@ def verify(
         typer.Option("--secret", metavar="SECRET", help=f"The webhook's signing secret [env {SECRET_ENV}]."),
     ] = None,
     body_file: Annotated[
-        str, typer.Option("--body-file", metavar="FILE|-", help="The raw request body [default: stdin].")
-    ] = "-",
+        str | None,
+        typer.Option(
+            "--body-file",
+            metavar="FILE|-",
+            help="The raw request body [default: stdin] (piped; - reads stdin even on a terminal).",
+        ),
+    ] = None,
     tolerance: Annotated[
         int, typer.Option("--tolerance", metavar="SECONDS", help="Reject timestamps older/newer than this.")
     ] = DEFAULT_TOLERANCE,
 ) -> None:
     """Check a delivery's signature: exit 0 when valid, 1 with the reason when not."""
-    from sophon_cli.client.errors import SignatureError
+    from sophon_cli.client.errors import InputError, SignatureError
     from sophon_cli.client.webhooks import verify_signature
 
     app_ctx = get_ctx(ctx)
     secrets = _secrets(secret)
     if not secrets:
         raise _no_secret_error()
-    body = _read_body(body_file)
+    if body_file is None and sys.stdin is not None and sys.stdin.isatty():
+        # it would wait for the body to be typed, silently: a raw body is a file or a pipe
+        raise InputError(
+            "no request body: --body-file is not given and standard input is a terminal",
+            hint="pass --body-file FILE, or pipe the raw body in (`sophon webhooks verify ... < body.json`)",
+        )
+    body = _read_body(body_file or "-")
     error: SignatureError | None = None
     for candidate in secrets:
         try:

@@ -424,3 +424,18 @@ def test_list_strips_control_characters_from_server_fields(cli):
     assert "\x1b" not in res.stdout and "\x07" not in res.stdout
     row = res.stdout.splitlines()[1].split("\t")
     assert row[0] == "wh_esc" and row[1] == "https://example.com/hook" and row[4] == "nred"
+
+
+def test_verify_on_a_terminal_without_a_body_file_says_so_instead_of_waiting(tmp_path):
+    """With no --body-file the body came from stdin: on a terminal the command sat there, silent,
+    waiting for a raw body to be typed. It is a one-line error (exit 2) naming both ways to give it."""
+    env = cli_env(None, tmp_path / "home", SOPHON_WEBHOOK_SECRET="whsec_test")
+    args = ["webhooks", "verify", "--signature", "sha256=" + "a" * 64, "--timestamp", "2026-01-31T12:00:00Z"]
+    code, text = run_in_pty(args, env, timeout=30)
+    assert code == 2, text
+    assert "standard input is a terminal" in text and "--body-file FILE" in text and "pipe" in text, text
+    body = tmp_path / "body.json"
+    body.write_bytes(b'{"event_id":"e1"}')
+    sig = compute_signature(body.read_bytes(), "2026-01-31T12:00:00Z", "whsec_test")
+    code, text = run_in_pty([*args[:3], sig, *args[4:], "--tolerance", str(10**10), "--body-file", body], env)
+    assert code == 0 and "valid" in text, text
