@@ -158,9 +158,25 @@ def _remember_source(app_ctx: Any, job: Any, upload_id: str, file: Path | None) 
 
     source = str(file) if file is not None else recent.sources(app_ctx.state_path.parent).get(upload_id)
     if not source and view.source_label(job, {}) == "-":
-        source = upload_id
+        source = _upload_name(app_ctx, job, upload_id) or upload_id
     if source:
         _remember_sources(app_ctx, [(view.get(job, "id"), source)])
+
+
+def _upload_name(app_ctx: Any, job: Any, upload_id: str) -> str | None:
+    """The upload's own file name when the job carries none (the spec's ``source.name`` may be
+    null) and it is one a person gave (not derived from the content); None otherwise."""
+    from sophon_cli.client.content import is_content_name
+    from sophon_cli.client.errors import SophonError
+
+    if view.get(view.get(job, "source"), "name"):
+        return None  # the job has the upload's name already: derived from the content
+    try:
+        name = app_ctx.client().uploads.get(upload_id).file_name
+    except SophonError as exc:  # only the SOURCE column is at stake
+        app_ctx.out.debug(f"could not read upload {upload_id}: {exc}")
+        return None
+    return name if name and not is_content_name(name) else None
 
 
 def _new_key(kind: str) -> str:

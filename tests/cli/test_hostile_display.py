@@ -107,3 +107,34 @@ def test_server_text_printed_by_jq_or_json_on_a_terminal_carries_no_control_char
     assert "\x9b" not in whole.raw and "\u202e" not in whole.raw, repr(whole.raw)
     assert json.loads(whole.raw.strip())["status_reason"] == reason  # escaped, so still the same data
     assert piped.returncode == 0 and piped.stdout.decode() == reason + "\n"
+
+
+def test_job_list_source_is_the_uploads_file_name_when_the_job_carries_no_name(tmp_path):
+    """The spec's `source.name` is nullable: for a job made with `job create --upload ID` from an
+    upload made elsewhere, SOURCE is the upload's `file_name` (GET /v1/uploads/ID), not empty."""
+    job = {**job_doc("job_1", size=10, sha256=None, status="queued"), "source": {"sha256": "ab"}}
+
+    def create(h):
+        send_json(h, 201, job)
+
+    def upload(h):
+        doc = {"id": "upl_1", "status": "completed", "file_name": "holiday.mov", "total_chunks": 1}
+        send_json(h, 200, {**doc, "received_chunks": [0], "expires_at": "2099-01-01T00:00:00Z"})
+
+    def listing(h):
+        send_json(h, 200, {"jobs": [job], "has_more": False, "next_cursor": None})
+
+    routes = {
+        "/v1/uploads/upl_1": upload,
+        "/v1/jobs": lambda h: (create if h.command == "POST" else listing)(h),
+    }
+    with HostileServer(routes) as srv:
+        env = cli_env(srv.url, tmp_path / "home")
+        run = [sys.executable, "-m", "sophon_cli"]
+        made = subprocess.run(
+            [*run, "job", "create", "--upload", "upl_1"], env=env, capture_output=True, text=True
+        )
+        assert made.returncode == 0, made.stderr
+        listed = subprocess.run([*run, "job", "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1].split("\t")[:3] == ["job_1", "queued", "holiday.mov"], listed.stdout
