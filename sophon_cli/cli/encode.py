@@ -152,6 +152,7 @@ def encode_command(
 
     app_ctx = get_ctx(ctx)
     out = app_ctx.out
+    _INTERRUPTED_LINE.said = False  # one line per run (also when called twice in one process)
 
     if concurrency < 1 or part_concurrency < 1:
         raise InputError("--concurrency and --part-concurrency must be at least 1", hint="e.g. -j 2")
