@@ -338,7 +338,9 @@ class Pipeline:
             ordered.append(r)
         self.report = RunReport(
             ordered,
-            interrupted=interrupted or (self._stop.is_set() and self._fatal is None),
+            # a stop from outside (``stop()``) interrupts only a run it cut short
+            interrupted=interrupted
+            or (self._stop.is_set() and self._fatal is None and len(ordered) < len(items)),
             ctrl_c=interrupted,
             unfinished=len(items) - len(ordered),
             error=self._fatal,
