@@ -669,7 +669,7 @@ class SophonClient:
             request=request,
             extensions={
                 "reason_phrase": (raw.reason or "").encode("latin-1", "replace"),
-                "http_version": b"HTTP/1.1",
+                "http_version": b"HTTP/1.0" if raw.version == 10 else b"HTTP/1.1",
             },
         )
         if raw.will_close:

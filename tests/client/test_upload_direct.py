@@ -348,3 +348,36 @@ def test_a_base_url_with_credentials_stays_with_httpx(tmp_path):
             c.uploads.put_part("u1", 0, PartSlice(fh.fileno(), 0, len(data)))
     ((method, _, headers),) = srv.requests
     assert method == "PUT" and headers["Accept-Encoding"] != "identity"  # httpx made it
+
+
+def test_a_compressed_reply_to_a_part_is_decoded_as_httpx_would():
+    """The direct path asks for identity; a server that gzips anyway is decoded (and a coding that
+    does not decode is the server's malformed reply), as on the httpx path."""
+    import gzip
+
+    from sophon_cli.client.errors import MalformedResponseError
+
+    def gz(body: bytes):
+        def route(h):
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Encoding", "gzip")
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body)
+
+        return route
+
+    good = gzip.compress(json.dumps({"part_number": 3, "received": True}).encode())
+    routes = {"/v1/uploads/u1/parts/3": gz(good), "/v1/uploads/u1/parts/4": gz(b"not gzip at all")}
+    data = b"x" * 1000
+    with HostileServer(routes) as srv, SophonClient(srv.url, KEY, max_retries=0) as c:
+        import tempfile
+
+        with tempfile.TemporaryFile() as fh:
+            fh.write(data)
+            fh.flush()
+            assert c.uploads.put_part("u1", 3, PartSlice(fh.fileno(), 0, len(data))).part_number == 3
+            with pytest.raises(MalformedResponseError):
+                c.uploads.put_part("u1", 4, PartSlice(fh.fileno(), 0, len(data)))
+    assert all(h["Accept-Encoding"] == "identity" for _, _, h in srv.requests)
