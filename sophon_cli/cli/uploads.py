@@ -14,16 +14,20 @@ app = typer.Typer(no_args_is_help=True)
 UploadIdArg = Annotated[str, typer.Argument(metavar="UPLOAD_ID", help="The upload id (upl_...).")]
 
 
-def upload_rows(status: Any, when: Any = None) -> list[tuple[str, Any]]:
-    """``uploads get``'s fields; ``when`` formats timestamps (``Output.when``)."""
+def upload_rows(status: Any, when: Any = None, local: str | None = None) -> list[tuple[str, Any]]:
+    """``uploads get``'s fields; ``when`` formats timestamps (``Output.when``); ``local`` is the
+    local file noted for the upload. Its own name is shown unless it was derived from the content
+    (``b78aade545f3f7d5.mp4``, what `sophon` sends), which names no file a person knows."""
     from sophon_cli.cli.output import rfc3339
+    from sophon_cli.client.content import is_content_name
 
     when = when or rfc3339
     received = status.received_chunks or []
+    name = local or (status.file_name if not is_content_name(status.file_name) else None)
     rows: list[tuple[str, Any]] = [
         ("id", status.id),
         ("status", status.status),
-        ("file", status.file_name),
+        ("file", name or "-"),
         ("parts", f"{len(received)} of {status.total_chunks} received"),
         ("expires", when(status.expires_at)),
     ]
@@ -40,9 +44,12 @@ def upload_rows(status: Any, when: Any = None) -> list[tuple[str, Any]]:
 @app.command("get")
 def get(ctx: typer.Context, upload_id: UploadIdArg) -> None:
     """Show an upload session: status, parts received, expiry."""
+    from sophon_cli.cli import recent
+
     app_ctx = get_ctx(ctx)
     status = app_ctx.client().uploads.get(upload_id)
-    app_ctx.out.record(status, upload_rows(status, app_ctx.out.when))
+    local = recent.sources(app_ctx.state_path.parent).get(upload_id) if not app_ctx.out.json else None
+    app_ctx.out.record(status, upload_rows(status, app_ctx.out.when, local))
 
 
 @app.command("cancel")

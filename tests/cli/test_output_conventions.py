@@ -260,6 +260,35 @@ def test_download_into_a_directory_is_named_after_the_source_not_the_content_has
     assert again.returncode == 0 and "already holds this output" in again.stderr
 
 
+def test_uploads_get_names_the_local_file_or_the_given_name_never_the_content_hash(
+    run2, scratch, clip, tmp_path
+):
+    import shutil
+
+    from sophon_cli.client.http import SophonClient
+
+    src = tmp_path / "garden.mp4"
+    shutil.copyfile(clip, src)
+    up = run2("upload", src)
+    assert up.returncode == 0, up.stderr
+    mine = up.stdout.split("\t")[0]
+    with SophonClient(scratch.url, scratch.api_keys[0]) as api:
+        named = api.uploads.upload_file(clip, file_name="from-the-sdk.mp4").upload_id
+        content_name = api.uploads.get(mine).file_name
+
+    def file_row(upload_id):
+        got = run2("uploads", "get", upload_id)
+        assert got.returncode == 0, got.stderr
+        assert content_name not in got.stdout, got.stdout
+        return dict(line.split(":", 1) for line in got.stdout.splitlines())["file"].strip()
+
+    assert file_row(mine) == str(src)  # noted by `sophon upload`
+    assert file_row(named) == "from-the-sdk.mp4"
+    assert run2("--json", "uploads", "get", mine).stdout.count(content_name) == 1  # --json: the API object
+    other_home = run2("uploads", "get", mine, env={"SOPHON_HOME": str(tmp_path / "elsewhere")})
+    assert re.search(r"^file: +-$", other_home.stdout, re.M), other_home.stdout
+
+
 def test_empty_job_list_says_no_jobs(make_server_module, cli, tmp_path):
     srv = make_server_module()
     env = {"SOPHON_BASE_URL": srv.url}
