@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,14 @@ from tests.helpers.env import TEST_KEY, cli_env  # noqa: F401  (tests import TES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPEC_PATH = REPO_ROOT.parent / "shared" / "sophon-api" / "openapi.yaml"
+
+
+def pytest_configure(config):
+    # A suite started in the background of a non-interactive shell (`bash .ci/run &`) inherits
+    # SIGINT ignored, and so would every CLI it starts: Python installs no KeyboardInterrupt
+    # handler then, and each Ctrl-C test fails. The children get the default disposition back.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
