@@ -190,12 +190,12 @@ def test_completed_session_past_its_expiry_is_replaced_by_one_session_for_every_
 ):
     """Issue 11 item 12: a completed session past ``expires_at`` still replays as "completed", but
     no job can be made from it; every later run (fresh clients) moves to the same next generation."""
-    import time
+    from tests.helpers.store import expire_uploads
 
-    srv = make_server(chunk_size=CHUNK, upload_ttl=3)
+    srv = make_server(chunk_size=CHUNK)
     src = distinct(clip, tmp_path / "expire-me.mp4", "expire")
     first = make_client(srv).uploads.upload_file(src)
-    time.sleep(3.2)
+    assert expire_uploads(srv) == 1
     assert make_client(srv).uploads.get(first.upload_id).status == "completed"  # as the server says
     results = [make_client(srv).uploads.upload_file(src) for _ in range(2)]
     assert {r.upload_id for r in results} == {results[0].upload_id} != {first.upload_id}

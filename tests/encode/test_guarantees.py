@@ -427,12 +427,11 @@ def test_a_recorded_job_the_server_does_not_know_fails_and_the_cli_words_the_nex
 def test_a_recorded_upload_that_expired_is_uploaded_again_not_failed(make_server, tmp_path, clip_bank):
     """The cache says uploaded, but the server let the upload expire before a (new) job was made
     for it: the file is fine, so it is uploaded again and encoded (before: 'original kept')."""
-    import time
-
     from sophon_cli.state import StateStore
     from tests.encode.conftest import Env
+    from tests.helpers.store import expire_uploads
 
-    world = Env(make_server(tmp_path / "srv", upload_ttl=2), tmp_path)
+    world = Env(make_server(tmp_path / "srv"), tmp_path)
     place(clip_bank[:1], world.work)
     assert world.encode("video0.mp4", "-o", "out").returncode == 0
     store = StateStore(world.home / "state.json")
@@ -440,7 +439,7 @@ def test_a_recorded_upload_that_expired_is_uploaded_again_not_failed(make_server
     # a fresh intent (as --force makes) whose upload is the old one
     store.update(key, state="uploaded", nonce="n-expired", job_id=None, job_status=None, result=None)
     (world.work / "out" / "video0.sophon.mp4").unlink()
-    time.sleep(2.5)
+    assert expire_uploads(world.server) == 1
     run = world.encode("video0.mp4", "-o", "out", "--json")
     row = run.summary()["files"][0]
     assert run.returncode == 0, row
@@ -453,15 +452,14 @@ def test_reruns_after_the_upload_expired_share_one_replacement_session(make_serv
     """Issue 11 item 12: once the content's completed session is past its expiry, runs that lost
     their cache (fresh SOPHON_HOME; --force: a fresh job each) all upload into the same replacement
     session (the next generation of its key), not a random one each."""
-    import time
-
     from tests.encode.conftest import Env
+    from tests.helpers.store import expire_uploads
 
-    world = Env(make_server(tmp_path / "srv", upload_ttl=8), tmp_path)
+    world = Env(make_server(tmp_path / "srv"), tmp_path)
     place(clip_bank[:1], world.work)
     assert world.encode("video0.mp4", "-o", "out0").returncode == 0
     assert world.upload_count() == 1
-    time.sleep(8.3)
+    assert expire_uploads(world.server) == 1
     for n in (1, 2):
         run = world.encode(
             "video0.mp4", "-o", f"out{n}", "--force", env={"SOPHON_HOME": str(tmp_path / f"h{n}")}
