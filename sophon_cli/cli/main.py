@@ -350,6 +350,17 @@ def _number_message(msg: str, given: list[str]) -> str:
     return msg.replace(found.group(0), f"{opt} takes {what}, not {shown}", 1)
 
 
+def _suggest_global_flags(exc, ctx) -> None:
+    """A misspelt option after a command is matched against the global flags that may follow it too
+    (``job list --josn`` suggested ``--since``, the only close option of ``job list`` itself)."""
+    import difflib
+
+    own = [o for p in (ctx.command.params if ctx is not None else []) for o in getattr(p, "opts", [])]
+    globals_ = sorted((_HOISTABLE | _HOISTABLE_VALUES) - {"--json-fields", "-vv"})
+    name = exc.option_name or ""
+    exc.possibilities = difflib.get_close_matches(name, [*own, *globals_], n=3, cutoff=0.7) or None
+
+
 def _usage_message(exc, click_exc, given: list[str] | None = None) -> str:
     """A click/typer usage error as one line that names the next step."""
     from sophon_cli.cli.errors import one_line
@@ -363,6 +374,8 @@ def _usage_message(exc, click_exc, given: list[str] | None = None) -> str:
             f"{option} is a global option: put it before the command, "
             f"e.g. 'sophon {option}{value} {path.removeprefix('sophon ')}'"
         )
+    if isinstance(exc, click_exc.NoSuchOption) and path != "sophon":
+        _suggest_global_flags(exc, ctx)
     # typer words some checks as pydantic does ("Value error, 'x' is not one of ..."): drop the label
     msg = one_line(exc.format_message()).rstrip(".").replace(": Value error, ", ": ")
     msg = _number_message(msg, given or [])

@@ -56,3 +56,16 @@ def test_a_base_url_that_is_not_http_is_bad_input_before_any_request(tmp_path):
         [sys.executable, "-m", "sophon_cli", "health"], env=env, capture_output=True, text=True, timeout=60
     )
     assert_one_line_error(bare, 2, "'api.example.com'", "SOPHON_BASE_URL", "--local")
+
+
+@pytest.mark.parametrize(
+    "args,suggested",
+    [
+        (["job", "list", "--josn"], "--json"),  # suggested --since: the global flags were not looked at
+        (["job", "list", "--qiuet"], "--quiet"),  # suggested nothing
+        (["job", "list", "--stauts", "failed"], "--status"),  # the command's own options still
+    ],
+)
+def test_a_misspelt_option_after_a_command_suggests_the_global_flags_too(tmp_path, args, suggested):
+    line = assert_one_line_error(_run(tmp_path, *args), 2, f"No such option: {args[2]}")
+    assert f"(Possible options: {suggested})" in line, line
