@@ -6,9 +6,11 @@
 2. the content **fingerprint** (size + a few sampled blocks, ``client.content``), which keys the
    session: a rerun, a copy under another name, or another machine gets the *same* session back
    (the name and MIME type sent are derived from the content too, never from the path);
-3. ``GET`` the session to learn ``received_chunks``; then **one read pass** (``client.upload_pass``):
+3. ``GET`` the session to learn ``received_chunks`` (not for a session just created under this
+   run's nonce, ``new=True``: it holds none); then **one read pass** (``client.upload_pass``):
    the file is read once, in order, every block hashed (sha256) and handed to the part being
-   sent, up to ``concurrency`` parts in flight; parts the server already holds are read and
+   sent, up to ``concurrency`` parts in flight (each sent from the reader's buffers through
+   ``client.direct`` where that is httpx's request); parts the server already holds are read and
    hashed, not sent; a retried part is re-read from disk;
 4. complete with the deterministic complete-route key and check the server's sha256 and size
    against the local ones.
