@@ -80,7 +80,7 @@ class AppContext:
                 self._resolved = (url, key)
             else:
                 _check_scheme(str(s.base_url))
-                key = s.api_key.get_secret_value() if s.api_key is not None else None
+                key = _usable_key(s.api_key.get_secret_value()) if s.api_key is not None else None
                 self._resolved = (s.base_url.rstrip("/"), key)
         url, key = self._resolved
         if need_key and not key:
@@ -140,6 +140,22 @@ def get_ctx(ctx: Any) -> AppContext:
     if root is not None:
         root.obj = app_ctx
     return app_ctx
+
+
+def _usable_key(key: str) -> str | None:
+    """The API key without the whitespace around it (a pasted or `$(cat file)`-read key can end in
+    a newline or CR). One with a space or control character inside is a ConfigError (exit 4): it
+    was sent as it was, failed as an "illegal header value" that read as a network error (exit 8)
+    and quoted the key."""
+    key = key.strip()
+    if any(c.isspace() or not c.isprintable() for c in key):
+        from sophon_cli.client.errors import ConfigError
+
+        raise ConfigError(
+            "the API key contains spaces or control characters",
+            hint="check SOPHON_API_KEY, or store the key again with `sophon config set-key`",
+        )
+    return key or None
 
 
 def _check_scheme(url: str) -> None:

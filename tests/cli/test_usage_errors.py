@@ -69,3 +69,17 @@ def test_a_base_url_that_is_not_http_is_bad_input_before_any_request(tmp_path):
 def test_a_misspelt_option_after_a_command_suggests_the_global_flags_too(tmp_path, args, suggested):
     line = assert_one_line_error(_run(tmp_path, *args), 2, f"No such option: {args[2]}")
     assert f"(Possible options: {suggested})" in line, line
+
+
+def test_an_api_key_read_with_its_line_ending_works_and_a_broken_one_is_said_not_quoted(cli):
+    """`SOPHON_API_KEY=$(cat key.txt)` of a CRLF file keeps the CR: the key went out as it was, the
+    HTTP library refused the header ("Illegal header value b'Bearer <the key>\\r'": the key in the
+    error) and it read as an unreachable server (exit 8)."""
+    from tests.helpers.env import TEST_KEY
+
+    crlf = cli("job", "list", env={"SOPHON_API_KEY": TEST_KEY + "\r\n"})
+    assert crlf.returncode == 0, crlf.stderr
+    assert crlf.stdout.startswith("ID\tSTATUS")
+    broken = TEST_KEY[:6] + " " + TEST_KEY[6:]
+    res = cli("job", "list", env={"SOPHON_API_KEY": broken})
+    assert_one_line_error(res, 4, "spaces or control characters", "SOPHON_API_KEY", secrets=(TEST_KEY[6:],))
