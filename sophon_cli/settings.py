@@ -236,8 +236,9 @@ def load_settings(**cli: Any):
         settings = Settings(**init)
     except ValidationError as exc:
         raise _settings_error(exc, file_values) from None
-    if settings.api_key is not None and not settings.api_key.get_secret_value().strip():
-        settings.api_key = None
+    if settings.api_key is not None:  # a key read with its line ending (`$(cat key.txt)` of a CRLF file)
+        key = settings.api_key.get_secret_value().strip()
+        settings.api_key = SecretStr(key) if key else None
     return settings
 
 

@@ -80,6 +80,9 @@ def test_an_api_key_read_with_its_line_ending_works_and_a_broken_one_is_said_not
     crlf = cli("job", "list", env={"SOPHON_API_KEY": TEST_KEY + "\r\n"})
     assert crlf.returncode == 0, crlf.stderr
     assert crlf.stdout.startswith("ID\tSTATUS")
+    doctor = cli("doctor", env={"SOPHON_API_KEY": TEST_KEY + "\r\n"})  # the library's settings strip it too
+    assert TEST_KEY not in doctor.stdout + doctor.stderr
+    assert [ln for ln in doctor.stdout.splitlines() if ln.split("\t")[1] == "auth"][0].startswith("ok\t")
     broken = TEST_KEY[:6] + " " + TEST_KEY[6:]
     res = cli("job", "list", env={"SOPHON_API_KEY": broken})
     assert_one_line_error(res, 4, "spaces or control characters", "SOPHON_API_KEY", secrets=(TEST_KEY[6:],))
