@@ -18,7 +18,6 @@ from starlette.responses import Response
 from .core import Core
 from .errors import ApiError, Code, envelope
 from .frame import Frame
-from .partsink import DirectBuffers
 from .routes import starlette_routes, uploads
 from .uploadhash import RetainBudget
 from .util import redact_path
@@ -90,6 +89,5 @@ def build_app(core: Core):
     app.state.core = core
     app.state.upload_digests = {}  # upload id -> UploadDigest (see uploadhash.py)
     app.state.retain_budget = RetainBudget()  # received bytes kept until hashed, all uploads
-    app.state.direct_buffers = DirectBuffers()  # aligned buffers for writing parts (partsink.py)
     app.state.part_writers = uploads.PartWriters()  # one writer per (upload, part) at a time
     return Frame(app, core)

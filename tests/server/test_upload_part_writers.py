@@ -8,13 +8,12 @@ import hashlib
 import threading
 from pathlib import Path
 
-from sophon_cli.server import partsink
-
 from .helpers import Api, SlowPut, staged_bytes, wait_for
 
-SEEN = partsink.BUFFER  # the server writes a part in buffers of this size: the first is on disk
-SENT = SEEN + SEEN // 2  # when the first piece of a slow body (this long) is in
-CS = 2 * SEEN  # `video` (tests/server/conftest.py): random frames in Matroska, more than 2 parts
+CS = 2 << 20
+SENT = 3 << 19  # the first piece of a slow body; the test waits until SEEN bytes of it are on disk
+SEEN = 1 << 20  # (the server writes parts in 1 MiB buffers)
+# `video`: 5 MiB of random frames in Matroska (tests/server/conftest.py)
 
 
 def test_a_duplicate_put_of_a_part_in_flight_never_rewrites_it(make_server, video):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import io
 import math
 import os
 import shutil
@@ -19,7 +21,6 @@ from .. import media
 from ..core import Core
 from ..errors import ApiError, Code, invalid
 from ..idempotency import idempotent
-from ..partsink import DiskFull, PartSink
 from ..uploadhash import UploadDigest
 from ..util import iso, new_id, now
 from ..worker import expire_uploads, sha256_file
@@ -182,35 +183,47 @@ async def _write_part(
     request: Request, core: Core, row: dict[str, Any], n: int, expected: int, wrong_length: str
 ) -> Response:
     uid = row["id"]
-    feed = _digest(request.app, core, row).part(n)
-    try:  # blocks go to the file around the page cache where that works well (partsink.py)
-        sink = PartSink(row["path"], n * row["chunk_size"], request.app.state.direct_buffers)
+    try:
+        fh = open(row["path"], "r+b", buffering=0)  # each block goes straight to the file
     except FileNotFoundError:
         raise ApiError(409, Code.CONFLICT, f"upload {uid} is no longer uploading") from None
+    feed = _digest(request.app, core, row).part(n)
     written = 0
     try:
-        try:
+        with fh:
+            fh.seek(n * row["chunk_size"])
             async for block in request.stream():
                 if not block:
                     continue
                 if written + len(block) > expected:
                     raise invalid(f"{wrong_length}; the body is longer")
-                feed.feed(block)  # hashed now if the part extends the hashed prefix, else kept
-                await sink.write(block)
+                _write_all(fh, block)
                 written += len(block)
-        finally:
-            await sink.close(complete=written == expected)  # every write of the part is done
+                feed.feed(block)  # hashed now if the part extends the hashed prefix, else kept
         if written != expected:  # not recorded: a correct PUT of the same part is still accepted
             raise invalid(f"{wrong_length}, not {written}")
         core.store.add_part(uid, n, written)
         feed.recorded()
-    except DiskFull:
-        raise ApiError(
-            503, Code.CAPACITY_EXCEEDED, "the server's disk is full; free space and retry the part"
-        ) from None
     finally:
         feed.failed()  # (nothing once recorded) a failed part leaves nothing in the digest
     return ok({"part_number": n, "received": True})
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _write_all(fh: io.RawIOBase, block: bytes) -> None:
+    view = memoryview(block)
+    try:
+        while view:
+            done = fh.write(view)
+            view = view[done or 0 :]
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise ApiError(
+                503, Code.CAPACITY_EXCEEDED, "the server's disk is full; free space and retry the part"
+            ) from None
+        raise
 
 
 def _digest(app: Any, core: Core, row: dict[str, Any]) -> UploadDigest:
