@@ -472,7 +472,7 @@ def run_jq(program: Any, data: Any, expr: str) -> list[Any]:
     except ValueError as exc:
         first = next((ln for ln in str(exc).splitlines() if ln.strip()), str(exc))
         hint = "check the expression against --json output"
-        if isinstance(data, list):  # the usual slip: a per-object filter given the list
+        if isinstance(data, list) and "array" in first:  # the usual slip: a per-object filter given the list
             hint = "a list command gives --jq one array of the objects: begin with .[] (--jq '.[] | .id')"
         raise InputError(f"--jq {expr!r} failed: {first}", hint=hint) from None
 

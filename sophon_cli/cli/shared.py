@@ -159,7 +159,10 @@ def parse_since(text: str | None, *, now: datetime | None = None) -> datetime | 
     now = now or datetime.now(timezone.utc)
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw])", raw.lower())
     if m:
-        return now - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+        try:
+            return now - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+        except OverflowError:  # further back than the calendar goes: every job is newer
+            return datetime.min.replace(tzinfo=timezone.utc)
     try:
         when = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:

@@ -700,3 +700,13 @@ def test_upload_bar_says_already_uploaded_and_never_shows_a_question_mark_rate(t
     assert fresh.returncode == 0, fresh.text
     [bar] = [ln for ln in fresh.lines if "KiB" in ln]
     assert "already uploaded" not in bar and " ? " not in bar, fresh.text
+
+
+def test_since_further_back_than_the_calendar_and_a_jq_error_of_the_users_own(run, fresh):
+    """`--since 99999999d` ended in "unexpected OverflowError" (exit 1); an error the expression
+    raises itself was answered with the hint for a per-object filter given the list."""
+    every = run("job", "list", "--since", "99999999d", "--jq", "length")
+    assert every.returncode == 0 and every.stdout == "3\n", every.stderr
+    own = run("job", "list", "--jq", 'error("no such thing")')
+    line = assert_one_line_error(own, 2, "no such thing", "check the expression")
+    assert ".[]" not in line
