@@ -31,6 +31,10 @@ def _store(ctx: typer.Context, state_file: Path | None) -> Any:
     from sophon_cli.state import StateStore
 
     app_ctx = get_ctx(ctx)
+    if state_file is not None and state_file.is_dir():  # StateStore raised ValueError ("empty name")
+        from sophon_cli.client.errors import InputError
+
+        raise InputError(f"--state-file {state_file} is a directory", hint="pass the cache file's path")
     return StateStore(state_file or app_ctx.state_path, on_warning=app_ctx.out.warn)
 
 

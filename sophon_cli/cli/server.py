@@ -149,6 +149,10 @@ def server_command(
         parse_faults(faults)
     except FaultSpecError as exc:
         raise typer.BadParameter(str(exc), param_hint="--faults") from None
+    if not 0 <= port <= 65535:  # as `webhooks listen` says it (bind() raised OverflowError)
+        from sophon_cli.client.errors import InputError
+
+        raise InputError(f"--port must be 0-65535 (got {port})", hint="e.g. --port 8765, or 0 for a free one")
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: listening on {host}, reachable beyond this machine", err=True)
     config = ServerConfig(

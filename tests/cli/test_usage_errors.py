@@ -86,3 +86,13 @@ def test_an_api_key_read_with_its_line_ending_works_and_a_broken_one_is_said_not
     broken = TEST_KEY[:6] + " " + TEST_KEY[6:]
     res = cli("job", "list", env={"SOPHON_API_KEY": broken})
     assert_one_line_error(res, 4, "spaces or control characters", "SOPHON_API_KEY", secrets=(TEST_KEY[6:],))
+
+
+def test_a_directory_as_state_file_and_an_impossible_server_port_are_usage_errors(tmp_path):
+    """Both ended in "unexpected ValueError/OverflowError ... report it" (exit 1)."""
+    for sub in ("list", "prune"):
+        res = _run(tmp_path, "cache", sub, "--state-file", tmp_path)
+        assert_one_line_error(res, 2, f"--state-file {tmp_path} is a directory")
+    res = _run(tmp_path, "server", "--port", "99999", "--data-dir", tmp_path / "srv")
+    line = assert_one_line_error(res, 2, "--port must be 0-65535 (got 99999)")
+    assert "unexpected" not in line
