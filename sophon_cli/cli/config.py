@@ -81,6 +81,7 @@ def set_value(
             parsed = SETTABLE_KEYS[name](value)
         except ValueError as exc:
             raise InputError(f"bad value for {name}: {value!r}", hint="give a number") from exc
+        _check_number(name, parsed, value)
         if name == "base_url" and value.lower() != "local" and not value.startswith(("http://", "https://")):
             raise InputError(
                 f"base_url must start with http:// or https:// (got {value!r})",
@@ -89,6 +90,25 @@ def set_value(
     target = _target_profile(ctx, profile)
     path = update_config(target, {name: parsed})
     get_ctx(ctx).out.notice(f"{'removed' if parsed is None else 'set'} {name} in profile {target!r} ({path})")
+
+
+#: the lowest value each number may have, and whether it may be that value (settings.Settings'
+#: Field bounds: `config set` refuses what would make every later command fail to load its settings)
+_LOWEST = {"timeout": (0, False), "max_retries": (0, True), "retry_budget": (0, True),
+           "stall_seconds": (0, False), "min_rate": (0, True)}  # fmt: skip
+
+
+def _check_number(name: str, parsed: object, value: str) -> None:
+    import math
+
+    from sophon_cli.client.errors import InputError
+
+    if name not in _LOWEST or not isinstance(parsed, (int, float)):
+        return
+    low, inclusive = _LOWEST[name]
+    if not math.isfinite(parsed) or parsed < low or (parsed == low and not inclusive):
+        bound = f"at least {low}" if inclusive else f"more than {low}"
+        raise InputError(f"bad value for {name}: {value!r}", hint=f"give a finite number {bound}")
 
 
 @app.command("set-key")

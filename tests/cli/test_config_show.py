@@ -127,3 +127,30 @@ def test_every_setting_config_set_takes_is_in_its_help_and_in_config_show(cli):
     for name in SETTABLE_KEYS:
         assert name in rows, (name, rows)
         assert "(file " in rows[name], (name, rows[name])
+
+
+def test_config_set_refuses_what_the_settings_would_refuse_later(cli, monkeypatch, tmp_path):
+    """`config set timeout nan` was written to the file, and from then on every command failed
+    loading its settings ("timeout = nan: Input should be greater than 0"). It accepts a number
+    exactly when the settings do (and only finite ones)."""
+    from sophon_cli.client.errors import SophonError
+    from sophon_cli.settings import load_settings
+
+    monkeypatch.setenv("SOPHON_HOME", str(tmp_path / "probe-home"))
+    for name in ("timeout", "max_retries", "retry_budget", "stall_seconds", "min_rate"):
+        for value in ("nan", "inf", "-1", "0", "0.5", "3"):
+            monkeypatch.setenv(f"SOPHON_{name.upper()}", value)
+            try:
+                load_settings()
+                loads = value not in ("nan", "inf")
+            except SophonError:
+                loads = False
+            monkeypatch.delenv(f"SOPHON_{name.upper()}")
+            if name == "max_retries" and value == "0.5":
+                continue  # not an int: refused by `config set` as a bad value before any bound
+            res = cli("config", "set", name, "--", value, env={f"SOPHON_{name.upper()}": None})
+            assert (res.returncode == 0) == loads, (name, value, res.stderr)
+            if not loads:
+                assert_one_line_error(res, 2, f"bad value for {name}")
+    shown = cli("config", "show")
+    assert shown.returncode == 0, shown.stderr  # the file is still loadable
