@@ -52,6 +52,9 @@ def download_command(
             progress.update(task, completed=done, total=total)
 
         result = client.downloads.download(job_id, target, force=force, on_progress=on_progress, job=job)
+        if result.already_present:  # nothing was fetched: the bar said "0/? bytes ?"
+            size = result.bytes or 0
+            progress.update(task, completed=size, total=size, description=f"{job_id} (already downloaded)")
         if not result.skipped:
             progress.done(task)
     if out.json:

@@ -710,3 +710,20 @@ def test_since_further_back_than_the_calendar_and_a_jq_error_of_the_users_own(ru
     own = run("job", "list", "--jq", 'error("no such thing")')
     line = assert_one_line_error(own, 2, "no such thing", "check the expression")
     assert ".[]" not in line
+
+
+def test_download_bar_of_an_output_already_in_place_says_so(tty2, run2, scratch, clip, tmp_path):
+    """Nothing is fetched when the target already holds the output: the bar stayed at "0/? bytes ?"."""
+    from sophon_cli.client.http import SophonClient
+
+    with SophonClient(scratch.url, scratch.api_keys[0]) as api:
+        job = api.jobs.wait(
+            api.jobs.create(scratch.upload.upload_id, profile="sophon-espresso").id, timeout=120
+        )
+    target = tmp_path / "here.mp4"
+    first = run2("download", job.id, "-o", target)
+    assert first.returncode == 0, first.stderr
+    again = tty2("download", job.id, "-o", target, columns=120)
+    assert again.returncode == 0, again.text
+    [bar] = [ln for ln in again.lines if ln.startswith(job.id)]
+    assert "(already downloaded)" in bar and "?" not in bar and "KiB" in bar, again.text
