@@ -142,6 +142,10 @@ def list_(ctx: typer.Context) -> None:
         )
         for h in hooks
     ]
+    if not rows:  # as `job list` says "no jobs": on a terminal no empty table; piped the header stays
+        out.notice("no webhooks; create one with `sophon webhooks create URL`")
+        if out.is_tty:
+            return
     out.table(["id", "url", "active", "created", "name"], rows)
 
 

@@ -439,3 +439,21 @@ def test_verify_on_a_terminal_without_a_body_file_says_so_instead_of_waiting(tmp
     sig = compute_signature(body.read_bytes(), "2026-01-31T12:00:00Z", "whsec_test")
     code, text = run_in_pty([*args[:3], sig, *args[4:], "--tolerance", str(10**10), "--body-file", body], env)
     assert code == 0 and "valid" in text, text
+
+
+def test_an_empty_webhooks_list_says_so_like_job_list(make_server, tmp_path):
+    """It printed a bare header (an empty table on a terminal) and nothing else."""
+    from tests.helpers.tty import run_in_terminal
+
+    srv = make_server()
+    env = cli_env(srv, tmp_path / "home")
+    piped = subprocess.run(
+        [sys.executable, "-m", "sophon_cli", "webhooks", "list"], env=env, capture_output=True, text=True
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == "ID\tURL\tACTIVE\tCREATED\tNAME\n"  # the shape a script expects
+    assert piped.stderr == "no webhooks; create one with `sophon webhooks create URL`\n"
+    screen = run_in_terminal(["webhooks", "list"], env)
+    assert screen.returncode == 0 and screen.lines == [
+        "no webhooks; create one with `sophon webhooks create URL`"
+    ]
