@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from .core import Core
-from .errors import ApiError, Code, envelope
+from .errors import ApiError, BodyStalled, Code, envelope
 from .frame import Frame
 from .routes import starlette_routes, uploads
 from .uploadhash import RetainBudget
@@ -71,6 +71,19 @@ async def _gone(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _stalled(request: Request, exc: Exception) -> Response:
+    # nothing was recorded (a part is recorded only whole); the connection is closed after this
+    # answer, since the rest of a stalled body may still arrive on it
+    assert isinstance(exc, BodyStalled)
+    return envelope(
+        400,
+        Code.VALIDATION_ERROR,
+        f"the request body made no progress for {exc.seconds:g}s and was abandoned; send the request again",
+        _rid(request),
+        headers={"Connection": "close"},
+    )
+
+
 async def _crash(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, redact_path(request.url.path))
     return envelope(500, Code.INTERNAL_ERROR, "internal error in the local server; retry", _rid(request))
@@ -83,6 +96,7 @@ def build_app(core: Core):
             ApiError: _api_error,
             HTTPException: _http_error,
             ClientDisconnect: _gone,
+            BodyStalled: _stalled,
             Exception: _crash,
         },
     )

@@ -14,6 +14,19 @@ STATE_FILE = "server.json"
 KEYS_ENV = "SOPHON_SERVER_API_KEYS"
 UPLOAD_TTL = 24 * 3600.0  # seconds an upload session (and its completed source) can be used
 RETENTION = 7 * 24 * 3600.0  # seconds a job's output stays downloadable after completion
+BODY_IDLE_ENV = "SOPHON_SERVER_BODY_IDLE_SECONDS"
+BODY_IDLE = 60.0  # seconds a request body may go without a byte before the request is abandoned
+
+
+def _body_idle_default() -> float:
+    """``$SOPHON_SERVER_BODY_IDLE_SECONDS`` if set, else :data:`BODY_IDLE`."""
+    raw = os.environ.get(BODY_IDLE_ENV, "").strip()
+    if not raw:
+        return BODY_IDLE
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{BODY_IDLE_ENV} must be a number of seconds > 0, not {raw!r}") from None
 
 
 @dataclass
@@ -34,6 +47,7 @@ class ServerConfig:
     lease_seconds: float = 30.0
     upload_ttl: float = UPLOAD_TTL
     retention: float = RETENTION
+    body_idle_seconds: float = field(default_factory=_body_idle_default)
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
@@ -46,6 +60,9 @@ class ServerConfig:
             raise ValueError("chunk_size must be >= 1")
         if not (self.upload_ttl > 0 and self.retention > 0):
             raise ValueError("upload_ttl and retention must be > 0 seconds")
+        self.body_idle_seconds = float(self.body_idle_seconds)
+        if not (0 < self.body_idle_seconds < float("inf")):  # (also refuses nan)
+            raise ValueError(f"body_idle_seconds ({BODY_IDLE_ENV}) must be a number of seconds > 0")
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -40,6 +40,15 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+class BodyStalled(Exception):
+    """The request body made no progress for ``seconds``: the request is abandoned (see
+    :meth:`~.frame.Frame.bounded_receive`), the connection closed after the answer."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no byte of the request body arrived for {seconds:g}s")
+        self.seconds = seconds
+
+
 def invalid(message: str) -> ApiError:
     """400 ``validation_error`` (the most common answer)."""
     return ApiError(400, Code.VALIDATION_ERROR, message)

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from .core import Core
-from .errors import ApiError, Code, envelope
+from .errors import ApiError, BodyStalled, Code, envelope
 from .routes import is_public, route_template
 from .util import redact_path
 
@@ -69,11 +69,32 @@ class Frame:
             await send(message)
 
         try:
-            await self._handle(scope, receive, send_wrapper, rid, method, path)
+            await self._handle(scope, self.bounded_receive(receive), send_wrapper, rid, method, path)
         finally:
             core.in_flight -= 1
             core.last_request = time.monotonic()
             finish()
+
+    def bounded_receive(self, receive):
+        """``receive`` that raises :class:`BodyStalled` when the request body makes no progress for
+        ``config.body_idle_seconds``: a client that sends the headers and then stalls, trickles or
+        vanishes without closing cannot hold a request (and the part lock of an upload) forever.
+        Once the body is complete, ``receive`` (which then only waits for a disconnect) is not bounded."""
+        idle = self.core.config.body_idle_seconds
+        body_done = [False]
+
+        async def bounded():
+            if body_done[0]:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), idle)
+            except asyncio.TimeoutError:
+                raise BodyStalled(idle) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done[0] = True
+            return message
+
+        return bounded
 
     async def _handle(self, scope, receive, send, rid, method, path):
         async def respond(exc: ApiError) -> None:

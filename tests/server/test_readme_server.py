@@ -50,3 +50,12 @@ def test_upload_ttl_and_retention_are_stated_with_their_defaults():
     assert RETENTION == 7 * 24 * 3600 and "(`--retention`, default 7 days)" in text
     assert "422 `source_invalid`" in text and "409 `output_not_ready`" in text
     assert "`output.state` reads `expired`" in text
+
+
+def test_the_request_body_idle_bound_is_stated_with_its_setting_and_default():
+    from sophon_cli.server.config import BODY_IDLE, BODY_IDLE_ENV
+
+    text = " ".join(SECTION.split())
+    assert "**A request body is bounded in time.**" in text
+    assert f"`{BODY_IDLE_ENV}` (default {BODY_IDLE:g} s)" in text
+    assert "400 `validation_error`" in text and "its connection is closed" in text
