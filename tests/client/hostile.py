@@ -34,15 +34,57 @@ def send_raw(h: BaseHTTPRequestHandler, raw: bytes) -> None:
     h.wfile.flush()
 
 
+def trickle(body: bytes, every: float) -> Callable[[BaseHTTPRequestHandler], None]:
+    """A route answering 200 with ``body`` one byte at a time, ``every`` seconds apart."""
+
+    def route(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        for i in range(len(body)):
+            h.wfile.write(body[i : i + 1])
+            h.wfile.flush()
+            time.sleep(every)
+
+    return route
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 (keep-alive), no request log, and a redirect helper: the base of every test origin."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def redirect(self, status: int, location: str) -> None:
+        self.send_response(status)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+class Serving:
+    """Serves a handler class on 127.0.0.1 (a free port) in a daemon thread: ``url``, ``close()``."""
+
+    def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 class HostileServer:
     def __init__(self, routes: dict[str, Callable[[BaseHTTPRequestHandler], None]]) -> None:
         self.routes = routes
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def _any(self) -> None:
                 path = self.path.split("?")[0]
                 outer.requests.append((self.command, path, dict(self.headers)))
@@ -59,9 +101,6 @@ class HostileServer:
                     pass
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any  # noqa: N815
-
-            def log_message(self, *args: object) -> None:
-                pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -7,15 +7,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from sophon_cli.client import direct_get
 from sophon_cli.client.http import SophonClient
 from sophon_cli.client.models import Job
+from tests.client.hostile import QuietHandler, Serving
 
 KEY = "xt_live_DIRECTKEY0001"
 DATA = os.urandom(3 * 1024 * 1024 + 777)
@@ -33,7 +32,7 @@ def job():
     )
 
 
-class Origin:
+class Origin(Serving):
     """``/v1/jobs/job_1/output`` -> 302 -> ``/dl/<token>``; ``behaviours`` says how each GET of the
     signed URL is answered (then normally)."""
 
@@ -42,19 +41,11 @@ class Origin:
         self.seen: list[tuple[str, dict[str, str]]] = []
         origin = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 origin.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
                 if self.path.endswith("/output"):
-                    self.send_response(302)
-                    self.send_header("Location", "/dl/tok1")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self.redirect(302, "/dl/tok1")
                     return
                 if self.path == "/dl/moved":
                     return self.body(DATA)
@@ -79,10 +70,7 @@ class Origin:
                     self.close_connection = True
                     return
                 if how == "redirect":
-                    self.send_response(307)
-                    self.send_header("Location", "/dl/moved")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self.redirect(307, "/dl/moved")
                     return
                 if how == "gzip":
                     blob = gzip.compress(DATA)
@@ -112,16 +100,10 @@ class Origin:
                 self.end_headers()
                 self.wfile.write(blob)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.serve(Handler)
 
     def downloads(self):
         return [(p, h) for p, h in self.seen if p.startswith("/dl/")]
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

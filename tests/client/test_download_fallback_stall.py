@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -24,6 +23,7 @@ from sophon_cli.client.errors import TransportError
 from sophon_cli.client.files import part_path
 from sophon_cli.client.http import SophonClient
 from sophon_cli.client.models import Job
+from tests.client.hostile import QuietHandler, Serving
 from tests.helpers.env import TEST_KEY, cli_env
 
 KEY = "xt_live_FALLBACKKEY01"
@@ -46,7 +46,7 @@ def job():
     return Job.model_validate(JOB)
 
 
-class Origin:
+class Origin(Serving):
     """``/v1/jobs/job_1/output`` -> 302 -> ``/dl/tok`` -> 307 -> ``/dl/moved`` (so the reply is
     httpx's), answered as ``how`` says. ``outcomes`` collects, per trickle, "cut" (the client hung
     up) or "finished" (the server trickled all it had)."""
@@ -57,12 +57,7 @@ class Origin:
         self.done = threading.Event()
         origin = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 if self.path == "/v1/jobs/job_1":
                     doc = json.dumps(JOB).encode()
@@ -84,12 +79,6 @@ class Origin:
                     origin.outcomes.append("cut")
                 finally:
                     origin.done.set()
-
-            def redirect(self, status, location):
-                self.send_response(status)
-                self.send_header("Location", location)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
 
             def trickle(self, blob):
                 for i in range(len(blob)):
@@ -121,13 +110,7 @@ class Origin:
                 self.end_headers()
                 self.trickle(b"r" * TRICKLE_BYTES)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(Handler)
 
 
 @pytest.mark.parametrize("how", ["head", "gzip", "chunks", "slow_redirect_body"])

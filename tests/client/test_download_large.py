@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -16,7 +15,7 @@ from sophon_cli.client.downloads import WRITE_BEHIND_MIN
 from sophon_cli.client.errors import SizeExceededError
 from sophon_cli.client.http import SophonClient
 from sophon_cli.client.models import Job
-from tests.client.hostile import FakeAPI
+from tests.client.hostile import FakeAPI, QuietHandler, Serving
 
 KEY = "xt_live_LARGEDLKEY001"
 _BLOCK = os.urandom(1 << 20)
@@ -41,7 +40,7 @@ def job(data: bytes = DATA) -> Job:
     )
 
 
-class Origin:
+class Origin(Serving):
     """``/v1/jobs/job_1/output`` -> 302 -> ``/dl/tok``; the first GET of ``/dl/tok`` sends
     ``drop_at`` bytes of a 200 and closes (when set), later ones honour Range."""
 
@@ -49,18 +48,10 @@ class Origin:
         self.ranges: list[str | None] = []
         origin = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 if self.path.endswith("/output"):
-                    self.send_response(302)
-                    self.send_header("Location", "/dl/tok")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self.redirect(302, "/dl/tok")
                     return
                 rng = self.headers.get("Range")
                 origin.ranges.append(rng)
@@ -77,13 +68,7 @@ class Origin:
                 for i in range(start, end, 1 << 20):
                     self.wfile.write(view[i : min(i + (1 << 20), end)])
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(Handler)
 
 
 def _download(url: str, target, data: bytes = DATA):

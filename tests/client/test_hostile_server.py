@@ -18,7 +18,7 @@ import pytest
 from sophon_cli.client.errors import MalformedResponseError, TransportError
 from sophon_cli.client.files import part_path
 from sophon_cli.client.http import SophonClient
-from tests.client.hostile import FakeAPI, HostileServer, job_doc, send_json, send_raw
+from tests.client.hostile import FakeAPI, HostileServer, job_doc, send_json, send_raw, trickle
 from tests.helpers.env import TEST_KEY, cli_env
 
 JOB = json.dumps(job_doc("job_1", size=10, sha256=None)).encode()
@@ -49,20 +49,6 @@ def one_error_line(res):
 
 def raw_route(raw: bytes):
     return lambda h: send_raw(h, raw)
-
-
-def trickle(body: bytes, every: float):
-    def route(h):
-        h.send_response(200)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        for i in range(len(body)):
-            h.wfile.write(body[i : i + 1])
-            h.wfile.flush()
-            time.sleep(every)
-
-    return route
 
 
 # -- one deadline ---------------------------------------------------------------------------------

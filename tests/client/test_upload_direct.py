@@ -19,7 +19,7 @@ import pytest
 from sophon_cli.client.errors import APIError
 from sophon_cli.client.http import SophonClient
 from sophon_cli.client.upload_pass import BLOCK, PartSlice, run_pass
-from tests.client.hostile import HostileServer, send_json
+from tests.client.hostile import HostileServer, send_json, trickle
 
 KEY = "xt_live_DIRECTSECRET123"
 
@@ -264,19 +264,7 @@ def test_ctrl_c_cuts_a_part_blocked_on_a_server_that_stopped_reading(tmp_path):
 
 
 def _trickle_part_reply(every: float):
-    body = json.dumps({"part_number": 0, "received": True}).encode() + b" " * 200
-
-    def route(h):
-        h.send_response(200)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        for i in range(len(body)):
-            h.wfile.write(body[i : i + 1])
-            h.wfile.flush()
-            time.sleep(every)
-
-    return route
+    return trickle(json.dumps({"part_number": 0, "received": True}).encode() + b" " * 200, every)
 
 
 def test_a_trickling_reply_to_a_part_is_bounded_by_the_timeout(tmp_path):
