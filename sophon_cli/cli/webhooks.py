@@ -22,6 +22,13 @@ from sophon_cli.webhooks.secret_store import SECRET_ENV
 
 app = typer.Typer(no_args_is_help=True)
 
+#: ``--tolerance`` of ``verify`` and ``listen``: one declaration (a negative value would refuse
+#: every delivery, so it is a usage error)
+ToleranceOpt = Annotated[
+    int,
+    typer.Option("--tolerance", metavar="SECONDS", min=0, help="Reject timestamps older/newer than this."),
+]
+
 
 def _no_secret_error():
     from sophon_cli.client.errors import InputError
@@ -202,9 +209,7 @@ def verify(
             help="The raw request body [default: stdin] (piped; - reads stdin even on a terminal).",
         ),
     ] = None,
-    tolerance: Annotated[
-        int, typer.Option("--tolerance", metavar="SECONDS", help="Reject timestamps older/newer than this.")
-    ] = DEFAULT_TOLERANCE,
+    tolerance: ToleranceOpt = DEFAULT_TOLERANCE,
 ) -> None:
     """Check a delivery's signature: exit 0 when valid, 1 with the reason when not."""
     from sophon_cli.client.errors import InputError, SignatureError
@@ -273,9 +278,7 @@ def listen(
     max_events: Annotated[
         int | None, typer.Option("--max-events", metavar="N", help="Exit after N new events.")
     ] = None,
-    tolerance: Annotated[
-        int, typer.Option("--tolerance", metavar="SECONDS", help="Reject timestamps older/newer than this.")
-    ] = DEFAULT_TOLERANCE,
+    tolerance: ToleranceOpt = DEFAULT_TOLERANCE,
 ) -> None:
     """Receive deliveries locally: verify, dedupe, print one line per new event (NDJSON with --json)."""
     from sophon_cli.client.errors import InputError

@@ -96,3 +96,17 @@ def test_a_directory_as_state_file_and_an_impossible_server_port_are_usage_error
     res = _run(tmp_path, "server", "--port", "99999", "--data-dir", tmp_path / "srv")
     line = assert_one_line_error(res, 2, "--port must be 0-65535 (got 99999)")
     assert "unexpected" not in line
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["webhooks", "verify", "--signature", "x", "--timestamp", "1", "--body-file", "/dev/null"],
+        ["webhooks", "listen", "--port", "0"],  # before: it listened until the test's timeout
+    ],
+)
+def test_a_negative_tolerance_is_a_usage_error_in_both_webhook_commands(tmp_path, command):
+    """`--tolerance -5` was taken, and then every delivery was refused as out of tolerance; verify
+    and listen declared the option each on its own, so one check covers both now."""
+    res = _run(tmp_path, *command, "--secret", "s", "--tolerance", "-5")
+    assert_one_line_error(res, 2, "--tolerance", f"sophon {' '.join(command[:2])} --help")
