@@ -364,10 +364,19 @@ class Store:
         """Move a non-terminal job to terminal ``status`` and queue its webhook events in one
         transaction. ``events(job, webhook_id, t)`` returns ``(event_id, body)`` for each active
         webhook the job listed. Returns the updated row, or None if the job was already terminal
-        (or not ``owner``'s)."""
+        (or not ``owner``'s).
+
+        The progress's ``phase`` and ``stage`` become ``status``: in ``fields["progress"]`` when
+        given, else in the stored progress by the same UPDATE (``json_set``), so the rest of it is
+        the last progress written, never a copy read before a worker's later write."""
         t = now()
         sets = ["status=?", "completed_at=?", "lease_owner=NULL", "lease_until=NULL"]
         args: list[Any] = [status, t]
+        if "progress" in fields:
+            fields = dict(fields, progress=dict(fields["progress"], phase=status, stage=status))
+        else:
+            sets.append("progress=json_set(progress, '$.phase', ?, '$.stage', ?)")
+            args += [status, status]
         for k, v in fields.items():
             sets.append(f"{k}=?")
             args.append(json.dumps(v) if k in JSON_COLUMNS else v)

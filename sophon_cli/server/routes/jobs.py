@@ -184,13 +184,9 @@ async def get_job(request: Request) -> Response:
 async def cancel_job(request: Request) -> Response:
     core = core_of(request)
     jid = request.path_params["id"]
-    job = job_or_404(core, jid)
-    row = finish_job(
-        core.store,
-        jid,
-        "canceled",
-        progress=dict(job["progress"], phase="canceled", stage="canceled"),
-    )
+    # one conditional UPDATE: the progress kept is the stored one at that moment (see
+    # Store.finish_job), not a copy read before it that a worker's progress write could outdate
+    row = finish_job(core.store, jid, "canceled")
     if row is None:
         job = job_or_404(core, jid)
         raise ApiError(
