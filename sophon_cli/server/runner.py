@@ -42,9 +42,11 @@ class _Instance:
 
     def __init__(self, config: ServerConfig) -> None:
         from .core import Core
+        from .memtune import tune_malloc
 
         self.config = config
         self.lock = instance.hold(config.data_dir)
+        tune_malloc()  # received chunks reuse freed heap memory instead of fresh pages
         try:
             self.sock = instance.bind(config.host, config.port)
             try:
