@@ -33,7 +33,73 @@ NEXT_STEPS: dict[str, str] = {
     "resume": RESUME,
     "set_key": "check SOPHON_API_KEY or run `sophon config set-key`",
     "check_connection": "check your network and SOPHON_BASE_URL (or use --local for the local server)",
+    "check_host_name": "check the host name in the base URL ({base_url_origin}), or use --local for the "
+    "local server",
+    "check_dns": "check your network connection and DNS, then the host name in the base URL "
+    "({base_url_origin})",
 }
+
+#: a download origin (not the base URL's host) whose name did not resolve
+OTHER_HOST_NAME = "check your network connection and DNS, then run the download again for a fresh link"
+
+
+# -- where the settings came from (for next steps that name it) ------------------------------------
+
+_SETTINGS: tuple[object, dict[str, object]] | None = None
+
+
+def note_settings(settings: object, *, flags: dict[str, object]) -> None:
+    """Remember the command's effective settings and its command-line values, so that a next step
+    can say where a setting came from (``SOPHON_BASE_URL``, the profile in the config file, ...).
+    Nothing is read until an error needs it."""
+    global _SETTINGS
+    _SETTINGS = (settings, dict(flags))
+
+
+def setting_origin(name: str):
+    """The :class:`~sophon_cli.setting_sources.SettingValue` of setting ``name`` of this command,
+    None when no settings were noted (or they cannot be described)."""
+    if _SETTINGS is None:
+        return None
+    from sophon_cli.setting_sources import describe
+    from sophon_cli.settings import config_path
+
+    settings, flags = _SETTINGS
+    try:
+        values = describe(settings, flags=flags, config_file=config_path())
+    except Exception:  # describing is best effort: the next step still has its words
+        return None
+    return next((v for v in values if v.name == name), None)
+
+
+def _profile() -> str:
+    return str(getattr(_SETTINGS[0], "profile", "default")) if _SETTINGS is not None else "default"
+
+
+def _default_base_url() -> bool:
+    from sophon_cli.setting_sources import Source
+
+    origin = setting_origin("base_url")
+    return origin is not None and origin.source == Source.DEFAULT
+
+
+def base_url_origin() -> str:
+    """Where the base URL came from, as words for a next step."""
+    from sophon_cli.setting_sources import Source
+
+    origin = setting_origin("base_url")
+    if origin is None:
+        return "--base-url, SOPHON_BASE_URL or the profile's base_url; `sophon config show` says which"
+    if origin.source == Source.FLAG:
+        return f"given with {origin.origin}"
+    if origin.source == Source.ENV:
+        return f"set by {origin.origin}"
+    if origin.source == Source.FILE:
+        from sophon_cli.settings import config_path
+
+        return f"base_url of profile {_profile()!r} in {config_path()}"
+    return "the default; choose another with --base-url or SOPHON_BASE_URL"
+
 
 #: `sophon server` refusals and `server stop` outcomes -> words (``{url}``, ``{data_dir}``: the
 #: ` --data-dir DIR` option, empty for the default dir, ``{pid}`` filled by the command)
@@ -184,8 +250,14 @@ def _hint_words(exc: BaseException) -> str | None:
     if isinstance(exc, OptionError) and exc.option.value in OPTION_HINTS:
         return OPTION_HINTS[exc.option.value]
     step = getattr(exc, "next_step", None)
+    if isinstance(exc, e.NameResolutionError) and exc.url is None:
+        return OTHER_HOST_NAME
     if step is not None:
         words = NEXT_STEPS.get(getattr(step, "value", str(step)))
+        if words and "{base_url_origin}" in words:
+            if step == e.NextStep.CHECK_HOST_NAME and _default_base_url():
+                words = NEXT_STEPS["check_dns"]  # the service's own name: the network is the suspect
+            return words.format(base_url_origin=base_url_origin())
         if words:
             return words
     if isinstance(exc, e.MalformedResponseError):

@@ -387,7 +387,7 @@ class Downloads:
                 bad = malformed_from_transport(exc, secrets=c._secret_values)
                 if bad is not None:
                     raise bad from None
-                delay = state.next_delay(reason=type(exc).__name__)
+                delay = state.next_delay(reason=type(exc).__name__, error=exc)
                 if delay is None:
                     if isinstance(exc, httpx.ReadTimeout):  # nothing at all for stall_seconds
                         raise c.stall_error(f"the download of job {job_id}", attempt) from None

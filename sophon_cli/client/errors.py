@@ -7,6 +7,8 @@
     │   └── ConfigFileError          a config/secrets file that cannot be parsed, or an
     │                                unknown profile (.path, .line; also an InputError)  -> exit 2
     ├── TransportError               server unreachable after retries (has .url)         -> exit 8
+    │   └── NameResolutionError      the host name does not resolve (.host, .failure);
+    │                                said at once (or after one retry for EAI_AGAIN)     -> exit 8
     ├── IntegrityError               a hash or size did not match what the server said    -> exit 1
     │   └── SizeExceededError        more bytes arrived than expected (.limit); none kept -> exit 1
     ├── JobFailedError               a waited-for job ended failed or canceled (.job)    -> exit 5
@@ -51,6 +53,8 @@ class NextStep(str, enum.Enum):
     RESUME = "resume"  # interrupted: the same call again resumes
     SET_KEY = "set_key"  # missing or wrong API key
     CHECK_CONNECTION = "check_connection"  # the server did not answer: check the network and base URL
+    CHECK_HOST_NAME = "check_host_name"  # the base URL's host name does not exist: check the URL
+    CHECK_DNS = "check_dns"  # the resolver did not answer: check the network and DNS, then the URL
 
 
 class SophonError(Exception):
@@ -127,6 +131,45 @@ class TransportError(SophonError):
         super().__init__(message, hint=hint, next_step=next_step)
         self.url = url
         self.attempts = attempts
+
+
+class NameResolutionError(TransportError):
+    """The host name of the URL (``host``) did not resolve. ``failure`` says how
+    (:class:`sophon_cli.client.retry.NameFailure`): ``not_found`` when the resolver answered that
+    the name does not exist (no retry: the same answer would come back), ``temporary`` when it
+    could not get an answer (EAI_AGAIN; retried once)."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        failure: Any,
+        url: str | None = None,
+        detail: str = "",
+        attempts: int = 1,
+    ) -> None:
+        from sophon_cli.client.retry import NameFailure
+
+        temporary = failure == NameFailure.TEMPORARY
+        if temporary:
+            why = (
+                f"the DNS resolver did not answer: {detail}" if detail else "the DNS resolver did not answer"
+            )
+        else:
+            why = detail or "no such host"
+        tries = f" (tried {attempts} times)" if attempts > 1 else ""
+        where = f" of {url}" if url else ""
+        super().__init__(
+            f"cannot resolve the host name {host!r}{where} ({why}){tries}",
+            url=url,
+            hint="check the network connection and DNS, then the host name in the base URL"
+            if temporary
+            else "check the host name in the base URL",
+            next_step=NextStep.CHECK_DNS if temporary else NextStep.CHECK_HOST_NAME,
+            attempts=attempts,
+        )
+        self.host = host
+        self.failure = failure
 
 
 class IntegrityError(SophonError):

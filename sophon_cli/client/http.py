@@ -27,6 +27,7 @@ from sophon_cli import __version__
 from sophon_cli.client.direct import SendableBody
 from sophon_cli.client.errors import (
     InputError,
+    NameResolutionError,
     NextStep,
     TransportError,
     decode_json,
@@ -386,6 +387,11 @@ class SophonClient:
             return client
 
     def transport_error(self, exc: BaseException, attempts: int) -> TransportError:
+        from sophon_cli.client.retry import name_failure
+
+        failure = name_failure(exc)
+        if failure is not None:
+            return self._name_error(exc, failure, attempts)
         kind = type(exc).__name__
         detail = one_line(redact(str(exc), self._secret_values), 120)
         reason = f"{kind}: {detail}" if detail else kind
@@ -395,6 +401,34 @@ class SophonClient:
             url=display_url(self.base_url),
             hint="check your network and the base URL (or use the local server)",
             next_step=NextStep.CHECK_CONNECTION,
+            attempts=attempts,
+        )
+
+    def _name_error(self, exc: BaseException, failure: Any, attempts: int) -> NameResolutionError:
+        """The error for a host name that did not resolve: the host of the request that failed
+        (the base URL's, or a download's), and the resolver's own words."""
+        import socket
+        from urllib.parse import urlsplit
+
+        host = ""
+        try:
+            host = exc.request.url.host  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):  # no request attached
+            pass
+        url = display_url(self.base_url)
+        if not host or host == urlsplit(self.base_url).hostname:
+            host = urlsplit(self.base_url).hostname or host
+        else:
+            url = ""  # another host than the base URL's (a download origin): name only the host
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, socket.gaierror):
+            cause = cause.__cause__ or cause.__context__
+        detail = cause.strerror if isinstance(cause, socket.gaierror) and cause.strerror else ""
+        return NameResolutionError(
+            safe_field(host, self._secret_values, 253),
+            failure=failure,
+            url=url or None,
+            detail=one_line(detail, 80),
             attempts=attempts,
         )
 
@@ -503,7 +537,7 @@ class SophonClient:
                 # An invalid URL or unsupported protocol is a configuration problem: no retry.
                 delay = None
                 if not isinstance(exc, httpx.UnsupportedProtocol):
-                    delay = state.next_delay(reason=type(exc).__name__)
+                    delay = state.next_delay(reason=type(exc).__name__, error=exc)
                 if delay is None:
                     raise self.transport_error(exc, attempt) from None
                 self.sleep(delay)

@@ -10,6 +10,12 @@
   an HTTP date) that value is used instead, capped at :data:`RETRY_AFTER_CAP` seconds.
 * bounded: at most ``max_retries`` retries, and no retry that would start after the overall
   deadline (``budget`` seconds after the first attempt).
+* a host name that does not resolve is not a network blip: the resolver answered that the name does
+  not exist (``EAI_NONAME``, ``EAI_NODATA``, ``EAI_FAIL``: no retry, the answer is cached and will
+  be the same in a few seconds), or it could not get an answer (``EAI_AGAIN``: one retry, as a
+  dropped DNS packet or a resolver restarting clears in a moment, while a machine with no network
+  or no DNS at all will not recover within the budget, and the resolver already spent its own
+  timeouts and retries before saying so). See :func:`name_failure`.
 
 Pure: no httpx, no I/O. :class:`RetryState` is the per-call counter that the request loops ask
 "may I try again, and after how long?"; ``on_retry`` observers hear about each retry (the CLI
@@ -19,8 +25,10 @@ renders "retrying (n/N)…" from them).
 from __future__ import annotations
 
 import email.utils
+import enum
 import random
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,6 +102,44 @@ def should_retry_status(status: int, envelope_retryable: bool | None) -> bool:
     return envelope_retryable is True
 
 
+class NameFailure(str, enum.Enum):
+    """Why a host name did not resolve."""
+
+    NOT_FOUND = "not_found"  # the resolver answered: no such name (or no address for it)
+    TEMPORARY = "temporary"  # the resolver could not get an answer (EAI_AGAIN)
+
+
+#: getaddrinfo codes that mean the name does not resolve (the resolver's answer, not a blip)
+_NOT_FOUND_CODES = frozenset(
+    code
+    for code in (
+        getattr(socket, "EAI_NONAME", None),
+        getattr(socket, "EAI_NODATA", None),
+        getattr(socket, "EAI_FAIL", None),
+        getattr(socket, "EAI_ADDRFAMILY", None),
+    )
+    if code is not None
+)
+#: retries allowed per call for each kind of name failure
+NAME_FAILURE_RETRIES = {NameFailure.NOT_FOUND: 0, NameFailure.TEMPORARY: 1}
+
+
+def name_failure(exc: BaseException | None) -> NameFailure | None:
+    """The kind of name-resolution failure behind ``exc`` (a ``socket.gaierror`` anywhere in its
+    chain of causes, as httpx and http.client wrap it), or None when it is not one."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, socket.gaierror):
+            if exc.errno in _NOT_FOUND_CODES:
+                return NameFailure.NOT_FOUND
+            if exc.errno == getattr(socket, "EAI_AGAIN", None):
+                return NameFailure.TEMPORARY
+            return None  # EAI_SYSTEM, EAI_MEMORY, ...: a local failure, retried as any other
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
 @dataclass(frozen=True)
 class RetryEvent:
     """One retry about to happen: ``attempt`` failed (1-based) out of at most ``max_attempts``;
@@ -162,6 +208,8 @@ class RetryState:
     method: str = ""
     path: str = ""
     attempts: int = 0
+    #: name-resolution failures seen so far, by kind (bounded by NAME_FAILURE_RETRIES)
+    name_failures: dict[NameFailure, int] = field(default_factory=dict)
 
     def begin(self) -> int:
         """Count one attempt; return its number (1-based)."""
@@ -175,11 +223,19 @@ class RetryState:
         envelope_retryable: bool | None = None,
         retry_after: float | None = None,
         reason: str = "",
+        error: BaseException | None = None,
     ) -> float | None:
         """The seconds to sleep before another attempt, or None to give up (not retryable, out of
-        attempts, or the retry would start after the deadline). Observers hear about a retry."""
+        attempts, or the retry would start after the deadline). Observers hear about a retry.
+        ``error``: the network failure, when there is one (a name that does not resolve is
+        retried at most :data:`NAME_FAILURE_RETRIES` times)."""
         if not self.policy.should_retry(status, envelope_retryable):
             return None
+        kind = name_failure(error)
+        if kind is not None:
+            self.name_failures[kind] = self.name_failures.get(kind, 0) + 1
+            if self.name_failures[kind] > NAME_FAILURE_RETRIES[kind]:
+                return None
         if self.attempts >= self.max_attempts:
             return None
         delay = self.policy.delay(self.attempts - 1, retry_after)
@@ -202,11 +258,14 @@ class RetryState:
 __all__ = [
     "RETRY_AFTER_CAP",
     "BACKOFF_BASE",
+    "NAME_FAILURE_RETRIES",
+    "NameFailure",
     "BACKOFF_CAP",
     "RetryEvent",
     "RetryPolicy",
     "RetryState",
     "backoff_delay",
+    "name_failure",
     "parse_retry_after",
     "retry_delay",
     "should_retry_status",
