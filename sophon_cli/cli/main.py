@@ -187,6 +187,13 @@ def root(
     from sophon_cli.cli.output import parse_json_fields
 
     fields = parse_json_fields(json_fields) if json_fields is not None else None
+    if fields == []:  # `--json=` (or `--json=,`): no field named; it printed plain text
+        from sophon_cli.client.errors import InputError
+
+        raise InputError(
+            "--json= needs field names (got none)",
+            hint="e.g. --json=id,status, or --json alone for the whole objects",
+        )
     if fields:
         from sophon_cli.cli.fields import check_fields
 
@@ -294,6 +301,8 @@ def hoist_global_flags(args: list[str]) -> list[str]:
             front += [arg, args[i + 1]]
             i += 2
             continue
+        elif arg in _HOISTABLE_VALUES:  # a last `--jq` without its value: an empty one, said so
+            front.append(f"{arg}=")
         elif arg.split("=", 1)[0] in _HOISTABLE_VALUES and "=" in arg:
             front.append(arg)
         else:

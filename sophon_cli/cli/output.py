@@ -68,8 +68,8 @@ class Output:
         self.stderr = stderr if stderr is not None else sys.stderr
         self.json_fields = list(json_fields) if json_fields else None
         self.jq = jq
-        self._jq_program = compile_jq(jq) if jq else None
-        self.json = json_mode or bool(self.json_fields) or bool(jq)
+        self._jq_program = compile_jq(jq) if jq is not None else None
+        self.json = json_mode or bool(self.json_fields) or jq is not None
         self.width = width
         self.quiet = quiet
         self.verbose = verbose
@@ -450,10 +450,16 @@ def select_fields(data: Any, fields: Sequence[str]) -> Any:
 
 def compile_jq(expr: str) -> Any:
     """The compiled ``--jq`` program (the ``jq`` package: bindings to the jq C library); a syntax
-    error is an InputError (exit 2)."""
-    import jq  # heavy-ish C extension: only loaded when --jq is given
-
+    error is an InputError (exit 2), and so is an empty expression (the jq library runs "" as
+    ``.``: ``--jq ''`` printed what ``--json`` does)."""
     from sophon_cli.client.errors import InputError
+
+    if not expr.strip():
+        raise InputError(
+            "--jq needs a jq expression (got an empty one)",
+            hint="e.g. --jq '.id', or --json for the whole objects",
+        )
+    import jq  # heavy-ish C extension: only loaded when --jq is given
 
     try:
         return jq.compile(expr)

@@ -110,3 +110,18 @@ def test_a_negative_tolerance_is_a_usage_error_in_both_webhook_commands(tmp_path
     and listen declared the option each on its own, so one check covers both now."""
     res = _run(tmp_path, *command, "--secret", "s", "--tolerance", "-5")
     assert_one_line_error(res, 2, "--tolerance", f"sophon {' '.join(command[:2])} --help")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["job", "list", "--jq", ""],  # acted like --json (NDJSON, exit 0)
+        ["--jq", "", "job", "list"],
+        ["job", "list", "--jq"],  # "No such option: --jq (Possible options: --jq)"
+        ["job", "list", "--json="],  # printed the plain table: no field named, no JSON either
+    ],
+)
+def test_an_empty_jq_expression_or_field_list_is_a_usage_error_naming_the_option(cli, args):
+    option = "--json=" if "--json=" in args else "--jq"
+    line = assert_one_line_error(cli(*args), 2, option)
+    assert "Possible options" not in line
