@@ -452,6 +452,11 @@ def main(argv: list[str] | None = None) -> None:
     # httpx imports its own command-line client (rich, pygments, click: ~80 ms) whenever click is
     # installed; this process never uses it, and httpx falls back to a stub when it is absent.
     sys.modules.setdefault("httpx._main", None)
+    # pydantic looks for third-party plugins the first time it builds a validator (the settings, a
+    # reply model) by reading the entry points of every installed distribution: 5-10 ms before the
+    # first request, more in a big environment. sophon uses no pydantic plugin (typer switches them
+    # off for its own validators the same way); a value the user set is left alone.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     given = list(sys.argv[1:] if argv is None else argv)
     if given[:1] == ["help"]:  # `sophon help job list` = `sophon job list --help` (as gh and git have it)
         given = [*given[1:], "--help"]

@@ -82,3 +82,26 @@ def test_no_config_file_means_no_toml_parser_is_loaded(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_command_never_scans_installed_distributions_for_pydantic_plugins(tmp_path):
+    """pydantic reads every installed distribution's entry points the first time it builds a
+    validator, looking for plugins sophon never uses: a command that loads the settings and a reply
+    model skips that scan (and leaves a value the user set alone)."""
+    code = (
+        "import os, sys\n"
+        f"os.environ.update(SOPHON_HOME={str(tmp_path)!r})\n"
+        "os.environ.pop('PYDANTIC_DISABLE_PLUGINS', None)\n"
+        + _run_main(["config", "show"])
+        + "from sophon_cli.client.models import Job\n"
+        "import pydantic.plugin._loader as loader\n"
+        "print('SCANNED' if loader._plugins is not None else 'NOT-SCANNED', os.environ['PYDANTIC_DISABLE_PLUGINS'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-2:] == ["NOT-SCANNED", "__all__"]
+    kept = code.replace(
+        "os.environ.pop('PYDANTIC_DISABLE_PLUGINS', None)",
+        "os.environ['PYDANTIC_DISABLE_PLUGINS'] = 'logfire'",
+    )
+    out = subprocess.run([sys.executable, "-c", kept], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "logfire"
