@@ -475,8 +475,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(INTERRUPTED_MESSAGE + "\n")
         code = ExitCode.INTERRUPTED
     except click_exc.NoArgsIsHelpError as exc:
-        exc.show()
-        code = exc.exit_code
+        # `sophon` or `sophon job` alone asks what there is: the help, on stdout, exit 0 (as gh does
+        # it; click's default is stderr and exit 2, which read as a failure)
+        typer.echo(exc.ctx.get_help())
+        code = ExitCode.OK
     except click_exc.ClickException as exc:
         code = exc.exit_code
         msg = _json_word_message(given, exc) or _usage_message(exc, click_exc, given)

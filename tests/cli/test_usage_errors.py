@@ -46,6 +46,23 @@ def test_help_command_is_the_same_as_help_flag(tmp_path):
     assert_one_line_error(_run(tmp_path, "help", "jbo"), 2, "No such command 'jbo'", "'job'")
 
 
+@pytest.mark.parametrize("words", [[], ["job"], ["uploads"], ["webhooks"], ["config"], ["cache"]])
+def test_sophon_or_a_group_alone_prints_its_help_on_stdout_and_exits_0(tmp_path, words):
+    """It was the help on stderr and exit 2, as if asking what there is were a mistake (gh prints
+    the help on stdout with exit 0); a missing argument stays a usage error."""
+    alone = _run(tmp_path, *words)
+    assert alone.returncode == 0, alone.stderr
+    assert alone.stderr == ""
+    assert alone.stdout == _run(tmp_path, *words, "--help").stdout
+    assert alone.stdout.startswith(f"Usage: sophon {' '.join(words)}".rstrip() + " ")
+
+
+def test_a_missing_argument_is_still_a_usage_error(tmp_path):
+    assert_one_line_error(
+        _run(tmp_path, "job", "get"), 2, "Missing argument 'JOB_ID'", "sophon job get --help"
+    )
+
+
 def test_a_base_url_that_is_not_http_is_bad_input_before_any_request(tmp_path):
     """It was "cannot reach the SOPHON server at ftp://x (UnsupportedProtocol ...); check your
     network" with exit 8, after the retries."""
