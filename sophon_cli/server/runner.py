@@ -21,11 +21,16 @@ def _uvicorn_server(core, host: str, port: int):
 
     from .app import build_app
 
+    try:
+        from .httpbody import ChunkedBodyProtocol as http  # needs httptools (the server extra)
+    except ImportError:
+        http = "auto"
     app = build_app(core)
     cfg = uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=http,
         log_level="warning",
         access_log=False,
         lifespan="off",
