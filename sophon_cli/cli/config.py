@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from sophon_cli.cli.context import get_ctx
 from sophon_cli.settings import SETTABLE_KEYS
@@ -59,7 +61,37 @@ def show(ctx: typer.Context) -> None:
     ac.out.kv([*rows, *files.items()])
 
 
-@app.command("set")
+#: a negative number as a word (``-5``, ``-0.5``, ``-1e3``, ``-inf``): a VALUE, never an option
+_NEGATIVE = re.compile(r"-(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|inf(?:inity)?|nan)", re.IGNORECASE)
+
+
+class _NegativeValues(TyperCommand):
+    """``config set timeout -5`` reached click as an unknown option ("No such option: -5") unless
+    the user knew to write ``--``: a negative number among the arguments is passed on as an
+    argument (behind ``--``, in its place among them), so the value's own check answers."""
+
+    def parse_args(self, ctx, args):  # type: ignore[no-untyped-def]
+        valued = {o for p in self.params if getattr(p, "opts", None) and not getattr(p, "is_flag", True)
+                  for o in p.opts}  # fmt: skip
+        head: list[str] = []
+        tail: list[str] = []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                tail += args[i + 1 :]
+                break
+            if arg in valued and i + 1 < len(args):
+                head += args[i : i + 2]
+                i += 2
+                continue
+            # the arguments from the first negative number on keep their order behind `--`
+            (tail if _NEGATIVE.fullmatch(arg) or (tail and not arg.startswith("-")) else head).append(arg)
+            i += 1
+        return super().parse_args(ctx, [*head, "--", *tail] if tail else head)
+
+
+@app.command("set", cls=_NegativeValues)
 def set_value(
     ctx: typer.Context,
     key: Annotated[str, typer.Argument(help=f"Setting name: {_SETTABLE}.")],

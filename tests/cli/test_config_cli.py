@@ -90,6 +90,31 @@ def test_config_set_rejects_api_key_and_unknown_names(home):
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["timeout", "-5"], "bad value for timeout: '-5'; give a finite number more than 0"),
+        (["timeout", "-0.5", "--profile", "ci"], "bad value for timeout: '-0.5'"),
+        (
+            ["--profile", "ci", "max_retries", "-1"],
+            "bad value for max_retries: '-1'; give a finite number at least 0",
+        ),
+        (["retry_budget", "-1e3"], "bad value for retry_budget: '-1e3'"),
+        (["timeout", "5", "--profle", "ci"], "No such option: --profle (Possible options: --profile)"),
+    ],
+)
+def test_config_set_a_negative_number_reaches_the_check_without_dashes(home, args, message):
+    """`config set timeout -5` said "No such option: -5" (click read the value as an option) unless
+    it was written `config set timeout -- -5`; a misspelt option is still said as one."""
+    from tests.cli.helpers import assert_one_line_error
+
+    assert_one_line_error(_sophon(home, "config", "set", *args), 2, message)
+    assert not (home / "config.toml").exists()
+    ok = _sophon(home, "config", "set", "timeout", "12", "--profile", "ci")
+    assert ok.returncode == 0, ok.stderr
+    assert "timeout = 12.0" in (home / "config.toml").read_text()
+
+
 def test_unknown_command_is_usage_error(home):
     r = _sophon(home, "frobnicate")
     assert r.returncode == 2
