@@ -94,12 +94,9 @@ class AppContext:
                 self._resolved = (s.base_url.rstrip("/"), key)
         url, key = self._resolved
         if need_key and not key:
-            from sophon_cli.client.errors import ConfigError
+            from sophon_cli.client.errors import NoKeyError
 
-            raise ConfigError(
-                "no API key is set",
-                hint="set SOPHON_API_KEY, run `sophon config set-key`, or use --local for the local server",
-            )
+            raise NoKeyError()  # cli/hints.py words it: where a key was looked for, how to set one
         return url, key
 
     def client(self, *, need_key: bool = True):

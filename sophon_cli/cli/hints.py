@@ -76,6 +76,91 @@ def _profile() -> str:
     return str(getattr(_SETTINGS[0], "profile", "default")) if _SETTINGS is not None else "default"
 
 
+# -- the API key: missing or rejected, said with where it came from (never the key) --------------
+
+
+def _set_key_command() -> str:
+    profile = _profile()
+    return (
+        "`sophon config set-key`" if profile == "default" else f"`sophon config set-key --profile {profile}`"
+    )
+
+
+def _key_origin() -> tuple[str, str]:
+    """(kind, words) of where this command's API key came from: kind is ``env``, ``file``,
+    ``local``, ``none`` or ``unknown`` (no settings noted)."""
+    from sophon_cli.setting_sources import Source
+
+    if _SETTINGS is None:
+        return "unknown", ""
+    if getattr(_SETTINGS[0], "is_local", False):
+        return "local", "the local server's key file"
+    origin = setting_origin("api_key")
+    if origin is None:
+        return "unknown", ""
+    if origin.source == Source.ENV:
+        return "env", origin.origin
+    if origin.source == Source.FILE:
+        from sophon_cli.settings import config_path
+
+        return "file", f"profile {_profile()!r} in {config_path()}"
+    return "none", ""
+
+
+def _server_words() -> str:
+    """``the server at URL`` (the base URL, its userinfo masked), or ``the server``."""
+    settings = _SETTINGS[0] if _SETTINGS is not None else None
+    if settings is None or getattr(settings, "is_local", False):
+        return "the server"
+    return f"the server at {getattr(settings, 'redacted_base_url', '') or 'its base URL'}"
+
+
+def key_message(exc: BaseException) -> tuple[str, str] | None:
+    """(message, next step) for a missing or rejected API key, in the CLI's terms: which setting the
+    key came from (or that none is set) and how to set it. None for other errors."""
+    from sophon_cli.client import errors as e
+
+    kind, where = _key_origin()
+    if isinstance(exc, (e.NoKeyError, e.KeyMissingError)):
+        if kind == "env":  # set, but empty: it hides any key stored in the profile
+            return (
+                f"no API key: {where} is set but empty",
+                f"set it to your API key, or unset it to use the key stored with {_set_key_command()}",
+            )
+        from sophon_cli.settings import config_path
+
+        told = " (the server answered 401)" if isinstance(exc, e.KeyMissingError) else ""
+        return (
+            f"no API key is set for profile {_profile()!r}: SOPHON_API_KEY is not set and "
+            f"{config_path()} has none for it{told}",
+            f"store one with {_set_key_command()} (or set SOPHON_API_KEY), or use --local for the local "
+            "server",
+        )
+    if isinstance(exc, e.KeyRejectedError):
+        status = f"{exc.status} {exc.code}".strip()
+        if kind == "env":
+            return (
+                f"{_server_words()} rejected the API key from {where} ({status})",
+                f"set {where} to a valid key for this server, or unset it to use the key stored with "
+                f"{_set_key_command()}",
+            )
+        if kind == "file":
+            return (
+                f"{_server_words()} rejected the API key of {where} ({status})",
+                f"store a valid key for this server with {_set_key_command()}",
+            )
+        if kind == "local":
+            return (
+                f"the local server rejected the key from {where} ({status})",
+                "stop it with `sophon server stop` and run the command again",
+            )
+        return (
+            f"{_server_words()} rejected the API key ({status})",
+            NEXT_STEPS["set_key"],
+        )
+    return None
+
+
 def _default_base_url() -> bool:
     from sophon_cli.setting_sources import Source
 
@@ -205,6 +290,9 @@ def message_for(exc: BaseException) -> str:
 
     if isinstance(exc, OptionError):
         return f"{exc.before}{OPTION_FLAGS.get(exc.option.value, exc.option.value)}{exc.after}"
+    key = key_message(exc)
+    if key is not None:  # the server's 401 text is about headers the user never sends
+        return key[0]
     return str(exc)
 
 
@@ -249,6 +337,9 @@ def _hint_words(exc: BaseException) -> str | None:
         return STEPS[local_step.value].format_map(vars(exc))
     if isinstance(exc, OptionError) and exc.option.value in OPTION_HINTS:
         return OPTION_HINTS[exc.option.value]
+    key = key_message(exc)
+    if key is not None:
+        return key[1]
     step = getattr(exc, "next_step", None)
     if isinstance(exc, e.NameResolutionError) and exc.url is None:
         return OTHER_HOST_NAME

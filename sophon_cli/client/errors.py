@@ -4,6 +4,7 @@
     ├── InputError                   bad local input (missing file, bad metadata, ...) -> exit 2
     │   └── TargetExistsError        a file (or symlink) is in the way (.path)            -> exit 2
     ├── ConfigError                  missing API key or unusable configuration           -> exit 4
+    │   ├── NoKeyError               no API key is configured (found before any request)  -> exit 4
     │   └── ConfigFileError          a config/secrets file that cannot be parsed, or an
     │                                unknown profile (.path, .line; also an InputError)  -> exit 2
     ├── TransportError               server unreachable after retries (has .url)         -> exit 8
@@ -18,6 +19,9 @@
         │                            (.status, .code, .message, .retryable, .request_id)
         ├── BadRequestError          400, 422                                            -> exit 1
         ├── AuthError                401, 403                                            -> exit 4
+        │   ├── KeyMissingError      401 to a request that carried no API key
+        │   ├── KeyRejectedError     401: the server did not accept the API key sent
+        │   └── ForbiddenError       403: the request is not allowed (key or link)
         ├── NotFoundError            404                                                 -> exit 3
         ├── ConflictError            409                                                 -> exit 1
         ├── RateLimitError           429                                                 -> exit 1
@@ -100,6 +104,17 @@ class TargetExistsError(InputError):
 
 class ConfigError(SophonError):
     """Missing API key or unusable configuration."""
+
+
+class NoKeyError(ConfigError):
+    """No API key is configured for a call that needs one (a front end checks before sending)."""
+
+    next_step = NextStep.SET_KEY
+
+    def __init__(
+        self, message: str = "no API key is set", *, hint: str | None = "configure an API key"
+    ) -> None:
+        super().__init__(message, hint=hint)
 
 
 class ConfigFileError(ConfigError, InputError):
@@ -271,7 +286,28 @@ class BadRequestError(APIError):
 
 
 class AuthError(APIError):
-    """401 or 403."""
+    """401 or 403. Raised as one of its subclasses by the request path: :class:`KeyMissingError`
+    or :class:`KeyRejectedError` for a 401 (by whether the request carried a key), and
+    :class:`ForbiddenError` for a 403. ``message`` stays the server's words (about its headers, not
+    about how this client was configured); front ends word the problem themselves."""
+
+
+class KeyMissingError(AuthError):
+    """401 to a request sent without an API key: one is needed."""
+
+    next_step = NextStep.SET_KEY
+
+
+class KeyRejectedError(AuthError):
+    """401 to a request that carried an API key: the server does not accept that key (mistyped,
+    revoked, or meant for another server)."""
+
+    next_step = NextStep.SET_KEY
+
+
+class ForbiddenError(AuthError):
+    """403: the server knows the credentials and refuses this request (a key without the needed
+    permission, or a signed download link that expired or is not valid)."""
 
 
 class NotFoundError(APIError):
@@ -312,9 +348,15 @@ class MalformedResponseError(ServerError):
         return self.message
 
 
-def error_class_for_status(status: int) -> type[APIError]:
-    if status in (401, 403):
-        return AuthError
+def error_class_for_status(status: int, *, authenticated: bool | None = None) -> type[APIError]:
+    """The APIError class for ``status``. ``authenticated``: whether the request carried the API
+    key (None: unknown, e.g. a signed download URL), which tells the two kinds of 401 apart."""
+    if status == 401:
+        if authenticated is None:
+            return AuthError
+        return KeyRejectedError if authenticated else KeyMissingError
+    if status == 403:
+        return ForbiddenError
     if status == 404:
         return NotFoundError
     if status == 409:
@@ -331,9 +373,12 @@ def error_class_for_status(status: int) -> type[APIError]:
 # -- response -> error -----------------------------------------------------------------------------
 
 
-def error_from_response(response: httpx.Response, *, secrets: tuple[str, ...] = ()) -> APIError:
+def error_from_response(
+    response: httpx.Response, *, secrets: tuple[str, ...] = (), authenticated: bool | None = None
+) -> APIError:
     """Build the typed APIError for an error response (envelope or not). Every server-supplied
-    field is redacted (``secrets``, download tokens) and stripped of control characters."""
+    field is redacted (``secrets``, download tokens) and stripped of control characters.
+    ``authenticated``: whether the request carried the API key (see :func:`error_class_for_status`)."""
     from sophon_cli.client.retry import parse_retry_after, should_retry_status
     from sophon_cli.client.text import redact, safe_field
 
@@ -362,7 +407,7 @@ def error_from_response(response: httpx.Response, *, secrets: tuple[str, ...] = 
         reason = response.reason_phrase or "error"
         message = f"the server answered HTTP {status} {reason}".rstrip()
     path = response.request.url.path if response.request is not None else ""
-    cls = error_class_for_status(status)
+    cls = error_class_for_status(status, authenticated=authenticated)
     return cls(
         status,
         safe_field(code, secrets, 100),

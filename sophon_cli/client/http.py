@@ -355,7 +355,9 @@ class SophonClient:
 
         response = self.request("GET", "/readyz", expect=None, retry=False)
         if response.status_code not in (200, 503):
-            raise error_from_response(response, secrets=self._secret_values)
+            raise error_from_response(
+                response, secrets=self._secret_values, authenticated=self._sends_key("/readyz")
+            )
         return parse_model(Ready, response)
 
     # -- the one request path ----------------------------------------------------------------
@@ -552,7 +554,9 @@ class SophonClient:
                     response,
                     secrets=self._secret_values,
                 )
-            err = error_from_response(response, secrets=self._secret_values)
+            err = error_from_response(
+                response, secrets=self._secret_values, authenticated=self._sends_key(path)
+            )
             err.attempts = attempt
             delay = state.next_delay(
                 status=status, envelope_retryable=err.envelope_retryable, retry_after=err.retry_after
@@ -561,6 +565,13 @@ class SophonClient:
                 raise err
             response.close()
             self.sleep(delay)
+
+    def _sends_key(self, path: str) -> bool | None:
+        """Whether a request to ``path`` carried the API key: requests to the base URL do when the
+        client has one; an absolute URL elsewhere is not known (None)."""
+        if "://" in path and not path.startswith(self.base_url + "/"):
+            return None
+        return bool(self._api_key)
 
     def _direct_usable(self) -> bool:
         if self._direct_ok is None:
