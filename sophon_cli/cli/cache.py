@@ -28,13 +28,11 @@ StateFileOption = Annotated[
 
 
 def _store(ctx: typer.Context, state_file: Path | None) -> Any:
+    from sophon_cli.cli.shared import check_state_file
     from sophon_cli.state import StateStore
 
     app_ctx = get_ctx(ctx)
-    if state_file is not None and state_file.is_dir():  # StateStore raised ValueError ("empty name")
-        from sophon_cli.client.errors import InputError
-
-        raise InputError(f"--state-file {state_file} is a directory", hint="pass the cache file's path")
+    check_state_file(state_file)  # StateStore raised ValueError ("empty name")
     return StateStore(state_file or app_ctx.state_path, on_warning=app_ctx.out.warn)
 
 

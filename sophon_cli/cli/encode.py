@@ -144,7 +144,7 @@ def encode_command(
     """Encode files end to end: upload, encode, download. Re-running resumes and never duplicates work."""
     from sophon_cli import encode as pl
     from sophon_cli.cli.errors import classify
-    from sophon_cli.cli.shared import build_metadata, check_height, check_timeout
+    from sophon_cli.cli.shared import build_metadata, check_height, check_state_file, check_timeout
     from sophon_cli.client.errors import InputError, SophonError
     from sophon_cli.encode import quality_gate
     from sophon_cli.exitcodes import ExitCode
@@ -154,6 +154,7 @@ def encode_command(
     out = app_ctx.out
     _INTERRUPTED_LINE.said = False  # one line per run (also when called twice in one process)
 
+    check_state_file(state_file)  # before anything is created (its lock beside it)
     if concurrency < 1 or part_concurrency < 1:
         raise InputError("--concurrency and --part-concurrency must be at least 1", hint="e.g. -j 2")
     meta = build_metadata(metadata, None) or {}

@@ -127,6 +127,19 @@ def check_timeout(timeout: float | None) -> float | None:
     return timeout
 
 
+def check_state_file(path: Any) -> Any:
+    """``--state-file`` (``encode``, ``cache``): a directory is a usage error before anything is
+    created (the store made ``DIR.lock`` beside it, then failed with "Is a directory", exit 1)."""
+    from sophon_cli.client.errors import InputError
+
+    if path is not None and path.is_dir():
+        raise InputError(
+            f"--state-file {path} is a directory",
+            hint=f"pass the cache file's path, e.g. {path / 'state.json'}",
+        )
+    return path
+
+
 def check_concurrency(concurrency: int, option: str = "--concurrency") -> int:
     from sophon_cli.client.errors import InputError
 

@@ -10,10 +10,10 @@ import pytest
 from tests.cli.helpers import assert_one_line_error, cli_env
 
 
-def _run(tmp_path, *args):
+def _run(tmp_path, *args, **env):
     return subprocess.run(
         [sys.executable, "-m", "sophon_cli", *map(str, args)],
-        env=cli_env(None, tmp_path / "home", SOPHON_BASE_URL="http://127.0.0.1:9"),
+        env=cli_env(None, tmp_path / "home", SOPHON_BASE_URL="http://127.0.0.1:9", **env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -105,11 +105,18 @@ def test_an_api_key_read_with_its_line_ending_works_and_a_broken_one_is_said_not
     assert_one_line_error(res, 4, "spaces or control characters", "SOPHON_API_KEY", secrets=(TEST_KEY[6:],))
 
 
-def test_a_directory_as_state_file_and_an_impossible_server_port_are_usage_errors(tmp_path):
+def test_a_directory_as_state_file_and_an_impossible_server_port_are_usage_errors(tmp_path, clip):
     """Both ended in "unexpected ValueError/OverflowError ... report it" (exit 1)."""
     for sub in ("list", "prune"):
         res = _run(tmp_path, "cache", sub, "--state-file", tmp_path)
         assert_one_line_error(res, 2, f"--state-file {tmp_path} is a directory")
+    state_dir = tmp_path / "ci-cache"
+    state_dir.mkdir()
+    key = {"SOPHON_API_KEY": "k" * 20}  # without one, the missing key was said first
+    res = _run(tmp_path, "encode", "--state-file", state_dir, clip, "-o", tmp_path / "out", **key)
+    assert_one_line_error(res, 2, f"--state-file {state_dir} is a directory", "state.json")
+    # it was exit 1 "Is a directory" after the store had made its lock beside it
+    assert [p.name for p in tmp_path.iterdir()] == ["ci-cache"], list(tmp_path.iterdir())
     res = _run(tmp_path, "server", "--port", "99999", "--data-dir", tmp_path / "srv")
     line = assert_one_line_error(res, 2, "--port must be 0-65535 (got 99999)")
     assert "unexpected" not in line
