@@ -78,7 +78,7 @@ async def _stalled(request: Request, exc: Exception) -> Response:
     return envelope(
         400,
         Code.VALIDATION_ERROR,
-        f"the request body made no progress for {exc.seconds:g}s and was abandoned; send the request again",
+        f"the request body {exc.reason} and was abandoned; send the request again",
         _rid(request),
         headers={"Connection": "close"},
     )

@@ -7,6 +7,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import bodyrate
+
 API_KEY_FILE = "api_key"
 TOKEN_SECRET_FILE = "token_secret"
 DB_FILE = "sophon.db"
@@ -48,6 +50,8 @@ class ServerConfig:
     upload_ttl: float = UPLOAD_TTL
     retention: float = RETENTION
     body_idle_seconds: float = field(default_factory=_body_idle_default)
+    body_min_rate: float = field(default_factory=bodyrate.min_rate_default)  # bytes/s (bodyrate.py)
+    body_rate_window: float = field(default_factory=bodyrate.window_default)  # seconds
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
@@ -63,6 +67,9 @@ class ServerConfig:
         self.body_idle_seconds = float(self.body_idle_seconds)
         if not (0 < self.body_idle_seconds < float("inf")):  # (also refuses nan)
             raise ValueError(f"body_idle_seconds ({BODY_IDLE_ENV}) must be a number of seconds > 0")
+        self.body_min_rate, self.body_rate_window = bodyrate.check_settings(
+            self.body_min_rate, self.body_rate_window
+        )
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -45,8 +45,13 @@ class BodyStalled(Exception):
     :meth:`~.frame.Frame.bounded_receive`), the connection closed after the answer."""
 
     def __init__(self, seconds: float) -> None:
-        super().__init__(f"no byte of the request body arrived for {seconds:g}s")
         self.seconds = seconds
+        super().__init__(f"the request body {self.reason}")
+
+    @property
+    def reason(self) -> str:
+        """What went wrong, worded to follow "the request body" (the answer's message)."""
+        return f"made no progress for {self.seconds:g}s"
 
 
 def invalid(message: str) -> ApiError:

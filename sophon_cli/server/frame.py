@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+from .bodyrate import BodyRate
 from .core import Core
 from .errors import ApiError, BodyStalled, Code, envelope
 from .routes import is_public, route_template
@@ -77,21 +78,25 @@ class Frame:
 
     def bounded_receive(self, receive):
         """``receive`` that raises :class:`BodyStalled` when the request body makes no progress for
-        ``config.body_idle_seconds``: a client that sends the headers and then stalls, trickles or
-        vanishes without closing cannot hold a request (and the part lock of an upload) forever.
+        ``config.body_idle_seconds``, or arrives below the minimum rate (:mod:`.bodyrate`): a client
+        that sends the headers and then stalls, trickles or vanishes without closing cannot hold a
+        request (and the part lock of an upload) forever.
         Once the body is complete, ``receive`` (which then only waits for a disconnect) is not bounded."""
         idle = self.core.config.body_idle_seconds
+        rate = BodyRate(self.core.config.body_min_rate, self.core.config.body_rate_window)
         body_done = [False]
 
         async def bounded():
             if body_done[0]:
                 return await receive()
+            t0 = time.monotonic()
             try:
                 message = await asyncio.wait_for(receive(), idle)
             except asyncio.TimeoutError:
                 raise BodyStalled(idle) from None
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_done[0] = True
+            rate.arrived(len(message.get("body", b"")), time.monotonic() - t0, body_done[0])  # bodyrate.py
             return message
 
         return bounded
