@@ -10,11 +10,12 @@ __sophon_recent_jobs() {
 }
 _sophon() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
-    local path="" w i words="" leaf=0 jobs=0
+    local path="" w i words="" leaf=0 last=0 n=0 skip=0 rep=0 vopts='--base-url --profile --jq' kind=""
+    local -a args=()
     for ((i = 1; i < COMP_CWORD; i++)); do
         w="${COMP_WORDS[i]}"
         case "${path}/${w}" in
-            /upload|/download|/encode|/compare|/health|/doctor|/completions|/version|/uploads|/uploads/get|/uploads/cancel|/job|/job/create|/job/get|/job/list|/job/cancel|/job/wait|/webhooks|/webhooks/create|/webhooks/list|/webhooks/delete|/webhooks/verify|/webhooks/listen|/server|/server/status|/server/stop|/config|/config/show|/config/set|/config/set-key|/config/path|/cache|/cache/list|/cache/prune|/cache/clear) path="${path}/${w}" ;;
+            /upload|/download|/encode|/compare|/health|/doctor|/completions|/version|/uploads|/uploads/get|/uploads/cancel|/job|/job/create|/job/get|/job/list|/job/cancel|/job/wait|/webhooks|/webhooks/create|/webhooks/list|/webhooks/delete|/webhooks/verify|/webhooks/listen|/server|/server/status|/server/stop|/config|/config/show|/config/set|/config/set-key|/config/path|/cache|/cache/list|/cache/prune|/cache/clear) path="${path}/${w}"; last=$i ;;
         esac
     done
     case "${path}:${prev}" in
@@ -25,45 +26,59 @@ _sophon() {
     esac
     case "$path" in
         '') words='upload download encode compare health doctor completions version uploads job webhooks server config cache --version -V --base-url --profile --json --jq --quiet -q --verbose -v --no-progress --local --help'; leaf=0 ;;
-        '/upload') words='--concurrency -j --new --help'; leaf=1 ;;
-        '/download') words='--output -o --force -f --help'; leaf=1; jobs=1 ;;
-        '/encode') words='--output-dir -o --name-template --profile --container --audio --no-audio --height --webhook --metadata --concurrency -j --part-concurrency --fallback --min-vmaf --check-quality --force --dry-run --shard --timeout --recursive -r --state-file --report --summary --help'; leaf=1 ;;
-        '/compare') words='--subsample --threads --model --duration-tolerance --help'; leaf=1 ;;
+        '/upload') words='--concurrency -j --new --help'; leaf=1; args=(file); rep=1; vopts+=' --concurrency -j -c' ;;
+        '/download') words='--output -o --force -f --help'; leaf=1; args=(job); rep=0; vopts+=' --output -o' ;;
+        '/encode') words='--output-dir -o --name-template --profile --container --audio --no-audio --height --webhook --metadata --concurrency -j --part-concurrency --fallback --min-vmaf --check-quality --force --dry-run --shard --timeout --recursive -r --state-file --report --summary --help'; leaf=1; args=(file); rep=1; vopts+=' --output-dir -o --name-template --profile --container --height --webhook --metadata --concurrency -j --part-concurrency --fallback --min-vmaf --shard --timeout --state-file --report --summary' ;;
+        '/compare') words='--subsample --threads --model --duration-tolerance --help'; leaf=1; args=(file file); rep=0; vopts+=' --subsample --threads --model --duration-tolerance' ;;
         '/health') words='--help'; leaf=1 ;;
         '/doctor') words='--help'; leaf=1 ;;
-        '/completions') words='--man --help'; leaf=1 ;;
+        '/completions') words='--man --help'; leaf=1; args=(none); rep=0 ;;
         '/version') words='--help'; leaf=1 ;;
         '/uploads') words='get cancel --help'; leaf=0 ;;
-        '/uploads/get') words='--help'; leaf=1 ;;
-        '/uploads/cancel') words='--yes -y --help'; leaf=1 ;;
+        '/uploads/get') words='--help'; leaf=1; args=(none); rep=0 ;;
+        '/uploads/cancel') words='--yes -y --help'; leaf=1; args=(none); rep=0 ;;
         '/job') words='create get list cancel wait --help'; leaf=0 ;;
-        '/job/create') words='--upload --profile --container --audio --no-audio --height --webhook --metadata --metadata-file --wait --timeout --concurrency -j --help'; leaf=1 ;;
-        '/job/get') words='--watch -w --interval --help'; leaf=1; jobs=1 ;;
-        '/job/list') words='--status --since --metadata --limit --all --page-size --watch -w --interval --help'; leaf=1 ;;
-        '/job/cancel') words='--help'; leaf=1; jobs=1 ;;
-        '/job/wait') words='--timeout --help'; leaf=1; jobs=1 ;;
+        '/job/create') words='--upload --profile --container --audio --no-audio --height --webhook --metadata --metadata-file --wait --timeout --concurrency -j --help'; leaf=1; args=(file); rep=0; vopts+=' --upload --profile --container --height --webhook --metadata --metadata-file --timeout --concurrency -j' ;;
+        '/job/get') words='--watch -w --interval --help'; leaf=1; args=(job); rep=0; vopts+=' --interval' ;;
+        '/job/list') words='--status --since --metadata --limit --all --page-size --watch -w --interval --help'; leaf=1; vopts+=' --status --since --metadata --limit --page-size --interval' ;;
+        '/job/cancel') words='--help'; leaf=1; args=(job); rep=0 ;;
+        '/job/wait') words='--timeout --help'; leaf=1; args=(job); rep=1; vopts+=' --timeout' ;;
         '/webhooks') words='create list delete verify listen --help'; leaf=0 ;;
-        '/webhooks/create') words='--name --save-secret --help'; leaf=1 ;;
+        '/webhooks/create') words='--name --save-secret --help'; leaf=1; args=(none); rep=0; vopts+=' --name' ;;
         '/webhooks/list') words='--help'; leaf=1 ;;
-        '/webhooks/delete') words='--yes -y --help'; leaf=1 ;;
-        '/webhooks/verify') words='--signature --timestamp --secret --body-file --tolerance --help'; leaf=1 ;;
-        '/webhooks/listen') words='--host --port --secret --forward-to --max-events --tolerance --help'; leaf=1 ;;
+        '/webhooks/delete') words='--yes -y --help'; leaf=1; args=(none); rep=0 ;;
+        '/webhooks/verify') words='--signature --timestamp --secret --body-file --tolerance --help'; leaf=1; vopts+=' --signature --timestamp --secret --body-file --tolerance' ;;
+        '/webhooks/listen') words='--host --port --secret --forward-to --max-events --tolerance --help'; leaf=1; vopts+=' --host --port --secret --forward-to --max-events --tolerance' ;;
         '/server') words='status stop --host --port --data-dir --api-key --workers --chunk-size --faults --faults-seed --allow-insecure-webhooks --webhook-retry-delays --upload-ttl --retention --idle-timeout --request-log --no-request-log-lines --help'; leaf=0 ;;
-        '/server/status') words='--data-dir --help'; leaf=1 ;;
-        '/server/stop') words='--data-dir --timeout --help'; leaf=1 ;;
+        '/server/status') words='--data-dir --help'; leaf=1; vopts+=' --data-dir' ;;
+        '/server/stop') words='--data-dir --timeout --help'; leaf=1; vopts+=' --data-dir --timeout' ;;
         '/config') words='show set set-key path --help'; leaf=0 ;;
         '/config/show') words='--help'; leaf=1 ;;
-        '/config/set') words='--profile --help'; leaf=1 ;;
-        '/config/set-key') words='--profile --help'; leaf=1 ;;
+        '/config/set') words='--profile --help'; leaf=1; args=(none none); rep=0; vopts+=' --profile' ;;
+        '/config/set-key') words='--profile --help'; leaf=1; vopts+=' --profile' ;;
         '/config/path') words='--help'; leaf=1 ;;
         '/cache') words='list prune clear --help'; leaf=0 ;;
-        '/cache/list') words='--state-file --help'; leaf=1 ;;
-        '/cache/prune') words='--older-than --state-file --help'; leaf=1 ;;
-        '/cache/clear') words='--state-file --yes -y --help'; leaf=1 ;;
+        '/cache/list') words='--state-file --help'; leaf=1; vopts+=' --state-file' ;;
+        '/cache/prune') words='--older-than --state-file --help'; leaf=1; vopts+=' --older-than --state-file' ;;
+        '/cache/clear') words='--state-file --yes -y --help'; leaf=1; vopts+=' --state-file' ;;
     esac
     if [[ $leaf == 1 && "$cur" != -* ]]; then
-        COMPREPLY=()  # arguments: file names (complete -o default), or recent job ids
-        [[ $jobs == 1 ]] && COMPREPLY=($(compgen -W "$(__sophon_recent_jobs)" -- "$cur"))
+        COMPREPLY=()
+        [[ " $vopts " == *" $prev "* ]] && return  # an option's value: file names (complete -o default)
+        # which argument this is: the words after the command, options and their values left out
+        for ((i = last + 1; i < COMP_CWORD; i++)); do
+            w="${COMP_WORDS[i]}"
+            if ((skip)); then skip=0
+            elif [[ "$w" == -* ]]; then [[ " $vopts " == *" $w "* ]] && skip=1
+            else n=$((n + 1)); fi
+        done
+        kind="${args[n]}"
+        [[ -z "$kind" && $rep == 1 ]] && kind="${args[${#args[@]} - 1]}"
+        case "$kind" in
+            job) COMPREPLY=($(compgen -W "$(__sophon_recent_jobs)" -- "$cur")) ;;
+            file) ;;  # file names (complete -o default)
+            *) compopt +o default 2>/dev/null ;;  # nothing fits here: no file names either
+        esac
         return
     fi
     COMPREPLY=($(compgen -W "$words" -- "$cur"))

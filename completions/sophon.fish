@@ -11,6 +11,32 @@ function __sophon_path
     end
     echo $p
 end
+# how many arguments follow the command (options and the values of those in $argv left out);
+# -1 while the word being completed is an option's value
+function __sophon_nargs
+    set -l vopts --base-url --profile --jq $argv
+    set -l tokens (commandline -opc)
+    set -l p ''
+    set -l n 0
+    set -l skip 0
+    for w in $tokens[2..-1]
+        switch "$p/$w"
+            case '/upload' '/download' '/encode' '/compare' '/health' '/doctor' '/completions' '/version' '/uploads' '/uploads/get' '/uploads/cancel' '/job' '/job/create' '/job/get' '/job/list' '/job/cancel' '/job/wait' '/webhooks' '/webhooks/create' '/webhooks/list' '/webhooks/delete' '/webhooks/verify' '/webhooks/listen' '/server' '/server/status' '/server/stop' '/config' '/config/show' '/config/set' '/config/set-key' '/config/path' '/cache' '/cache/list' '/cache/prune' '/cache/clear'
+                set p "$p/$w"
+                set n 0
+                continue
+        end
+        if test $skip = 1
+            set skip 0
+        else if string match -q -- '-*' $w
+            contains -- $w $vopts; and set skip 1
+        else
+            set n (math $n + 1)
+        end
+    end
+    test $skip = 1; and set n -1
+    echo $n
+end
 function __sophon_at
     test (__sophon_path) = "$argv[1]"
 end
@@ -59,7 +85,8 @@ complete -c sophon -n '__sophon_at /upload' -l concurrency -d 'Parts uploaded in
 complete -c sophon -n '__sophon_at /upload' -s j -d 'Parts uploaded in parallel per file (1-16).'
 complete -c sophon -n '__sophon_at /upload' -l new -d 'Start a fresh upload session instead of resuming one.'
 complete -c sophon -n '__sophon_at /upload' -l help -d 'Show help and exit.'
-complete -c sophon -f -n '__sophon_at /download' -a '(__sophon_recent_jobs)' -d 'recent job'
+complete -c sophon -f -n '__sophon_at /download; and test (__sophon_nargs --output -o) -eq 0' -a '(__sophon_recent_jobs)' -d 'recent job'
+complete -c sophon -f -n '__sophon_at /download; and test (__sophon_nargs --output -o) -ge 1'
 complete -c sophon -n '__sophon_at /download' -l output -d 'Where to save it: a file, or a directory (existing, or ending in /) [default: .].'
 complete -c sophon -n '__sophon_at /download' -s o -d 'Where to save it: a file, or a directory (existing, or ending in /) [default: .].'
 complete -c sophon -n '__sophon_at /download' -l force -d 'Overwrite an existing file.'
@@ -91,20 +118,30 @@ complete -c sophon -n '__sophon_at /encode' -l state-file -d 'Resume cache to us
 complete -c sophon -n '__sophon_at /encode' -l report -d 'Write the results as JSON, CSV or JUnit XML, chosen by the extension (.json .csv .xml).'
 complete -c sophon -n '__sophon_at /encode' -l summary -d 'Write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when that is set).'
 complete -c sophon -n '__sophon_at /encode' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /compare; and test (__sophon_nargs --subsample --threads --model --duration-tolerance) -ge 2'
 complete -c sophon -n '__sophon_at /compare' -l subsample -d 'Score every Nth frame (faster on long files).'
 complete -c sophon -n '__sophon_at /compare' -l threads -d 'libvmaf threads [default: the usable cores].'
 complete -c sophon -n '__sophon_at /compare' -l model -d 'Built-in VMAF model.'
 complete -c sophon -n '__sophon_at /compare' -l duration-tolerance -d 'Largest accepted difference of the two durations.'
 complete -c sophon -n '__sophon_at /compare' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /health; and test (__sophon_nargs) -ge 0'
 complete -c sophon -n '__sophon_at /health' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /doctor; and test (__sophon_nargs) -ge 0'
 complete -c sophon -n '__sophon_at /doctor' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /completions; and test (__sophon_nargs) -eq 0'
+complete -c sophon -f -n '__sophon_at /completions; and test (__sophon_nargs) -ge 1'
 complete -c sophon -n '__sophon_at /completions' -l man -d 'Print the man page (roff) instead.'
 complete -c sophon -n '__sophon_at /completions' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /version; and test (__sophon_nargs) -ge 0'
 complete -c sophon -n '__sophon_at /version' -l help -d 'Show help and exit.'
 complete -c sophon -f -n '__sophon_at /uploads' -a get -d 'Show an upload session: status, parts received, expiry.'
 complete -c sophon -f -n '__sophon_at /uploads' -a cancel -d 'Cancel an upload session and delete its staged parts (asks first on a terminal).'
 complete -c sophon -n '__sophon_at /uploads' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /uploads/get; and test (__sophon_nargs) -eq 0'
+complete -c sophon -f -n '__sophon_at /uploads/get; and test (__sophon_nargs) -ge 1'
 complete -c sophon -n '__sophon_at /uploads/get' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /uploads/cancel; and test (__sophon_nargs) -eq 0'
+complete -c sophon -f -n '__sophon_at /uploads/cancel; and test (__sophon_nargs) -ge 1'
 complete -c sophon -n '__sophon_at /uploads/cancel' -l yes -d 'Do not ask for confirmation on a terminal.'
 complete -c sophon -n '__sophon_at /uploads/cancel' -s y -d 'Do not ask for confirmation on a terminal.'
 complete -c sophon -n '__sophon_at /uploads/cancel' -l help -d 'Show help and exit.'
@@ -114,6 +151,7 @@ complete -c sophon -f -n '__sophon_at /job' -a list -d 'List jobs, newest first,
 complete -c sophon -f -n '__sophon_at /job' -a cancel -d 'Cancel a queued or running job (a job already canceled is not an error).'
 complete -c sophon -f -n '__sophon_at /job' -a wait -d 'Wait for jobs to finish with a progress bar; exit 5 if any failed or was canceled, 6 on timeout.'
 complete -c sophon -n '__sophon_at /job' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /job/create; and test (__sophon_nargs --upload --profile --container --height --webhook --metadata --metadata-file --timeout --concurrency -j) -ge 1'
 complete -c sophon -n '__sophon_at /job/create' -l upload -d 'Encode an already uploaded file.'
 complete -c sophon -n '__sophon_at /job/create' -l profile -d 'Encoding profile (the server validates it).'
 complete -c sophon -n '__sophon_at /job/create' -l container -x -a 'mp4 mkv' -d 'Output container [server default: mp4].'
@@ -128,11 +166,13 @@ complete -c sophon -n '__sophon_at /job/create' -l timeout -d 'Give up waiting a
 complete -c sophon -n '__sophon_at /job/create' -l concurrency -d 'Parts uploaded in parallel per file (1-16).'
 complete -c sophon -n '__sophon_at /job/create' -s j -d 'Parts uploaded in parallel per file (1-16).'
 complete -c sophon -n '__sophon_at /job/create' -l help -d 'Show help and exit.'
-complete -c sophon -f -n '__sophon_at /job/get' -a '(__sophon_recent_jobs)' -d 'recent job'
+complete -c sophon -f -n '__sophon_at /job/get; and test (__sophon_nargs --interval) -eq 0' -a '(__sophon_recent_jobs)' -d 'recent job'
+complete -c sophon -f -n '__sophon_at /job/get; and test (__sophon_nargs --interval) -ge 1'
 complete -c sophon -n '__sophon_at /job/get' -l watch -d 'Keep the view live until every job shown has finished.'
 complete -c sophon -n '__sophon_at /job/get' -s w -d 'Keep the view live until every job shown has finished.'
 complete -c sophon -n '__sophon_at /job/get' -l interval -d 'Seconds between refreshes with --watch.'
 complete -c sophon -n '__sophon_at /job/get' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /job/list; and test (__sophon_nargs --status --since --metadata --limit --page-size --interval) -ge 0'
 complete -c sophon -n '__sophon_at /job/list' -l status -x -a 'queued probing encoding muxing uploading_output completed failed canceled' -d 'Only jobs with this status: queued, probing, encoding, muxing, uploading_output, completed, failed, canceled.'
 complete -c sophon -n '__sophon_at /job/list' -l since -d 'Only jobs created since WHEN: a duration (30m, 2h, 7d) or a date.'
 complete -c sophon -n '__sophon_at /job/list' -l metadata -d 'Only jobs whose metadata KEY equals VALUE (repeatable).'
@@ -143,9 +183,10 @@ complete -c sophon -n '__sophon_at /job/list' -l watch -d 'Keep the view live un
 complete -c sophon -n '__sophon_at /job/list' -s w -d 'Keep the view live until every job shown has finished.'
 complete -c sophon -n '__sophon_at /job/list' -l interval -d 'Seconds between refreshes with --watch.'
 complete -c sophon -n '__sophon_at /job/list' -l help -d 'Show help and exit.'
-complete -c sophon -f -n '__sophon_at /job/cancel' -a '(__sophon_recent_jobs)' -d 'recent job'
+complete -c sophon -f -n '__sophon_at /job/cancel; and test (__sophon_nargs) -eq 0' -a '(__sophon_recent_jobs)' -d 'recent job'
+complete -c sophon -f -n '__sophon_at /job/cancel; and test (__sophon_nargs) -ge 1'
 complete -c sophon -n '__sophon_at /job/cancel' -l help -d 'Show help and exit.'
-complete -c sophon -f -n '__sophon_at /job/wait' -a '(__sophon_recent_jobs)' -d 'recent job'
+complete -c sophon -f -n '__sophon_at /job/wait; and test (__sophon_nargs --timeout) -ge 0' -a '(__sophon_recent_jobs)' -d 'recent job'
 complete -c sophon -n '__sophon_at /job/wait' -l timeout -d 'Give up waiting after this long (exit 6).'
 complete -c sophon -n '__sophon_at /job/wait' -l help -d 'Show help and exit.'
 complete -c sophon -f -n '__sophon_at /webhooks' -a create -d 'Register a webhook; prints its signing secret (shown only this once).'
@@ -154,19 +195,26 @@ complete -c sophon -f -n '__sophon_at /webhooks' -a delete -d 'Deactivate a webh
 complete -c sophon -f -n '__sophon_at /webhooks' -a verify -d 'Check a delivery\'s signature: exit 0 when valid, 1 with the reason when not.'
 complete -c sophon -f -n '__sophon_at /webhooks' -a listen -d 'Receive deliveries locally: verify, dedupe, print one line per new event (NDJSON with --json).'
 complete -c sophon -n '__sophon_at /webhooks' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /webhooks/create; and test (__sophon_nargs --name) -eq 0'
+complete -c sophon -f -n '__sophon_at /webhooks/create; and test (__sophon_nargs --name) -ge 1'
 complete -c sophon -n '__sophon_at /webhooks/create' -l name -d 'A label for the webhook.'
 complete -c sophon -n '__sophon_at /webhooks/create' -l save-secret -d 'Also store the signing secret (0600) for `sophon webhooks listen`.'
 complete -c sophon -n '__sophon_at /webhooks/create' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /webhooks/list; and test (__sophon_nargs) -ge 0'
 complete -c sophon -n '__sophon_at /webhooks/list' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /webhooks/delete; and test (__sophon_nargs) -eq 0'
+complete -c sophon -f -n '__sophon_at /webhooks/delete; and test (__sophon_nargs) -ge 1'
 complete -c sophon -n '__sophon_at /webhooks/delete' -l yes -d 'Do not ask for confirmation on a terminal.'
 complete -c sophon -n '__sophon_at /webhooks/delete' -s y -d 'Do not ask for confirmation on a terminal.'
 complete -c sophon -n '__sophon_at /webhooks/delete' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /webhooks/verify; and test (__sophon_nargs --signature --timestamp --secret --body-file --tolerance) -ge 0'
 complete -c sophon -n '__sophon_at /webhooks/verify' -l signature -d 'The X-Turbo-Signature-256 value (sha256=<hex>).'
 complete -c sophon -n '__sophon_at /webhooks/verify' -l timestamp -d 'The X-Turbo-Timestamp value.'
 complete -c sophon -n '__sophon_at /webhooks/verify' -l secret -d 'The webhook\'s signing secret [env SOPHON_WEBHOOK_SECRET].'
 complete -c sophon -n '__sophon_at /webhooks/verify' -l body-file -d 'The raw request body [default: stdin] (piped; - reads stdin even on a terminal).'
 complete -c sophon -n '__sophon_at /webhooks/verify' -l tolerance -d 'Reject timestamps older/newer than this.'
 complete -c sophon -n '__sophon_at /webhooks/verify' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /webhooks/listen; and test (__sophon_nargs --host --port --secret --forward-to --max-events --tolerance) -ge 0'
 complete -c sophon -n '__sophon_at /webhooks/listen' -l host -d 'Address to listen on.'
 complete -c sophon -n '__sophon_at /webhooks/listen' -l port -d 'Port to listen on (0 = any free port; the local server uses 8765).'
 complete -c sophon -n '__sophon_at /webhooks/listen' -l secret -d 'Signing secret [env SOPHON_WEBHOOK_SECRET; else saved secrets].'
@@ -192,8 +240,10 @@ complete -c sophon -n '__sophon_at /server' -l idle-timeout -d 'Exit after this 
 complete -c sophon -n '__sophon_at /server' -l request-log -d 'Append one JSON object per request to this file.'
 complete -c sophon -n '__sophon_at /server' -l no-request-log-lines -d 'Do not print one line per request on stderr.'
 complete -c sophon -n '__sophon_at /server' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /server/status; and test (__sophon_nargs --data-dir) -ge 0'
 complete -c sophon -n '__sophon_at /server/status' -l data-dir -d 'State directory [default: $SOPHON_HOME/server or the user data dir].'
 complete -c sophon -n '__sophon_at /server/status' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /server/stop; and test (__sophon_nargs --data-dir --timeout) -ge 0'
 complete -c sophon -n '__sophon_at /server/stop' -l data-dir -d 'State directory [default: $SOPHON_HOME/server or the user data dir].'
 complete -c sophon -n '__sophon_at /server/stop' -l timeout -d 'How long to wait for it to stop.'
 complete -c sophon -n '__sophon_at /server/stop' -l help -d 'Show help and exit.'
@@ -202,21 +252,30 @@ complete -c sophon -f -n '__sophon_at /config' -a set -d 'Set a value in the con
 complete -c sophon -f -n '__sophon_at /config' -a set-key -d 'Store the API key for a profile (read from stdin, or a hidden prompt on a terminal).'
 complete -c sophon -f -n '__sophon_at /config' -a path -d 'Print the config file\'s path.'
 complete -c sophon -n '__sophon_at /config' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /config/show; and test (__sophon_nargs) -ge 0'
 complete -c sophon -n '__sophon_at /config/show' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /config/set; and test (__sophon_nargs --profile) -eq 0'
+complete -c sophon -f -n '__sophon_at /config/set; and test (__sophon_nargs --profile) -eq 1'
+complete -c sophon -f -n '__sophon_at /config/set; and test (__sophon_nargs --profile) -ge 2'
 complete -c sophon -n '__sophon_at /config/set' -l profile -d 'Config profile to change [default: the active one].'
 complete -c sophon -n '__sophon_at /config/set' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /config/set-key; and test (__sophon_nargs --profile) -ge 0'
 complete -c sophon -n '__sophon_at /config/set-key' -l profile -d 'Config profile to change [default: the active one].'
 complete -c sophon -n '__sophon_at /config/set-key' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /config/path; and test (__sophon_nargs) -ge 0'
 complete -c sophon -n '__sophon_at /config/path' -l help -d 'Show help and exit.'
 complete -c sophon -f -n '__sophon_at /cache' -a list -d 'List cached files: state, result, job and output (--json: one entry per line; --jq: one array).'
 complete -c sophon -f -n '__sophon_at /cache' -a prune -d 'Drop finished entries (done or failed) older than --older-than days.'
 complete -c sophon -f -n '__sophon_at /cache' -a clear -d 'Remove every entry (safe: a rerun finds its uploads and jobs again by idempotency key).'
 complete -c sophon -n '__sophon_at /cache' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /cache/list; and test (__sophon_nargs --state-file) -ge 0'
 complete -c sophon -n '__sophon_at /cache/list' -l state-file -d 'Cache file to use [default: state.json in the state dir].'
 complete -c sophon -n '__sophon_at /cache/list' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /cache/prune; and test (__sophon_nargs --older-than --state-file) -ge 0'
 complete -c sophon -n '__sophon_at /cache/prune' -l older-than -d 'Drop finished entries not updated for this many days.'
 complete -c sophon -n '__sophon_at /cache/prune' -l state-file -d 'Cache file to use [default: state.json in the state dir].'
 complete -c sophon -n '__sophon_at /cache/prune' -l help -d 'Show help and exit.'
+complete -c sophon -f -n '__sophon_at /cache/clear; and test (__sophon_nargs --state-file) -ge 0'
 complete -c sophon -n '__sophon_at /cache/clear' -l state-file -d 'Cache file to use [default: state.json in the state dir].'
 complete -c sophon -n '__sophon_at /cache/clear' -l yes -d 'Do not ask for confirmation on a terminal.'
 complete -c sophon -n '__sophon_at /cache/clear' -s y -d 'Do not ask for confirmation on a terminal.'

@@ -3,7 +3,10 @@
 The scripts are plain bash/zsh/fish: completing a subcommand or an option never starts Python.
 An argument named ``JOB_ID`` (``job get``, ``job wait``, ``download`` ...) completes the ids of
 recent jobs, read by the shell from ``recent-jobs`` in the state directory (``cli/recent.py``
-keeps it); other arguments complete file names.
+keeps it), only in its own place: the arguments typed so far are counted (an option's value is
+not one), so ``job get ID <Tab>`` offers nothing, while ``job wait`` takes ids in every place.
+Other ids, URLs and words offer nothing, as does a place past a command's last argument; the
+remaining arguments (files, patterns) and option values complete file names.
 ``scripts/gen_completions.py`` writes them to ``completions/``; ``tests/unit/test_completions.py``
 fails when they drift from the app. ``sophon completions SHELL`` prints them too.
 """
@@ -26,12 +29,34 @@ class Node:
     option_help: dict[str, str] = field(default_factory=dict)
     choices: dict[str, list[str]] = field(default_factory=dict)  # option -> allowed values
     children: list[Node] = field(default_factory=list)
-    takes_files: bool = False
-    takes_job_ids: bool = False
+    #: what each positional argument completes, in order: "job" (recent job ids), "file" (file
+    #: names) or "none"; ``repeat``: the last one takes any number of words
+    args: list[str] = field(default_factory=list)
+    repeat: bool = False
+    #: the command's options whose next word is their value (the global ones: _GLOBAL_VALUE_OPTIONS)
+    value_options: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
         return "".join(f"/{p}" for p in self.path)
+
+    @property
+    def takes_job_ids(self) -> bool:
+        return "job" in self.args
+
+
+#: global options with a value that may be written after the command too (their value is no argument)
+_GLOBAL_VALUE_OPTIONS = ("--base-url", "--profile", "--jq")
+
+
+def _arg_kind(metavar: str | None) -> str:
+    """What a positional argument completes: job ids (the ones we keep), file names, or nothing
+    (other ids, a URL, a shell name, a setting's name or value)."""
+    if metavar == "JOB_ID":
+        return "job"
+    if metavar is None or metavar.endswith("_ID") or metavar in ("URL", "SHELL"):
+        return "none"
+    return "file"
 
 
 def build_tree(app=None) -> Node:
@@ -49,6 +74,8 @@ def build_tree(app=None) -> Node:
         for param in cmd.params:
             kind = getattr(param, "param_type_name", "")
             if kind == "option":
+                if not getattr(param, "is_flag", False) and not getattr(param, "count", False):
+                    node.value_options += list(param.opts)
                 if getattr(param, "hidden", False):
                     continue
                 for opt in [*param.opts, *param.secondary_opts]:
@@ -62,10 +89,8 @@ def build_tree(app=None) -> Node:
                         # options that take a free string but document their values: mp4|mkv
                         node.choices[opt] = param.metavar.split("|")
             elif kind == "argument":
-                if getattr(param, "metavar", None) == "JOB_ID":
-                    node.takes_job_ids = True
-                else:
-                    node.takes_files = True
+                node.args.append(_arg_kind(getattr(param, "metavar", None)))
+                node.repeat = param.nargs == -1
         node.options.append("--help")
         node.option_help["--help"] = "Show help and exit."
         if hasattr(cmd, "list_commands"):
@@ -117,11 +142,12 @@ def bash(tree: Node) -> str:
         *_RECENT_JOBS_SH,
         "_sophon() {",
         '    local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"',
-        '    local path="" w i words="" leaf=0 jobs=0',
+        f'    local path="" w i words="" leaf=0 last=0 n=0 skip=0 rep=0 vopts={_sh_quote(" ".join(_GLOBAL_VALUE_OPTIONS))} kind=""',
+        "    local -a args=()",
         "    for ((i = 1; i < COMP_CWORD; i++)); do",
         '        w="${COMP_WORDS[i]}"',
         '        case "${path}/${w}" in',
-        f'            {"|".join(group_keys)}) path="${{path}}/${{w}}" ;;',
+        f'            {"|".join(group_keys)}) path="${{path}}/${{w}}"; last=$i ;;',
         "        esac",
         "    done",
         '    case "${path}:${prev}" in',
@@ -135,13 +161,30 @@ def bash(tree: Node) -> str:
     for n in nodes:
         words = [c.path[-1] for c in n.children] + n.options
         leaf = 0 if n.children else 1
-        jobs = "; jobs=1" if n.takes_job_ids else ""
-        lines.append(f"        {_sh_quote(n.key)}) words={_sh_quote(' '.join(words))}; leaf={leaf}{jobs} ;;")
+        more = f"; args=({' '.join(n.args)}); rep={int(n.repeat)}" if n.args else ""
+        vopts = f"; vopts+={_sh_quote(' ' + ' '.join(n.value_options))}" if leaf and n.value_options else ""
+        lines.append(
+            f"        {_sh_quote(n.key)}) words={_sh_quote(' '.join(words))}; leaf={leaf}{more}{vopts} ;;"
+        )
     lines += [
         "    esac",
         '    if [[ $leaf == 1 && "$cur" != -* ]]; then',
-        "        COMPREPLY=()  # arguments: file names (complete -o default), or recent job ids",
-        '        [[ $jobs == 1 ]] && COMPREPLY=($(compgen -W "$(__sophon_recent_jobs)" -- "$cur"))',
+        "        COMPREPLY=()",
+        '        [[ " $vopts " == *" $prev "* ]] && return  # an option\'s value: file names (complete -o default)',
+        "        # which argument this is: the words after the command, options and their values left out",
+        "        for ((i = last + 1; i < COMP_CWORD; i++)); do",
+        '            w="${COMP_WORDS[i]}"',
+        "            if ((skip)); then skip=0",
+        '            elif [[ "$w" == -* ]]; then [[ " $vopts " == *" $w "* ]] && skip=1',
+        "            else n=$((n + 1)); fi",
+        "        done",
+        '        kind="${args[n]}"',
+        '        [[ -z "$kind" && $rep == 1 ]] && kind="${args[${#args[@]} - 1]}"',
+        '        case "$kind" in',
+        '            job) COMPREPLY=($(compgen -W "$(__sophon_recent_jobs)" -- "$cur")) ;;',
+        "            file) ;;  # file names (complete -o default)",
+        "            *) compopt +o default 2>/dev/null ;;  # nothing fits here: no file names either",
+        "        esac",
         "        return",
         "    fi",
         '    COMPREPLY=($(compgen -W "$words" -- "$cur"))',
@@ -165,12 +208,13 @@ def zsh(tree: Node) -> str:
         "# install: copy to a directory in $fpath as _sophon, then run compinit",
         *_RECENT_JOBS_SH,
         "_sophon() {",
-        '    local p="" w i jobs=0',
-        "    local -a cmds opts",
+        '    local p="" w i last=1 n=0 skip=0 rep=0 kind=""',
+        "    local -a cmds opts args vopts",
+        f"    vopts=({' '.join(_GLOBAL_VALUE_OPTIONS)})",
         "    for ((i = 2; i < CURRENT; i++)); do",
         '        w="${words[i]}"',
         '        case "${p}/${w}" in',
-        f'            ({"|".join(group_keys)}) p="${{p}}/${{w}}" ;;',
+        f'            ({"|".join(group_keys)}) p="${{p}}/${{w}}"; last=$i ;;',
         "        esac",
         "    done",
         '    case "${p}:${words[CURRENT-1]}" in',
@@ -182,19 +226,29 @@ def zsh(tree: Node) -> str:
     for n in nodes:
         cmds = " ".join(_sh_quote(f"{c.path[-1]}:{_zsh_escape(c.help)}") for c in n.children)
         opts = " ".join(n.options)
-        jobs = "; jobs=1" if n.takes_job_ids else ""
-        lines.append(f"        ({_sh_quote(n.key)}) cmds=({cmds}); opts=({opts}){jobs} ;;")
+        more = f"; args=({' '.join(n.args)}); rep={int(n.repeat)}" if n.args else ""
+        vopts = f"; vopts+=({' '.join(n.value_options)})" if not n.children and n.value_options else ""
+        lines.append(f"        ({_sh_quote(n.key)}) cmds=({cmds}); opts=({opts}){more}{vopts} ;;")
     lines += [
         "    esac",
+        "    # which argument this is: the words after the command, options and their values left out",
+        "    for ((i = last + 1; i < CURRENT; i++)); do",
+        '        w="${words[i]}"',
+        "        if (( skip )); then skip=0",
+        '        elif [[ "$w" == -* ]]; then (( ${vopts[(Ie)$w]} )) && skip=1',
+        "        else n=$((n + 1)); fi",
+        "    done",
+        '    kind="${args[n + 1]}"',
+        '    [[ -z "$kind" ]] && (( rep )) && kind="${args[-1]}"',
         '    if [[ "${words[CURRENT]}" == -* ]]; then',
         "        compadd -- $opts",
         "    elif (( ${#cmds} )); then",
         "        _describe -t commands 'sophon command' cmds",
-        "    elif (( jobs )); then",
+        "    elif (( skip )) || [[ $kind == file ]]; then",
+        "        _files  # an option's value, or a file argument",
+        "    elif [[ $kind == job ]]; then",
         '        compadd -- ${(f)"$(__sophon_recent_jobs)"}',
-        "    else",
-        "        _files",
-        "    fi",
+        "    fi  # else nothing fits here",
         "}",
         '_sophon "$@"',
         "",
@@ -224,6 +278,32 @@ def fish(tree: Node) -> str:
         "    end",
         "    echo $p",
         "end",
+        "# how many arguments follow the command (options and the values of those in $argv left out);",
+        "# -1 while the word being completed is an option's value",
+        "function __sophon_nargs",
+        f"    set -l vopts {' '.join(_GLOBAL_VALUE_OPTIONS)} $argv",
+        "    set -l tokens (commandline -opc)",
+        "    set -l p ''",
+        "    set -l n 0",
+        "    set -l skip 0",
+        "    for w in $tokens[2..-1]",
+        '        switch "$p/$w"',
+        "            case " + " ".join(_sh_quote(k) for k in group_keys),
+        '                set p "$p/$w"',
+        "                set n 0",
+        "                continue",
+        "        end",
+        "        if test $skip = 1",
+        "            set skip 0",
+        "        else if string match -q -- '-*' $w",
+        "            contains -- $w $vopts; and set skip 1",
+        "        else",
+        "            set n (math $n + 1)",
+        "        end",
+        "    end",
+        "    test $skip = 1; and set n -1",
+        "    echo $n",
+        "end",
         "function __sophon_at",
         '    test (__sophon_path) = "$argv[1]"',
         "end",
@@ -246,8 +326,8 @@ def fish(tree: Node) -> str:
         cond = f"-n '__sophon_at {n.key}'" if n.path else "-n '__sophon_at \"\"'"
         for c in n.children:
             lines.append(f"complete -c sophon -f {cond} -a {c.path[-1]} -d '{_fish_escape(c.help)}'")
-        if n.takes_job_ids:
-            lines.append(f"complete -c sophon -f {cond} -a '(__sophon_recent_jobs)' -d 'recent job'")
+        if not n.children:
+            lines += _fish_arguments(n)
         seen = set()
         for opt in n.options:
             if opt in seen:
@@ -262,6 +342,24 @@ def fish(tree: Node) -> str:
             )
     lines.append("")
     return "\n".join(lines)
+
+
+def _fish_arguments(n: Node) -> list[str]:
+    """The places of a command's arguments: recent job ids where a job id goes, no file names
+    where nothing fits (another id, a URL, past the last argument); file arguments are left to
+    fish's own file completion, as are options' values (``__sophon_nargs`` is -1 there)."""
+    nargs = f"(__sophon_nargs {' '.join(n.value_options)})".replace(" )", ")")
+    lines = []
+    for i, kind in enumerate(n.args):
+        test = "-ge" if n.repeat and i == len(n.args) - 1 else "-eq"
+        cond = f"-n '__sophon_at {n.key}; and test {nargs} {test} {i}'"
+        if kind == "job":
+            lines.append(f"complete -c sophon -f {cond} -a '(__sophon_recent_jobs)' -d 'recent job'")
+        elif kind == "none":
+            lines.append(f"complete -c sophon -f {cond}")
+    if not n.repeat:
+        lines.append(f"complete -c sophon -f -n '__sophon_at {n.key}; and test {nargs} -ge {len(n.args)}'")
+    return lines
 
 
 SCRIPTS = {"sophon.bash": bash, "_sophon": zsh, "sophon.fish": fish}

@@ -72,3 +72,68 @@ def test_fish_completes_subcommands_and_options():
 def test_bash_completes_documented_option_values():
     assert sorted(_bash_complete("sophon", "encode", "--fallback", "")) == ["copy", "fail", "skip"]
     assert _bash_complete("sophon", "job", "create", "--container", "m") == ["mp4", "mkv"]
+
+
+# the words a user has typed -> what each shell offers: recent job ids only where a job id goes,
+# file names for files and option values, nothing where nothing fits (`job get` took ids twice)
+_PLACES = [
+    (["job", "get", ""], "ids"),
+    (["job", "get", "job_a1", ""], "nothing"),
+    (["job", "wait", "job_a1", ""], "ids"),
+    (["download", "job_a1", ""], "nothing"),
+    (["download", "-o", ""], "files"),
+    (["job", "get", "--interval", ""], "files"),
+    (["uploads", "get", ""], "nothing"),  # an upload id: none kept, and no file is one
+    (["upload", ""], "files"),
+]
+_IDS = ["job_a1", "job_a2", "job_b"]
+
+
+def _home_with_recent_jobs(tmp_path: Path) -> Path:
+    (tmp_path / "recent-jobs").write_text("".join(f"{i}\n" for i in _IDS))
+    (tmp_path / "a-file.mp4").write_text("")
+    return tmp_path
+
+
+def test_zsh_offers_job_ids_only_where_a_job_id_goes(tmp_path):
+    exe = shutil.which("zsh")
+    if exe is None:
+        pytest.skip("zsh is not installed")
+    home = _home_with_recent_jobs(tmp_path)
+    # zsh's completion builtins stand in as functions that say what they were asked to offer
+    script = "\n".join(
+        [
+            'compadd() { [[ $1 == -- ]] && shift; print -r -- "ids $*"; }',
+            "_files() { print -r -- files; }",
+            "_describe() { print -r -- commands; }",
+            f"source {COMPLETIONS / '_sophon'} >/dev/null",
+            'words=(sophon "$@"); CURRENT=${#words}; _sophon || true',
+        ]
+    )
+    for words, offered in _PLACES:
+        out = subprocess.run(
+            [exe, "-f", "-c", script, "zsh", *words],
+            capture_output=True, text=True, env={"SOPHON_HOME": str(home), "PATH": "/nonexistent"},
+            cwd=home, check=True,
+        ).stdout.strip()  # fmt: skip
+        expected = {"ids": "ids " + " ".join(_IDS), "files": "files", "nothing": ""}[offered]
+        assert out == expected, (words, out)
+
+
+def test_fish_offers_job_ids_only_where_a_job_id_goes(tmp_path):
+    exe = shutil.which("fish")
+    if exe is None:
+        pytest.skip("fish is not installed")
+    home = _home_with_recent_jobs(tmp_path)
+    lines = [f"source {COMPLETIONS / 'sophon.fish'}"]
+    for words, _ in _PLACES:
+        lines += [f"complete -C {' '.join(['sophon', *words])!r}", "echo ---"]
+    out = subprocess.run(
+        [exe, "--no-config", "-c", "\n".join(lines)],
+        capture_output=True, text=True, env={"SOPHON_HOME": str(home), "HOME": str(home)}, cwd=home,
+        check=True,
+    ).stdout  # fmt: skip
+    for (words, offered), part in zip(_PLACES, out.split("---"), strict=False):
+        got = sorted(line.split("\t")[0] for line in part.strip().splitlines())
+        expected = {"ids": _IDS, "files": ["a-file.mp4", "recent-jobs"], "nothing": []}[offered]
+        assert got == expected, (words, got)

@@ -142,6 +142,13 @@ def test_job_id_arguments_complete_recent_jobs_from_the_state_dir(tmp_path):
     assert complete("sophon", "job", "wait", "job_new1", "job_o") == ["job_old"]
     assert complete("sophon", "download", "job_o") == ["job_old"]
     assert complete("sophon", "upload", "") == []  # files, as before
+    # only where a job id goes: `job get` takes one (it offered them for a second word too)
+    assert complete("sophon", "job", "get", "job_new1", "") == []
+    assert complete("sophon", "job", "cancel", "job_new1", "job_") == []
+    assert complete("sophon", "download", "job_old", "") == []
+    assert complete("sophon", "job", "get", "--interval", "5", "job_o") == ["job_old"]  # a value is no id
+    assert complete("sophon", "--json", "job", "get", "--watch", "job_o") == ["job_old"]
+    assert complete("sophon", "job", "wait", "job_new1", "job_new2", "job_o") == ["job_old"]
     assert re.search(r"__sophon_recent_jobs", (ROOT / "completions" / "_sophon").read_text())
     assert "__sophon_recent_jobs" in (ROOT / "completions" / "sophon.fish").read_text()
 
