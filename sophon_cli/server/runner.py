@@ -21,8 +21,8 @@ def _uvicorn_server(core, host: str, port: int):
 
     from .app import build_app
 
-    try:
-        from .httpbody import ChunkedBodyProtocol as http  # needs httptools (the server extra)
+    try:  # httptools, body chunks uncopied (httpbody) and sendfile for downloads (zerocopy)
+        from .zerocopy import ZeroCopyProtocol as http  # needs httptools (the server extra)
     except ImportError:
         http = "auto"
     app = build_app(core)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -17,6 +18,11 @@ from ..tokens import TokenError
 from ..util import JOB_STATUSES, PROFILES, TERMINAL, iso, new_id, now
 from ..worker import finish_job, progress_doc
 from .common import as_int, core_of, json_body, ok
+
+try:
+    from ..zerocopy import available as zerocopy_available
+except ImportError:  # no httptools: uvicorn's own protocol runs, without the zero-copy send
+    zerocopy_available = None
 
 METADATA_LIMIT = 16 * 1024
 MAX_SEQ = (1 << 63) - 1
@@ -300,14 +306,36 @@ async def download(request: Request) -> Response:
     return resp
 
 
+ZEROCOPY_TAIL = 64 << 10  # the last bytes of a body go as a body message (see _OutputFile)
+
+
 class _OutputFile(FileResponse):
     """A FileResponse whose Range errors (416, and 400 for a malformed Range) carry the error
-    envelope instead of Starlette's plain text; everything else is Starlette's own handling."""
+    envelope instead of Starlette's plain text, and whose whole-file body is sent by
+    ``sendfile`` where the server offers it (:mod:`..zerocopy`); everything else is Starlette's
+    own handling.
+
+    Sendfile: Starlette sends a whole file as one ``http.response.pathsend`` message when the
+    scope offers that extension; here it is offered to Starlette and each such message becomes
+    ``http.response.zerocopy`` of all but the last :data:`ZEROCOPY_TAIL` bytes plus a final
+    ``http.response.body`` carrying those, so the response still ends with a body message (the
+    request log records a request before its last byte leaves). Range requests (a resume) keep
+    Starlette's 1 MiB reads."""
 
     async def __call__(self, scope, receive, send) -> None:
         held: dict[str, Any] = {}
+        length = [0]
+        if zerocopy_available is not None and zerocopy_available(scope):
+            scope = {**scope, "extensions": {**scope["extensions"], "http.response.pathsend": {}}}
 
         async def send_or_replace(message) -> None:
+            if message["type"] == "http.response.start":
+                for k, v in message.get("headers", []):
+                    if k.lower() == b"content-length":
+                        length[0] = int(v)
+            if message["type"] == "http.response.pathsend":
+                await self._send_file(message["path"], length[0], send)
+                return
             if message["type"] == "http.response.start" and message["status"] in (400, 416):
                 held["status"] = message["status"]
                 held["headers"] = {
@@ -335,3 +363,33 @@ class _OutputFile(FileResponse):
             await send(message)
 
         await super().__call__(scope, receive, send_or_replace)
+
+    async def _send_file(self, path: str, length: int, send) -> None:
+        """The body of ``length`` bytes from ``path``: sendfile, then the tail as a body message."""
+        import anyio
+
+        fh = await anyio.to_thread.run_sync(open, path, "rb")
+        try:
+            head = max(0, length - ZEROCOPY_TAIL)
+            try:
+                await send(
+                    {
+                        "type": "http.response.zerocopy",
+                        "file": fh,
+                        "offset": 0,
+                        "count": head,
+                        "more_body": True,
+                    }
+                )
+            except asyncio.SendfileNotAvailableError:
+                head = 0  # not on this loop or transport after all: every byte as a body message
+            fh.seek(head)
+            while True:
+                chunk = await anyio.to_thread.run_sync(fh.read, min(self.chunk_size, length - head))
+                head += len(chunk)
+                more = bool(chunk) and head < length
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                if not more:
+                    return
+        finally:
+            fh.close()
