@@ -160,3 +160,8 @@ def test_output_download_is_in_the_request_log_when_its_last_byte_arrives(make_s
         conn.close()
         assert "/v1/downloads/" in lines[-1]["path"] and lines[-1]["status"] == 200
     api.close()
+
+
+def test_the_server_runs_the_zero_copy_protocol(make_server):
+    srv = make_server()
+    assert srv._instance.server.config.http_protocol_class is ZeroCopyProtocol
