@@ -37,6 +37,14 @@ NEXT_STEPS: dict[str, str] = {
     "local server",
     "check_dns": "check your network connection and DNS, then the host name in the base URL "
     "({base_url_origin})",
+    "check_certificate": "check the host name in the base URL ({base_url_origin}); if the server's "
+    "certificate comes from a private CA, point SSL_CERT_FILE at that CA's certificate",
+    "check_scheme": "the server there does not speak TLS: check the scheme and port of the base URL "
+    "({base_url_origin}); the local server uses http://",
+    "start_server": "start the local server (`sophon server{port}`) or use --local, which starts one; "
+    "or fix the base URL ({base_url_origin})",
+    "raise_timeout": "check your network, or allow more time with SOPHON_TIMEOUT (seconds, now {timeout}; "
+    "`sophon config set timeout N` keeps it)",
 }
 
 #: a download origin (not the base URL's host) whose name did not resolve
@@ -159,6 +167,25 @@ def key_message(exc: BaseException) -> tuple[str, str] | None:
             NEXT_STEPS["set_key"],
         )
     return None
+
+
+def _step_fields(exc: BaseException) -> dict[str, str]:
+    """What a next step's words may name: where the base URL came from, the URL's port (as a
+    ``--port`` option, empty for the local server's default), the request timeout."""
+    from urllib.parse import urlsplit
+
+    fields = {"base_url_origin": base_url_origin(), "port": "", "timeout": "?"}
+    url = getattr(exc, "url", None)
+    try:
+        port = urlsplit(url).port if isinstance(url, str) else None
+    except ValueError:
+        port = None
+    if port is not None and port != 8765:
+        fields["port"] = f" --port {port}"
+    timeout = getattr(_SETTINGS[0], "timeout", None) if _SETTINGS is not None else None
+    if isinstance(timeout, (int, float)):
+        fields["timeout"] = f"{timeout:g}"
+    return fields
 
 
 def _default_base_url() -> bool:
@@ -345,10 +372,10 @@ def _hint_words(exc: BaseException) -> str | None:
         return OTHER_HOST_NAME
     if step is not None:
         words = NEXT_STEPS.get(getattr(step, "value", str(step)))
-        if words and "{base_url_origin}" in words:
+        if words and "{" in words:
             if step == e.NextStep.CHECK_HOST_NAME and _default_base_url():
                 words = NEXT_STEPS["check_dns"]  # the service's own name: the network is the suspect
-            return words.format(base_url_origin=base_url_origin())
+            return words.format_map(_step_fields(exc))
         if words:
             return words
     if isinstance(exc, e.MalformedResponseError):

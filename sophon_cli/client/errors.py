@@ -8,8 +8,10 @@
     │   └── ConfigFileError          a config/secrets file that cannot be parsed, or an
     │                                unknown profile (.path, .line; also an InputError)  -> exit 2
     ├── TransportError               server unreachable after retries (has .url)         -> exit 8
-    │   └── NameResolutionError      the host name does not resolve (.host, .failure);
-    │                                said at once (or after one retry for EAI_AGAIN)     -> exit 8
+    │   ├── NameResolutionError      the host name does not resolve (.host, .failure);
+    │   │                            said at once (or after one retry for EAI_AGAIN)     -> exit 8
+    │   └── TLSError                 the TLS certificate did not verify, or the handshake
+    │                                failed (.host, .failure); said at once              -> exit 8
     ├── IntegrityError               a hash or size did not match what the server said    -> exit 1
     │   └── SizeExceededError        more bytes arrived than expected (.limit); none kept -> exit 1
     ├── JobFailedError               a waited-for job ended failed or canceled (.job)    -> exit 5
@@ -59,6 +61,10 @@ class NextStep(str, enum.Enum):
     CHECK_CONNECTION = "check_connection"  # the server did not answer: check the network and base URL
     CHECK_HOST_NAME = "check_host_name"  # the base URL's host name does not exist: check the URL
     CHECK_DNS = "check_dns"  # the resolver did not answer: check the network and DNS, then the URL
+    CHECK_CERTIFICATE = "check_certificate"  # the certificate did not verify: the host, or the CA bundle
+    CHECK_SCHEME = "check_scheme"  # no TLS handshake: the URL's scheme or port is wrong
+    START_SERVER = "start_server"  # nothing listens at a loopback address: start the server there
+    RAISE_TIMEOUT = "raise_timeout"  # no answer in time: check the network or allow more time
 
 
 class SophonError(Exception):
@@ -182,6 +188,33 @@ class NameResolutionError(TransportError):
             else "check the host name in the base URL",
             next_step=NextStep.CHECK_DNS if temporary else NextStep.CHECK_HOST_NAME,
             attempts=attempts,
+        )
+        self.host = host
+        self.failure = failure
+
+
+class TLSError(TransportError):
+    """A TLS connection to ``host`` (``host:port``) could not be made. ``failure``
+    (:class:`sophon_cli.client.retry.TLSFailure`): ``certificate`` when the server's certificate
+    did not verify (``detail`` says why: self-signed, expired, another host's), ``handshake`` when
+    the handshake failed (a server that speaks plain HTTP on that port). Not retried."""
+
+    def __init__(
+        self, host: str, *, failure: Any, url: str | None = None, detail: str = "", attempts: int = 1
+    ) -> None:
+        from sophon_cli.client.retry import TLSFailure
+
+        if failure == TLSFailure.CERTIFICATE:
+            what = f"the TLS certificate of {host} did not verify"
+            hint, step = (
+                "check the host name; a private CA needs its certificate trusted",
+                NextStep.CHECK_CERTIFICATE,
+            )
+        else:
+            what = f"the TLS handshake with {host} failed"
+            hint, step = "check that the URL's scheme and port are the server's", NextStep.CHECK_SCHEME
+        super().__init__(
+            f"{what} ({detail})" if detail else what, url=url, hint=hint, next_step=step, attempts=attempts
         )
         self.host = host
         self.failure = failure

@@ -29,6 +29,7 @@ from sophon_cli.client.errors import (
     InputError,
     NameResolutionError,
     NextStep,
+    TLSError,
     TransportError,
     decode_json,
     error_from_response,
@@ -58,6 +59,17 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 #: streamed bodies (downloads): fail when fewer than MIN_RATE bytes/s arrived over STALL_SECONDS
 STALL_SECONDS = 30.0
 MIN_RATE = 1024.0
+
+
+def _causes(exc: BaseException | None) -> Iterable[BaseException]:
+    """``exc`` and the exceptions it was raised from (httpx and http.client wrap the socket's)."""
+    from sophon_cli.client.retry import exception_chain
+
+    return exception_chain(exc)
+
+
+def _refused(exc: BaseException) -> bool:
+    return any(isinstance(c, ConnectionRefusedError) for c in _causes(exc))
 
 
 class _DeadlineExceeded(Exception):
@@ -389,20 +401,60 @@ class SophonClient:
             return client
 
     def transport_error(self, exc: BaseException, attempts: int) -> TransportError:
-        from sophon_cli.client.retry import name_failure
+        from sophon_cli.client.retry import name_failure, tls_failure
 
         failure = name_failure(exc)
         if failure is not None:
             return self._name_error(exc, failure, attempts)
+        tls = tls_failure(exc)
+        if tls is not None:
+            return self._tls_error(exc, tls, attempts)
         kind = type(exc).__name__
         detail = one_line(redact(str(exc), self._secret_values), 120)
         reason = f"{kind}: {detail}" if detail else kind
         tries = f" after {attempts} attempts" if attempts > 1 else ""
+        step = NextStep.CHECK_CONNECTION
+        hint = "check your network and the base URL (or use the local server)"
+        if _refused(exc) and is_loopback(self.base_url):  # this machine, and nothing listens there
+            step, hint = NextStep.START_SERVER, "start the server at that address"
+            reason = "connection refused: nothing is listening there"
         return TransportError(
             f"cannot reach the SOPHON server at {display_url(self.base_url)}{tries} ({reason})",
             url=display_url(self.base_url),
-            hint="check your network and the base URL (or use the local server)",
-            next_step=NextStep.CHECK_CONNECTION,
+            hint=hint,
+            next_step=step,
+            attempts=attempts,
+        )
+
+    def _tls_error(self, exc: BaseException, failure: Any, attempts: int) -> TLSError:
+        """The error for a TLS failure: the host (and port) of the request, and why, in the ssl
+        module's words."""
+        import ssl
+        from urllib.parse import urlsplit
+
+        from sophon_cli.client.retry import TLSFailure
+
+        try:
+            url = exc.request.url  # type: ignore[attr-defined]
+            host, port = url.host, url.port
+        except (AttributeError, RuntimeError):  # no request attached
+            parts = urlsplit(self.base_url)
+            host, port = parts.hostname or "", parts.port
+        where = f"{host}:{port}" if port else host
+        detail = ""
+        for cause in _causes(exc):
+            if isinstance(cause, ssl.SSLCertVerificationError) and failure == TLSFailure.CERTIFICATE:
+                detail = str(cause.verify_message or "")
+                break
+            if isinstance(cause, ssl.SSLError):
+                detail = str(cause.reason or "").replace("_", " ").lower()
+                break
+        base_host = urlsplit(self.base_url).hostname
+        return TLSError(
+            safe_field(where, self._secret_values, 260),
+            failure=failure,
+            url=display_url(self.base_url) if host == base_host else None,
+            detail=one_line(redact(detail, self._secret_values), 120),
             attempts=attempts,
         )
 
@@ -422,9 +474,7 @@ class SophonClient:
             host = urlsplit(self.base_url).hostname or host
         else:
             url = ""  # another host than the base URL's (a download origin): name only the host
-        cause: BaseException | None = exc
-        while cause is not None and not isinstance(cause, socket.gaierror):
-            cause = cause.__cause__ or cause.__context__
+        cause = next((c for c in _causes(exc) if isinstance(c, socket.gaierror)), None)
         detail = cause.strerror if isinstance(cause, socket.gaierror) and cause.strerror else ""
         return NameResolutionError(
             safe_field(host, self._secret_values, 253),
@@ -525,7 +575,7 @@ class SophonClient:
                         f"{limit:g} s{tries}",
                         url=display_url(self.base_url),
                         hint="check your network, or raise the timeout",
-                        next_step=NextStep.CHECK_CONNECTION,
+                        next_step=NextStep.RAISE_TIMEOUT,
                         attempts=attempt,
                     ) from None
                 self.sleep(delay)

@@ -16,6 +16,10 @@
   dropped DNS packet or a resolver restarting clears in a moment, while a machine with no network
   or no DNS at all will not recover within the budget, and the resolver already spent its own
   timeouts and retries before saying so). See :func:`name_failure`.
+* a TLS failure is not retried either: a certificate that does not verify (self-signed, expired,
+  for another host) or a handshake the server cannot take part in (it speaks plain HTTP on that
+  port) is the same on every try. A connection dropped during the handshake is a network failure
+  like any other. See :func:`tls_failure`.
 
 Pure: no httpx, no I/O. :class:`RetryState` is the per-call counter that the request loops ask
 "may I try again, and after how long?"; ``on_retry`` observers hear about each retry (the CLI
@@ -120,24 +124,67 @@ _NOT_FOUND_CODES = frozenset(
     )
     if code is not None
 )
-#: retries allowed per call for each kind of name failure
-NAME_FAILURE_RETRIES = {NameFailure.NOT_FOUND: 0, NameFailure.TEMPORARY: 1}
+
+
+class TLSFailure(str, enum.Enum):
+    """Why a TLS connection could not be made."""
+
+    CERTIFICATE = "certificate"  # the server's certificate did not verify
+    HANDSHAKE = "handshake"  # the handshake failed (e.g. plain HTTP on that port)
+
+
+#: retries allowed per call for each kind of failure that retrying within seconds does not cure
+FAILURE_RETRIES: dict[enum.Enum, int] = {
+    NameFailure.NOT_FOUND: 0,
+    NameFailure.TEMPORARY: 1,
+    TLSFailure.CERTIFICATE: 0,
+    TLSFailure.HANDSHAKE: 0,
+}
+
+
+def exception_chain(exc: BaseException | None):
+    """``exc`` and its causes (``__cause__``, else ``__context__``), at most 16 deep."""
+    seen = 0
+    while exc is not None and seen < 16:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
 
 
 def name_failure(exc: BaseException | None) -> NameFailure | None:
     """The kind of name-resolution failure behind ``exc`` (a ``socket.gaierror`` anywhere in its
     chain of causes, as httpx and http.client wrap it), or None when it is not one."""
-    seen = 0
-    while exc is not None and seen < 16:
-        if isinstance(exc, socket.gaierror):
-            if exc.errno in _NOT_FOUND_CODES:
+    for cause in exception_chain(exc):
+        if isinstance(cause, socket.gaierror):
+            if cause.errno in _NOT_FOUND_CODES:
                 return NameFailure.NOT_FOUND
-            if exc.errno == getattr(socket, "EAI_AGAIN", None):
+            if cause.errno == getattr(socket, "EAI_AGAIN", None):
                 return NameFailure.TEMPORARY
             return None  # EAI_SYSTEM, EAI_MEMORY, ...: a local failure, retried as any other
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
     return None
+
+
+def tls_failure(exc: BaseException | None) -> TLSFailure | None:
+    """The kind of TLS failure behind ``exc`` (an ``ssl.SSLError`` in its chain of causes), or None.
+    An EOF or a close during the handshake is not one: the connection dropped (retried)."""
+    import ssl
+
+    for cause in exception_chain(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return TLSFailure.CERTIFICATE
+        if isinstance(cause, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)):
+            return None
+        if isinstance(cause, ssl.SSLError):
+            return TLSFailure.HANDSHAKE
+    return None
+
+
+def failure_kind(exc: BaseException | None) -> NameFailure | TLSFailure | None:
+    """A network failure that retrying within seconds does not cure (see :data:`FAILURE_RETRIES`),
+    or None for one that is worth the whole retry budget."""
+    if exc is None:
+        return None
+    return name_failure(exc) or tls_failure(exc)
 
 
 @dataclass(frozen=True)
@@ -208,8 +255,8 @@ class RetryState:
     method: str = ""
     path: str = ""
     attempts: int = 0
-    #: name-resolution failures seen so far, by kind (bounded by NAME_FAILURE_RETRIES)
-    name_failures: dict[NameFailure, int] = field(default_factory=dict)
+    #: failures that retrying does not cure, seen so far by kind (bounded by FAILURE_RETRIES)
+    failures: dict[enum.Enum, int] = field(default_factory=dict)
 
     def begin(self) -> int:
         """Count one attempt; return its number (1-based)."""
@@ -227,14 +274,14 @@ class RetryState:
     ) -> float | None:
         """The seconds to sleep before another attempt, or None to give up (not retryable, out of
         attempts, or the retry would start after the deadline). Observers hear about a retry.
-        ``error``: the network failure, when there is one (a name that does not resolve is
-        retried at most :data:`NAME_FAILURE_RETRIES` times)."""
+        ``error``: the network failure, when there is one (a name that does not resolve, a TLS
+        failure: retried at most :data:`FAILURE_RETRIES` times)."""
         if not self.policy.should_retry(status, envelope_retryable):
             return None
-        kind = name_failure(error)
+        kind = failure_kind(error)
         if kind is not None:
-            self.name_failures[kind] = self.name_failures.get(kind, 0) + 1
-            if self.name_failures[kind] > NAME_FAILURE_RETRIES[kind]:
+            self.failures[kind] = self.failures.get(kind, 0) + 1
+            if self.failures[kind] > FAILURE_RETRIES[kind]:
                 return None
         if self.attempts >= self.max_attempts:
             return None
@@ -258,15 +305,19 @@ class RetryState:
 __all__ = [
     "RETRY_AFTER_CAP",
     "BACKOFF_BASE",
-    "NAME_FAILURE_RETRIES",
+    "FAILURE_RETRIES",
     "NameFailure",
+    "TLSFailure",
     "BACKOFF_CAP",
     "RetryEvent",
     "RetryPolicy",
     "RetryState",
     "backoff_delay",
+    "exception_chain",
+    "failure_kind",
     "name_failure",
     "parse_retry_after",
     "retry_delay",
     "should_retry_status",
+    "tls_failure",
 ]

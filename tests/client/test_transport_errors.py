@@ -1,0 +1,137 @@
+"""Network failures other than DNS, each against a real server on 127.0.0.1: a certificate that does
+not verify and a server that does not speak TLS fail at once (retrying cannot cure them), a refused
+loopback port is retried and then says to start the local server, a server that does not answer in
+time names SOPHON_TIMEOUT. One line each, exit 8, the next step named."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+from http.server import ThreadingHTTPServer
+
+import pytest
+
+from sophon_cli.client.errors import NextStep, TLSError, TransportError
+from sophon_cli.client.http import SophonClient
+from sophon_cli.client.retry import TLSFailure
+from tests.client.hostile import HostileServer, QuietHandler, send_json
+from tests.helpers.env import cli_env
+
+KEY = "transport-test-key-0123456789"
+
+
+def sophon(args, env):
+    return subprocess.run(
+        [sys.executable, "-m", "sophon_cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def error_line(res) -> str:
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert KEY not in res.stderr
+    return lines[0]
+
+
+def attempts(res) -> int:
+    return len([ln for ln in res.stderr.splitlines() if ln.startswith("http: ")])
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 made by the openssl command."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+@pytest.fixture
+def tls_server(self_signed):
+    """An https server on 127.0.0.1 with the self-signed certificate, answering an empty job list."""
+
+    class Handler(QuietHandler):
+        def do_GET(self):  # noqa: N802
+            send_json(self, 200, {"data": [], "next_cursor": None})
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*map(str, self_signed))
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{httpd.server_address[1]}", self_signed[0]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_certificate_that_does_not_verify_fails_at_once(tls_server, tmp_path):
+    url, cert = tls_server
+    sleeps: list[float] = []
+    with SophonClient(url, KEY, sleep=sleeps.append) as c:
+        with pytest.raises(TLSError) as info:
+            c.jobs.list()
+    err = info.value
+    assert isinstance(err, TransportError) and err.failure is TLSFailure.CERTIFICATE
+    assert sleeps == [] and err.attempts == 1 and err.next_step is NextStep.CHECK_CERTIFICATE
+    assert "self-signed certificate" in str(err) and err.host == url.removeprefix("https://")
+
+    env = cli_env(server=url, home=tmp_path, extra={"SOPHON_API_KEY": KEY})
+    res = sophon(["-v", "job", "list"], env)
+    assert res.returncode == 8 and attempts(res) == 1, res.stderr
+    line = error_line(res)
+    assert "did not verify (self-signed certificate)" in line and "SSL_CERT_FILE" in line
+    # the step it names works: trusting that certificate reaches the server
+    trusted = sophon(["job", "list"], {**env, "SSL_CERT_FILE": str(cert)})
+    assert trusted.returncode == 0, trusted.stderr
+
+
+def test_https_to_a_plain_http_server_says_it_does_not_speak_tls(tmp_path):
+    with HostileServer({"*": lambda h: send_json(h, 200, {"data": [], "next_cursor": None})}) as srv:
+        url = srv.url.replace("http://", "https://")
+        sleeps: list[float] = []
+        with SophonClient(url, KEY, sleep=sleeps.append) as c:
+            with pytest.raises(TLSError) as info:
+                c.jobs.list()
+        assert info.value.failure is TLSFailure.HANDSHAKE and sleeps == []
+        res = sophon(["-v", "job", "list"], cli_env(server=url, home=tmp_path, extra={"SOPHON_API_KEY": KEY}))
+    assert res.returncode == 8 and attempts(res) == 1, res.stderr
+    line = error_line(res)
+    assert "TLS handshake with 127.0.0.1:" in line and "does not speak TLS" in line and "http://" in line
+
+
+def test_a_refused_loopback_port_is_retried_then_says_to_start_the_server(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = cli_env(server=f"http://127.0.0.1:{port}", home=tmp_path, extra={"SOPHON_MAX_RETRIES": "1"})
+    res = sophon(["-v", "job", "list"], env)
+    assert res.returncode == 8 and attempts(res) == 2, res.stderr  # a transient failure: retried
+    line = error_line(res)
+    assert "connection refused: nothing is listening there" in line
+    assert f"`sophon server --port {port}`" in line and "--local" in line and "SOPHON_BASE_URL" in line
+
+
+def test_a_server_that_does_not_answer_in_time_names_the_timeout(tmp_path):
+    release = threading.Event()
+    with HostileServer({"*": lambda h: release.wait(60)}) as srv:
+        env = cli_env(server=srv.url, home=tmp_path, extra={"SOPHON_TIMEOUT": "1", "SOPHON_MAX_RETRIES": "0"})
+        try:
+            res = sophon(["job", "get", "job_1"], env)
+        finally:
+            release.set()
+    assert res.returncode == 8, res.stderr
+    line = error_line(res)
+    assert "did not answer within 1 s" in line and "SOPHON_TIMEOUT (seconds, now 1" in line
