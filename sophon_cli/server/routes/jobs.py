@@ -25,6 +25,7 @@ except ImportError:  # no httptools: uvicorn's own protocol runs, without the ze
     zerocopy_available = None
 
 METADATA_LIMIT = 16 * 1024
+_LEAVE_OUT = ", not null; leave it out for the default"
 MAX_SEQ = (1 << 63) - 1
 
 
@@ -96,37 +97,31 @@ async def create_job(request: Request) -> Response:
     profile = data.get("profile")
     if profile not in PROFILES:
         raise invalid(f"unknown profile {profile!r}; use one of: {', '.join(PROFILES)}")
-    output = data.get("output") or {}
+    # output, container, audio, webhook_ids and metadata are not nullable in the contract: a null
+    # is refused like any other wrong type (left out, each has its default)
+    output = data.get("output", {})
     if not isinstance(output, dict):
-        raise invalid("output must be an object")
+        raise invalid("output must be an object" + _LEAVE_OUT * (output is None))
     container = output.get("container", "mp4")
-    if container is None:
-        container = "mp4"
     if container not in ("mp4", "mkv"):
-        raise invalid("output.container must be mp4 or mkv")
+        raise invalid("output.container must be mp4 or mkv" + _LEAVE_OUT * (container is None))
     audio = output.get("audio", False)
-    if audio is None:
-        audio = False
     if not isinstance(audio, bool):
-        raise invalid("output.audio must be true or false")
+        raise invalid("output.audio must be true or false" + _LEAVE_OUT * (audio is None))
     th = output.get("target_height")
     if th is not None:
         th = as_int(th)
         if th is None or not 144 <= th <= 4320:
             raise invalid("output.target_height must be an integer from 144 to 4320")
     hooks = data.get("webhook_ids", [])
-    if hooks is None:
-        hooks = []
     if not isinstance(hooks, list) or not all(isinstance(h, str) for h in hooks):
-        raise invalid("webhook_ids must be a list of webhook ids")
+        raise invalid("webhook_ids must be a list of webhook ids" + _LEAVE_OUT * (hooks is None))
     for wid in hooks:
         if not core.store.webhook_is_active(wid):
             raise invalid(f"webhook {wid} does not exist or is inactive")
     metadata = data.get("metadata", {})
-    if metadata is None:
-        metadata = {}
     if not isinstance(metadata, dict):
-        raise invalid("metadata must be a JSON object")
+        raise invalid("metadata must be a JSON object" + _LEAVE_OUT * (metadata is None))
     if metadata_size(metadata) > METADATA_LIMIT:
         raise invalid(
             f"metadata is {metadata_size(metadata)} bytes as compact UTF-8 JSON; the limit is 16 KiB"
@@ -233,12 +228,12 @@ async def list_jobs(request: Request) -> Response:
     limit_text = q.get("limit")
     limit = 20
     if limit_text is not None:
-        try:
-            limit = int(limit_text)
-        except ValueError:
-            raise invalid("limit must be an integer from 1 to 100") from None
-        if not 1 <= limit <= 100:
+        # ASCII digits only: int() would also take " 5", "1_0" and other scripts' digits (and a
+        # few thousand digits would make it raise)
+        digits = limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 10
+        if not digits or not 1 <= int(limit_text) <= 100:
             raise invalid("limit must be an integer from 1 to 100")
+        limit = int(limit_text)
     cursor = q.get("cursor")
     before = decode_cursor(cursor) if cursor else None
     rows = core.store.list_jobs(before_seq=before, status=status or None, limit=limit + 1)
