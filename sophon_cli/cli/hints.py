@@ -238,7 +238,8 @@ API_CODES: dict[str, str] = {
     "source_invalid": "check that the file is a playable video (try opening it in a player)",
     "source_unsupported": "convert the source to a common format (e.g. H.264 MP4) and retry",
     "validation_error": "check the options you passed (see `--help`)",
-    "rate_limited": "slow down: wait a moment and retry",
+    "rate_limited": "the server limits how fast requests may come: wait a minute, then run the command "
+    "again (with a lower --concurrency for upload or encode)",
     "output_persistence_failed": "the server could not store the output; submit the job again",
     "invalid_response": "check SOPHON_BASE_URL points at a SOPHON API server",
 }
@@ -254,8 +255,22 @@ UPLOAD_NOT_COMPLETED = (
 )
 
 
-def api_hint(status: int, code: str, path: str) -> str:
-    """The next step for an API error response."""
+#: after a reply that is not the API's error envelope (``{origin}``: where the base URL came from)
+NOT_THE_API = {
+    "server": "the reply did not come from the SOPHON API itself (a proxy or gateway in front of it?); "
+    "try again later, and if it persists check the base URL ({origin})",
+    "client": "the reply is not a SOPHON API error: check that the base URL ({origin}) points at the "
+    "SOPHON API",
+}
+#: after a 413 (the API sets no body limit of its own: a proxy in front of it does)
+TOO_LARGE = (
+    "the server or a proxy in front of it refused a request this large; if you run that proxy, raise its "
+    "request body limit, otherwise report it"
+)
+
+
+def api_hint(status: int, code: str, path: str, *, request_id: bool = True) -> str:
+    """The next step for an API error response (``request_id``: whether the error carries one)."""
     if code in API_CODES:
         return API_CODES[code]
     if status == 401:
@@ -263,7 +278,11 @@ def api_hint(status: int, code: str, path: str) -> str:
     if status == 403:
         if "/downloads/" in path:
             return "the download link expired or is invalid; run the download again for a fresh link"
-        return "the API key lacks the permission for this; use a key with the needed scope"
+        kind, where = _key_origin()
+        source = f" from {where}" if kind in ("env", "file") else ""
+        return f"the API key{source} is not allowed to do this; use a key with the needed permission"
+    if status == 413:
+        return TOO_LARGE
     if status == 404:
         if path.startswith("/v1/webhooks"):
             return "check the id (`sophon webhooks list`)"
@@ -275,9 +294,11 @@ def api_hint(status: int, code: str, path: str) -> str:
     if status == 409:
         return "the resource is in the wrong state for this; check it with `sophon job get <id>`"
     if status == 429:
-        return "slow down: wait a moment and retry"
+        return API_CODES["rate_limited"]
     if status >= 500:
-        return "the server failed; try again later and quote the request id if it persists"
+        if request_id:
+            return "the server failed; try again later and quote the request id if it persists"
+        return "the server failed; try again later, and report it if it persists"
     return "check the request (see `--help`)"
 
 
@@ -320,6 +341,12 @@ def message_for(exc: BaseException) -> str:
     key = key_message(exc)
     if key is not None:  # the server's 401 text is about headers the user never sends
         return key[0]
+    from sophon_cli.client import errors as e
+
+    if isinstance(exc, e.APIError) and not isinstance(exc, e.MalformedResponseError):
+        code = "" if exc.code == f"http_{exc.status}" else f" {exc.code}"  # no envelope: no code
+        tries = f", after {exc.attempts} attempts" if exc.attempts > 1 else ""
+        return f"{exc.message} ({exc.status}{code}{tries})"
     return str(exc)
 
 
@@ -384,8 +411,11 @@ def _hint_words(exc: BaseException) -> str | None:
         gone = _UPLOAD_NOT_COMPLETED.search(exc.message)
         if gone:  # the upload, not the video, is the problem
             return UPLOAD_NOT_COMPLETED.format(status=gone.group(1))
+    if isinstance(exc, e.APIError) and not exc.enveloped and exc.status not in (401, 413, 429):
+        words = NOT_THE_API["server" if exc.status >= 500 else "client"]
+        return words.format(origin=base_url_origin())
     if isinstance(exc, e.APIError) and exc.hint is None:
-        return api_hint(exc.status, exc.code, exc.path)
+        return api_hint(exc.status, exc.code, exc.path, request_id=bool(exc.request_id))
     hint = getattr(exc, "hint", None)
     if hint:
         return hint

@@ -277,7 +277,11 @@ class APIError(SophonError):
     ``retryable`` is the policy's verdict; ``envelope_retryable`` what the envelope said (None when
     it said nothing); ``attempts`` how many attempts the call made; ``path`` the request path
     (download tokens redacted), so a front end can word the next step for the resource concerned.
+    ``enveloped`` is False when the body was not the API's error envelope (an HTML page from a
+    proxy, an empty body): the reply may not have come from the API at all.
     """
+
+    enveloped: bool = True
 
     def __init__(
         self,
@@ -439,9 +443,11 @@ def error_from_response(
     if not message:
         reason = response.reason_phrase or "error"
         message = f"the server answered HTTP {status} {reason}".rstrip()
+        if not isinstance(body, dict):
+            message = f"{message} with {_body_kind(response)} instead of an API error"
     path = response.request.url.path if response.request is not None else ""
     cls = error_class_for_status(status, authenticated=authenticated)
-    return cls(
+    err = cls(
         status,
         safe_field(code, secrets, 100),
         safe_field(message, secrets),
@@ -451,6 +457,20 @@ def error_from_response(
         envelope_retryable=retryable,
         path=redact(path),
     )
+    err.enveloped = isinstance(body, dict)
+    return err
+
+
+def _body_kind(response: httpx.Response) -> str:
+    """What an error body that is not the API's envelope is, in a few words."""
+    if not response.content:
+        return "an empty body"
+    ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "text/html" or response.content.lstrip()[:1] == b"<":
+        return "an HTML page"
+    if ctype and ctype.isascii() and len(ctype) <= 60:
+        return f"a {ctype} body"
+    return "a body"
 
 
 def decode_json(response: httpx.Response, *, secrets: tuple[str, ...] = ()) -> Any:
