@@ -45,6 +45,8 @@ NEXT_STEPS: dict[str, str] = {
     "or fix the base URL ({base_url_origin})",
     "raise_timeout": "check your network, or allow more time with SOPHON_TIMEOUT (seconds, now {timeout}; "
     "`sophon config set timeout N` keeps it)",
+    "check_proxy": "check {proxy_variable} (the proxy this environment sends requests through), or add the "
+    "server's host to NO_PROXY",
 }
 
 #: a download origin (not the base URL's host) whose name did not resolve
@@ -174,7 +176,13 @@ def _step_fields(exc: BaseException) -> dict[str, str]:
     ``--port`` option, empty for the local server's default), the request timeout."""
     from urllib.parse import urlsplit
 
-    fields = {"base_url_origin": base_url_origin(), "port": "", "timeout": "?"}
+    proxy = getattr(exc, "proxy", None)
+    fields = {
+        "base_url_origin": base_url_origin(),
+        "port": "",
+        "timeout": "?",
+        "proxy_variable": getattr(proxy, "variable", "the proxy setting"),
+    }
     url = getattr(exc, "url", None)
     try:
         port = urlsplit(url).port if isinstance(url, str) else None

@@ -42,6 +42,7 @@ module) live here so that ``http`` and the resource modules do not import each o
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,6 +66,7 @@ class NextStep(str, enum.Enum):
     CHECK_SCHEME = "check_scheme"  # no TLS handshake: the URL's scheme or port is wrong
     START_SERVER = "start_server"  # nothing listens at a loopback address: start the server there
     RAISE_TIMEOUT = "raise_timeout"  # no answer in time: check the network or allow more time
+    CHECK_PROXY = "check_proxy"  # the environment's proxy could not be reached: check that setting
 
 
 class SophonError(Exception):
@@ -138,7 +140,8 @@ class ConfigFileError(ConfigError, InputError):
 
 class TransportError(SophonError):
     """The server could not be reached, or a stream stalled (after retries). ``attempts`` counts
-    the attempts made."""
+    the attempts made. ``proxy``: when the environment's proxy could not be reached, that proxy
+    (``ProxyInUse``: its URL without userinfo, and the variable that set it)."""
 
     def __init__(
         self,
@@ -148,10 +151,29 @@ class TransportError(SophonError):
         hint: str | None = None,
         attempts: int = 1,
         next_step: NextStep | None = None,
+        proxy: ProxyInUse | None = None,
     ) -> None:
         super().__init__(message, hint=hint, next_step=next_step)
         self.url = url
         self.attempts = attempts
+        self.proxy = proxy
+
+
+@dataclass(frozen=True)
+class ProxyInUse:
+    """The proxy a request went to: ``url`` (userinfo removed) and ``variable`` (``HTTPS_PROXY``...)."""
+
+    url: str
+    variable: str
+
+    @property
+    def host(self) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            return urlsplit(self.url).hostname or ""
+        except ValueError:
+            return ""
 
 
 class NameResolutionError(TransportError):
@@ -168,6 +190,7 @@ class NameResolutionError(TransportError):
         url: str | None = None,
         detail: str = "",
         attempts: int = 1,
+        proxy: ProxyInUse | None = None,
     ) -> None:
         from sophon_cli.client.retry import NameFailure
 
@@ -180,14 +203,22 @@ class NameResolutionError(TransportError):
             why = detail or "no such host"
         tries = f" (tried {attempts} times)" if attempts > 1 else ""
         where = f" of {url}" if url else ""
+        hint = (
+            "check the network connection and DNS, then the host name in the base URL"
+            if temporary
+            else "check the host name in the base URL"
+        )
+        step = NextStep.CHECK_DNS if temporary else NextStep.CHECK_HOST_NAME
+        if proxy is not None:  # the proxy's name, not the server's: the environment's proxy setting
+            where = f" of the proxy {proxy.url} (set by {proxy.variable})"
+            hint, step = "check the proxy setting", NextStep.CHECK_PROXY
         super().__init__(
             f"cannot resolve the host name {host!r}{where} ({why}){tries}",
             url=url,
-            hint="check the network connection and DNS, then the host name in the base URL"
-            if temporary
-            else "check the host name in the base URL",
-            next_step=NextStep.CHECK_DNS if temporary else NextStep.CHECK_HOST_NAME,
+            hint=hint,
+            next_step=step,
             attempts=attempts,
+            proxy=proxy,
         )
         self.host = host
         self.failure = failure

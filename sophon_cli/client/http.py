@@ -29,6 +29,7 @@ from sophon_cli.client.errors import (
     InputError,
     NameResolutionError,
     NextStep,
+    ProxyInUse,
     TLSError,
     TransportError,
     decode_json,
@@ -66,6 +67,12 @@ def _causes(exc: BaseException | None) -> Iterable[BaseException]:
     from sophon_cli.client.retry import exception_chain
 
     return exception_chain(exc)
+
+
+def httpx_connect_error() -> type[BaseException]:
+    import httpx
+
+    return httpx.ConnectError
 
 
 def _refused(exc: BaseException) -> bool:
@@ -415,6 +422,17 @@ class SophonClient:
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         step = NextStep.CHECK_CONNECTION
         hint = "check your network and the base URL (or use the local server)"
+        proxy = self._proxy_for(exc) if isinstance(exc, httpx_connect_error()) else None
+        if proxy is not None:  # the connection that failed was the one to the proxy
+            return TransportError(
+                f"cannot reach the proxy {proxy.url} (set by {proxy.variable}) for "
+                f"{display_url(self.base_url)}{tries} ({reason})",
+                url=display_url(self.base_url),
+                hint="check the proxy setting",
+                next_step=NextStep.CHECK_PROXY,
+                attempts=attempts,
+                proxy=proxy,
+            )
         if _refused(exc) and is_loopback(self.base_url):  # this machine, and nothing listens there
             step, hint = NextStep.START_SERVER, "start the server at that address"
             reason = "connection refused: nothing is listening there"
@@ -425,6 +443,30 @@ class SophonClient:
             next_step=step,
             attempts=attempts,
         )
+
+    def _proxy_for(self, exc: BaseException) -> ProxyInUse | None:
+        """The environment's proxy that the failed request went to (as httpx reads HTTP_PROXY,
+        HTTPS_PROXY, ALL_PROXY and NO_PROXY), or None: no proxy, a custom transport, or the local
+        server (never proxied)."""
+        from urllib.request import getproxies, proxy_bypass_environment
+
+        try:
+            url = exc.request.url  # type: ignore[attr-defined]
+        except (AttributeError, RuntimeError):
+            return None
+        if self._custom_transport is not None or is_loopback(str(url)):
+            return None
+        client = self._http if url.host == self._http.base_url.host else None
+        if client is not None and not client.trust_env:
+            return None
+        proxies = getproxies()
+        for name in (url.scheme, "all"):
+            proxy = proxies.get(name)
+            if proxy:
+                if proxy_bypass_environment(url.host, proxies):
+                    return None
+                return ProxyInUse(display_url(proxy), f"{name.upper()}_PROXY")
+        return None
 
     def _tls_error(self, exc: BaseException, failure: Any, attempts: int) -> TLSError:
         """The error for a TLS failure: the host (and port) of the request, and why, in the ssl
@@ -476,12 +518,16 @@ class SophonClient:
             url = ""  # another host than the base URL's (a download origin): name only the host
         cause = next((c for c in _causes(exc) if isinstance(c, socket.gaierror)), None)
         detail = cause.strerror if isinstance(cause, socket.gaierror) and cause.strerror else ""
+        proxy = self._proxy_for(exc)
+        if proxy is not None:  # the proxy's name did not resolve (the server's is the proxy's job)
+            host, url = proxy.host or host, display_url(self.base_url)
         return NameResolutionError(
             safe_field(host, self._secret_values, 253),
             failure=failure,
             url=url or None,
             detail=one_line(detail, 80),
             attempts=attempts,
+            proxy=proxy,
         )
 
     def stall_error(self, what: str, attempts: int) -> TransportError:

@@ -135,3 +135,32 @@ def test_a_server_that_does_not_answer_in_time_names_the_timeout(tmp_path):
     assert res.returncode == 8, res.stderr
     line = error_line(res)
     assert "did not answer within 1 s" in line and "SOPHON_TIMEOUT (seconds, now 1" in line
+
+
+def _proxy_env(tmp_path, proxy: str) -> dict[str, str]:
+    extra = {"SOPHON_MAX_RETRIES": "0", "HTTPS_PROXY": proxy}
+    for name in ("https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        extra[name] = None  # only the proxy this test sets
+    return cli_env(server="https://api.sophon.test", home=tmp_path, extra=extra)
+
+
+def test_an_unreachable_proxy_is_named_not_the_server(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = sophon(["job", "list"], _proxy_env(tmp_path, f"http://user:pw@127.0.0.1:{port}"))
+    assert res.returncode == 8, res.stderr
+    line = error_line(res)
+    assert (
+        f"cannot reach the proxy http://127.0.0.1:{port} (set by HTTPS_PROXY) for https://api.sophon.test"
+        in line
+    )
+    assert "check HTTPS_PROXY" in line and "NO_PROXY" in line and "pw" not in line
+
+
+def test_a_proxy_whose_name_does_not_resolve_is_named_at_once(tmp_path):
+    res = sophon(["-v", "job", "list"], _proxy_env(tmp_path, "http://no-such-proxy.invalid:3128"))
+    assert res.returncode == 8 and attempts(res) == 1, res.stderr
+    line = error_line(res)
+    assert "cannot resolve the host name 'no-such-proxy.invalid' of the proxy" in line
+    assert "api.sophon.test" not in line and "check HTTPS_PROXY" in line
