@@ -45,6 +45,8 @@ NEXT_STEPS: dict[str, str] = {
     "or fix the base URL ({base_url_origin})",
     "raise_timeout": "check your network, or allow more time with SOPHON_TIMEOUT (seconds, now {timeout}; "
     "`sophon config set timeout N` keeps it)",
+    "connection_dropped": "try again later; if it keeps happening, check that the base URL "
+    "({base_url_origin}) points at the SOPHON API",
     "check_proxy": "check {proxy_variable} (the proxy this environment sends requests through), or add the "
     "server's host to NO_PROXY",
 }

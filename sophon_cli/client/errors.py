@@ -67,6 +67,7 @@ class NextStep(str, enum.Enum):
     START_SERVER = "start_server"  # nothing listens at a loopback address: start the server there
     RAISE_TIMEOUT = "raise_timeout"  # no answer in time: check the network or allow more time
     CHECK_PROXY = "check_proxy"  # the environment's proxy could not be reached: check that setting
+    CONNECTION_DROPPED = "connection_dropped"  # the server closed connections unanswered: later, or the URL
 
 
 class SophonError(Exception):

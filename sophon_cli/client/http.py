@@ -75,6 +75,22 @@ def httpx_connect_error() -> type[BaseException]:
     return httpx.ConnectError
 
 
+def _dropped(exc: BaseException) -> bool:
+    """A connection that was made and then closed or reset by the other end (not a timeout)."""
+    import httpx
+
+    return isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError))
+
+
+def _dropped_reason(exc: BaseException) -> str:
+    """How it was dropped, in a few words: the socket's own ("connection reset by peer"), or
+    httpx's when no OSError is behind it ("server disconnected without sending a response")."""
+    for cause in _causes(exc):
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+    return one_line(str(exc), 80).rstrip(".").lower()
+
+
 def _refused(exc: BaseException) -> bool:
     return any(isinstance(c, ConnectionRefusedError) for c in _causes(exc))
 
@@ -432,6 +448,16 @@ class SophonClient:
                 next_step=NextStep.CHECK_PROXY,
                 attempts=attempts,
                 proxy=proxy,
+            )
+        if _dropped(exc):  # connected, then the server closed or reset the connection
+            why = _dropped_reason(exc) or reason
+            return TransportError(
+                f"the SOPHON server at {display_url(self.base_url)} closed the connection without "
+                f"answering{tries} ({why})",
+                url=display_url(self.base_url),
+                hint="try again later; if it keeps happening, check that the base URL is the API's",
+                next_step=NextStep.CONNECTION_DROPPED,
+                attempts=attempts,
             )
         if _refused(exc) and is_loopback(self.base_url):  # this machine, and nothing listens there
             step, hint = NextStep.START_SERVER, "start the server at that address"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -164,3 +165,31 @@ def test_a_proxy_whose_name_does_not_resolve_is_named_at_once(tmp_path):
     line = error_line(res)
     assert "cannot resolve the host name 'no-such-proxy.invalid' of the proxy" in line
     assert "api.sophon.test" not in line and "check HTTPS_PROXY" in line
+
+
+def test_a_server_that_drops_every_connection_is_retried_then_says_so(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+
+    def drop_all():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed at the end of the test
+                return
+            conn.recv(65536)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+            conn.close()
+
+    threading.Thread(target=drop_all, daemon=True).start()
+    try:
+        env = cli_env(server=f"http://127.0.0.1:{port}", home=tmp_path, extra={"SOPHON_MAX_RETRIES": "1"})
+        res = sophon(["-v", "job", "list"], env)
+    finally:
+        listener.close()
+    assert res.returncode == 8 and attempts(res) == 2, res.stderr
+    line = error_line(res)
+    assert f"the SOPHON server at http://127.0.0.1:{port} closed the connection without answering" in line
+    assert "after 2 attempts" in line and "try again later" in line and "points at the SOPHON API" in line
