@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 
 import pytest
 
@@ -56,15 +57,34 @@ def _staged(tmp_path, data=DATA):
     return path
 
 
-def _write(digest, n, data=DATA, blocks=3):
-    """A writer of part ``n`` that feeds its bytes in ``blocks`` pieces and records the part."""
-    feed = digest.part(n)
+async def _send(digest, feed, pieces, *, record=True):
+    """What the part route does with ``pieces`` of part ``feed.n``: each goes through a real
+    :class:`~sophon_cli.server.partsink.PartSink` (written at its offset, hashed on the sink's thread when the part is the
+    head); then the part is recorded, or (``record=False``) the sink is stopped and the part fails."""
+    fd = os.open(digest.path, os.O_WRONLY)
+    sink = digest.worker.sink(fd, feed.start, digest.budget)
+    try:
+        for piece in pieces:
+            await sink.reserve(len(piece))
+            earlier = feed.feed(piece)
+            sink.put(piece, feed.h, earlier)
+        if record:
+            await sink.close()
+    finally:
+        await sink.stop()
+        os.close(fd)
+    if record:
+        feed.recorded()
+    else:
+        feed.failed()
+    return feed
+
+
+async def _write(digest, n, data=DATA, blocks=3):
+    """A writer of part ``n`` that sends its bytes in ``blocks`` pieces and records the part."""
     body = data[n * CS : (n + 1) * CS]
     step = -(-len(body) // blocks)
-    for i in range(0, len(body), step):
-        feed.feed(body[i : i + step])
-    feed.recorded()
-    return feed
+    return await _send(digest, digest.part(n), [body[i : i + step] for i in range(0, len(body), step)])
 
 
 def run(coro):
@@ -78,12 +98,12 @@ def test_parts_in_any_order_are_hashed_from_what_was_received(tmp_path, disk_rea
     async def go():
         d = UploadDigest(path, CS, len(DATA), budget)
         for n in (2, 1, 4):
-            _write(d, n)
+            await _write(d, n)
         assert d.upto == 0 and budget.held == 3 * CS  # kept: part 0 is missing
-        _write(d, 0)  # streamed, then parts 1 and 2 from what they kept
+        await _write(d, 0)  # streamed, then parts 1 and 2 from what they kept
         assert d.upto == 3 * CS and budget.held == CS
         for n in (3, *range(5, 11)):
-            _write(d, n)
+            await _write(d, n)
         assert d.upto == len(DATA) and budget.held == 0
         return await d.finish()
 
@@ -96,11 +116,11 @@ def test_a_part_failing_at_the_head_leaves_nothing_in_the_hash(tmp_path, disk_re
 
     async def go():
         d = UploadDigest(path, CS, len(DATA), RetainBudget())
-        bad = d.part(0)
-        bad.feed(b"x" * 400)  # hashed as it came: part 0 is the head
-        bad.failed()  # the client went away; the next writer writes the whole part again
+        # hashed as it came (part 0 is the head), then the client went away: the next writer
+        # writes the whole part again
+        await _send(d, d.part(0), [b"x" * 400], record=False)
         for n in range(11):
-            _write(d, n)
+            await _write(d, n)
         return await d.finish()
 
     assert run(go()) == hashlib.sha256(DATA).hexdigest()
@@ -113,12 +133,12 @@ def test_a_part_failing_ahead_of_the_prefix_gives_its_memory_back(tmp_path):
     async def go():
         d = UploadDigest(path, CS, len(DATA), budget)
         bad = d.part(3)
-        bad.feed(b"y" * 500)
+        bad.feed(b"y" * 500)  # kept: the prefix is not there
         assert budget.held == 500
         bad.failed()
         assert budget.held == 0
         for n in range(11):
-            _write(d, n)
+            await _write(d, n)
         return await d.finish()
 
     assert run(go()) == hashlib.sha256(DATA).hexdigest()
@@ -126,19 +146,19 @@ def test_a_part_failing_ahead_of_the_prefix_gives_its_memory_back(tmp_path):
 
 def test_over_the_budget_a_part_is_read_back_from_disk(tmp_path, disk_reads):
     path = _staged(tmp_path)
-    budget = RetainBudget(limit=1500)
+    budget = RetainBudget(limit=2500, queue_limit=1000)  # parts keep at most 1500 bytes
 
     async def go():
         d = UploadDigest(path, CS, len(DATA), budget)
-        _write(d, 1)  # kept (1000 bytes)
-        _write(d, 2)  # over the budget: dropped, read from disk later
+        await _write(d, 1)  # kept (1000 bytes)
+        await _write(d, 2)  # over the budget: dropped, read from disk later
         assert budget.held == CS
-        _write(d, 0)
+        await _write(d, 0)
         while d._reading is not None:
             await asyncio.sleep(0.001)
         assert d.upto == 3 * CS
         for n in range(3, 11):
-            _write(d, n)
+            await _write(d, n)
         return await d.finish()
 
     assert run(go()) == hashlib.sha256(DATA).hexdigest()
@@ -150,12 +170,12 @@ def test_parts_recorded_before_this_process_are_read_from_disk(tmp_path, disk_re
 
     async def go():
         d = UploadDigest(path, CS, len(DATA), RetainBudget(), on_disk={0: CS, 1: CS, 3: CS})
-        _write(d, 2)  # parts 0 and 1 are read back, then part 2 comes from memory
+        await _write(d, 2)  # parts 0 and 1 are read back, then part 2 comes from memory
         while d._reading is not None:
             await asyncio.sleep(0.001)
         assert d.upto == 4 * CS
         for n in range(4, 11):
-            _write(d, n)
+            await _write(d, n)
         return await d.finish()
 
     assert run(go()) == hashlib.sha256(DATA).hexdigest()
@@ -168,7 +188,7 @@ def test_a_write_into_the_hashed_prefix_falls_back_to_a_full_read(tmp_path, full
 
     async def go():
         d = UploadDigest(path, CS, len(DATA), RetainBudget())
-        _write(d, 0)
+        await _write(d, 0)
         path.write_bytes(changed)  # a writer that got past the part writer lock, somehow
         d.part(0)
         assert not d.valid

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import io
 import math
 import os
 import shutil
@@ -182,24 +180,34 @@ def _part_writer(app: Any, uid: str, n: int) -> contextlib.AbstractAsyncContextM
 async def _write_part(
     request: Request, core: Core, row: dict[str, Any], n: int, expected: int, wrong_length: str
 ) -> Response:
+    """Receive part ``n``: the event loop only receives; the upload's thread writes each block at its
+    offset and hashes it when the part extends the digest's prefix (``partsink.py``)."""
     uid = row["id"]
+    digest = _digest(request.app, core, row)
     try:
-        fh = open(row["path"], "r+b", buffering=0)  # each block goes straight to the file
+        fd = os.open(row["path"], os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ApiError(409, Code.CONFLICT, f"upload {uid} is no longer uploading") from None
-    feed = _digest(request.app, core, row).part(n)
+    feed = digest.part(n)
     written = 0
     try:
-        with fh:
-            fh.seek(n * row["chunk_size"])
-            async for block in request.stream():
-                if not block:
-                    continue
-                if written + len(block) > expected:
-                    raise invalid(f"{wrong_length}; the body is longer")
-                _write_all(fh, block)
-                written += len(block)
-                feed.feed(block)  # hashed now if the part extends the hashed prefix, else kept
+        try:
+            sink = digest.worker.sink(fd, n * row["chunk_size"], request.app.state.retain_budget)
+            try:
+                async for block in request.stream():
+                    if not block:
+                        continue
+                    if written + len(block) > expected:
+                        raise invalid(f"{wrong_length}; the body is longer")
+                    await sink.reserve(len(block))
+                    earlier = feed.feed(block)  # hashed by the writer if the part extends the prefix
+                    sink.put(block, feed.h, earlier)
+                    written += len(block)
+                await sink.close()  # every block written (and hashed)
+            finally:
+                await sink.stop()  # (nothing once closed) drops the rest; the thread is done with it
+        finally:
+            os.close(fd)
         if written != expected:  # not recorded: a correct PUT of the same part is still accepted
             raise invalid(f"{wrong_length}, not {written}")
         core.store.add_part(uid, n, written)
@@ -207,23 +215,6 @@ async def _write_part(
     finally:
         feed.failed()  # (nothing once recorded) a failed part leaves nothing in the digest
     return ok({"part_number": n, "received": True})
-
-
-_NO_SPACE = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
-def _write_all(fh: io.RawIOBase, block: bytes) -> None:
-    view = memoryview(block)
-    try:
-        while view:
-            done = fh.write(view)
-            view = view[done or 0 :]
-    except OSError as exc:
-        if exc.errno in _NO_SPACE:
-            raise ApiError(
-                503, Code.CAPACITY_EXCEEDED, "the server's disk is full; free space and retry the part"
-            ) from None
-        raise
 
 
 def _digest(app: Any, core: Core, row: dict[str, Any]) -> UploadDigest:
