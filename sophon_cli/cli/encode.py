@@ -330,7 +330,7 @@ def encode_command(
         raise stopped_by  # the error boundary prints it (one line, its exit code)
     if ctrl_c:
         # one line, worded here: what was kept unscored, and (after --force) to drop it to resume
-        _INTERRUPTED_LINE.say(_interrupted_line(force, pipe))
+        _INTERRUPTED_LINE.say(_interrupted_line(force, pipe), redrawn=renderer.live)
         raise SystemExit(int(code))
     if reader_gone:
         out.notice(_interrupted_line(force, pipe, why=READER_GONE, total=len(sources)))
@@ -396,11 +396,13 @@ class _OneLine:
     def __init__(self) -> None:
         self.said = False
 
-    def say(self, line: str) -> None:
+    def say(self, line: str, *, redrawn: bool = False) -> None:
+        """``redrawn``: the live view was drawn over the echoed "^C" since (else a fresh line)."""
         if not self.said:
             self.said = True
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
+            from sophon_cli.cli.output import interrupt_line
+
+            interrupt_line(line, redrawn=redrawn)
 
 
 _INTERRUPTED_LINE = _OneLine()

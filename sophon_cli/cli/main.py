@@ -443,6 +443,7 @@ def main(argv: list[str] | None = None) -> None:
     from typer._click import exceptions as click_exc  # typer vendors click; its minor version is pinned
 
     from sophon_cli.cli.errors import report
+    from sophon_cli.cli.output import interrupt_line
     from sophon_cli.cli.shared import Interrupted
 
     closed = _standard_streams()
@@ -470,9 +471,9 @@ def main(argv: list[str] | None = None) -> None:
         if code == ExitCode.INTERRUPTED:
             # typer turns a Ctrl-C inside a command into Exit(130); commands that handle it
             # themselves (encode) save their state first and exit the same way.
-            sys.stderr.write(INTERRUPTED_MESSAGE + "\n")
+            interrupt_line(INTERRUPTED_MESSAGE)
     except typer.Abort:
-        sys.stderr.write(INTERRUPTED_MESSAGE + "\n")
+        interrupt_line(INTERRUPTED_MESSAGE)
         code = ExitCode.INTERRUPTED
     except click_exc.NoArgsIsHelpError as exc:
         # `sophon` or `sophon job` alone asks what there is: the help, on stdout, exit 0 (as gh does
@@ -484,10 +485,10 @@ def main(argv: list[str] | None = None) -> None:
         msg = _json_word_message(given, exc) or _usage_message(exc, click_exc, given)
         sys.stderr.write(f"error: {msg}\n")
     except Interrupted as exc:
-        sys.stderr.write(f"{exc}\n")
+        interrupt_line(str(exc))
         code = ExitCode.INTERRUPTED
     except KeyboardInterrupt:
-        sys.stderr.write(INTERRUPTED_MESSAGE + "\n")
+        interrupt_line(INTERRUPTED_MESSAGE)
         code = ExitCode.INTERRUPTED
     except (BrokenPipeError, PipeClosed):
         code = _quiet_broken_pipe()

@@ -330,6 +330,7 @@ class Progress:
         if self._bar is not None:
             self._bar.__exit__(*exc)
             self._bar = None
+            live_stopped(exc[0])
 
     def add(self, description: str, total: float | None = None) -> int:
         with self._lock:
@@ -632,6 +633,45 @@ def _eta_column(rp: Any) -> Any:
             return Text("-:--:--" if eta is None else _clock(eta), style="progress.remaining")
 
     return EtaColumn()
+
+
+# ---- the line after a Ctrl-C ------------------------------------------------------------------
+
+#: a live display of ours (progress bars, ``--watch``) was stopped by the Ctrl-C: its last redraw
+#: covered the "^C" the terminal echoed and ended its line
+_REDRAWN_BY_INTERRUPT = [False]
+
+
+def live_stopped(exc_type: Any) -> None:
+    """Called when a live display stops: ``exc_type`` is what ended it (KeyboardInterrupt: Ctrl-C)."""
+    if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+        _REDRAWN_BY_INTERRUPT[0] = True
+
+
+def _echoes_ctrl_c(stream: Any) -> bool:
+    """``stream`` is a terminal that echoes a typed Ctrl-C as "^C" (ECHO and ECHOCTL, as by default)."""
+    if not _isatty(stream):
+        return False
+    try:
+        import termios
+
+        lflag = termios.tcgetattr(stream.fileno())[3]
+    except (ImportError, OSError, ValueError, AttributeError):  # no termios (Windows): a terminal
+        return True
+    return bool(lflag & termios.ECHO and lflag & getattr(termios, "ECHOCTL", termios.ECHO))
+
+
+def interrupt_line(text: str, *, redrawn: bool = False, stream: Any = None) -> None:
+    """Write the line said after a Ctrl-C (every command's "interrupted; ..." or "stopped ...").
+
+    The terminal echoes the Ctrl-C as "^C" where the cursor is, which is the start of a line after
+    our last one: the message read "^Cinterrupted; ...". On such a terminal it starts on a fresh
+    line, unless a live display has been redrawn over the "^C" since (``redrawn``, or one of
+    ours stopped by this Ctrl-C), which leaves the cursor at the start of a clean line."""
+    stream = sys.stderr if stream is None else stream
+    fresh = not (redrawn or _REDRAWN_BY_INTERRUPT[0]) and _echoes_ctrl_c(stream)
+    stream.write(("\n" if fresh else "") + text + "\n")
+    stream.flush()
 
 
 def _isatty(stream: Any) -> bool:

@@ -118,10 +118,16 @@ def watch(
         return jobs
     from rich.live import Live
 
+    from sophon_cli.cli.output import live_stopped
+
     jobs = fetch()
-    with Live(shown.frame(jobs), console=out.console, auto_refresh=False, transient=False) as live:
-        while not all(view.is_terminal(j) for j in jobs):
-            sleep(interval)
-            jobs = fetch()
-            live.update(shown.frame(jobs), refresh=True)
+    try:
+        with Live(shown.frame(jobs), console=out.console, auto_refresh=False, transient=False) as live:
+            while not all(view.is_terminal(j) for j in jobs):
+                sleep(interval)
+                jobs = fetch()
+                live.update(shown.frame(jobs), refresh=True)
+    except BaseException as exc:
+        live_stopped(type(exc))
+        raise
     return jobs

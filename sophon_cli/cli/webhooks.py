@@ -314,16 +314,19 @@ def listen(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}",
             hint="pick another --port (0 = any free port)",
         ) from None
-    out.stderr.write(f"listening on {server.url} (Ctrl-C to stop)\n")
-    out.stderr.flush()
-    if forward_to:
-        out.notice(f"forwarding new deliveries to {forward_to}")
-    server.start()
-    try:
+    try:  # a Ctrl-C as early as this is the same stop
+        out.stderr.write(f"listening on {server.url} (Ctrl-C to stop)\n")
+        out.stderr.flush()
+        if forward_to:
+            out.notice(f"forwarding new deliveries to {forward_to}")
+        server.start()
         while not server.wait(0.5):
             pass
     except KeyboardInterrupt:
-        out.notice("stopped")
+        if not out.quiet:
+            from sophon_cli.cli.output import interrupt_line
+
+            interrupt_line("stopped")
     finally:
         server.stop()
 
