@@ -236,6 +236,13 @@ SERVER_STEPS: dict[str, str] = {
     "stop_timeout": "it may still be finishing requests; run `sophon server stop` again, or end it with "
     "`kill {pid}`",
     "stop_unknown_pid": "it runs inside another program (or is still starting); stop it there",
+    # said once when `sophon server` is listening: how another shell uses it (never the key)
+    "connect_local": "from another shell: `{env}sophon --local job list` (--local on any command uses "
+    "this server and its key)",
+    "connect_key_file": "from another shell: `export SOPHON_BASE_URL={url} "
+    'SOPHON_API_KEY="$(cat {key_file})"`, then e.g. `sophon job list`',
+    "connect_given_keys": "from another shell: `export SOPHON_BASE_URL={url}` and set SOPHON_API_KEY to one "
+    "of the keys this server was given ({given}), then e.g. `sophon job list`",
 }
 
 #: API error code -> words

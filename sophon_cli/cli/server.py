@@ -173,12 +173,57 @@ def server_command(
         retention=retention,
     )
     try:
-        code = serve(config, announce=lambda text: typer.echo(text, err=True))
+        code = serve(config, announce=_Announcer(config))
     except DataDirInUse as exc:
         raise _refused(exc, config.data_dir) from None
     except BindError as exc:
         raise _refused(exc, config.data_dir) from None
     raise typer.Exit(code)
+
+
+class _Announcer:
+    """What ``serve()`` says, on stderr; after its start-up lines (the last one says where the key
+    is) one more: how to use the server from another shell. The line saying it stopped comes on
+    a fresh line after a Ctrl-C (it read "^Csophon local server stopped")."""
+
+    def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
+        self.config = config
+        self.last = ""
+
+    def __call__(self, text: str) -> None:
+        from sophon_cli.cli.output import interrupt_line
+
+        if text.startswith("sophon local server stopped") and not self.last.startswith("idle for"):
+            interrupt_line(text)  # after a Ctrl-C (or a SIGTERM: then a blank line before it)
+        else:
+            typer.echo(text, err=True)
+        self.last = text
+        if text.startswith(("API key: ", "API keys: ")):  # the start-up lines are said
+            typer.echo(self.connect_step(), err=True)
+
+    def connect_step(self) -> str:
+        """The next step: ``--local`` where it finds this server and its key (the default data dir
+        and its key file), else the URL and where the key is (the file, or the keys given)."""
+        import os
+        import shlex
+
+        from sophon_cli.cli.hints import SERVER_STEPS
+        from sophon_cli.server.config import KEYS_ENV, resolve_api_keys
+        from sophon_cli.server.instance import read_state, url_for
+
+        config = self.config
+        state = read_state(config.data_dir)
+        url = state.url if state is not None and state.url else url_for(config.host, config.port)
+        _, key_file = resolve_api_keys(config.data_dir, config.api_keys)
+        if key_file is None:
+            given = "--api-key" if config.api_keys else KEYS_ENV
+            return SERVER_STEPS["connect_given_keys"].format(url=url, given=given)
+        if Path(config.data_dir).resolve() == _default_data_dir().resolve():
+            home = os.environ.get("SOPHON_HOME")
+            return SERVER_STEPS["connect_local"].format(
+                env=f"SOPHON_HOME={shlex.quote(home)} " if home else ""
+            )
+        return SERVER_STEPS["connect_key_file"].format(url=url, key_file=shlex.quote(str(key_file)))
 
 
 def _dir_flag(data_dir: Path) -> str:
