@@ -217,7 +217,7 @@ def _check_server(
 
 
 def _check_auth(report: Report, url: str, key: str, limit: float) -> None:
-    from sophon_cli.client.errors import AuthError, SophonError
+    from sophon_cli.client.errors import AuthError, KeyRejectedError, SophonError
     from sophon_cli.client.http import SophonClient
 
     with SophonClient(
@@ -225,6 +225,13 @@ def _check_auth(report: Report, url: str, key: str, limit: float) -> None:
     ) as client:
         try:
             client.jobs.list(limit=1)
+        except KeyRejectedError as exc:  # the server's 401 text is about headers, not about the setup
+            report.add(
+                "auth",
+                Status.FAIL,
+                f"the server rejected the key (HTTP {exc.status} {exc.code})",
+                Fix.CHECK_KEY,
+            )
         except AuthError as exc:
             report.add("auth", Status.FAIL, f"the key was rejected ({_reason(exc)})", Fix.CHECK_KEY)
         except SophonError as exc:

@@ -88,3 +88,14 @@ def test_an_empty_key_variable_is_named_as_the_cause(server, tmp_path):
     assert res.returncode == 4
     line = one_line(res)
     assert "SOPHON_API_KEY is set but empty" in line and "unset it" in line
+
+
+def test_doctor_says_the_key_was_rejected_without_the_servers_header_talk(server, tmp_path):
+    env = cli_env(server=server, home=tmp_path, extra={"SOPHON_API_KEY": WRONG})
+    res = run(["doctor"], env)
+    assert res.returncode == 1
+    auth = [ln for ln in res.stdout.splitlines() if ln.split("\t")[1:2] == ["auth"]]
+    assert len(auth) == 1 and auth[0].startswith("fail\tauth\tthe server rejected the key (HTTP 401"), (
+        res.stdout
+    )
+    assert "Bearer" not in res.stdout and "header" not in res.stdout and WRONG not in res.stdout
