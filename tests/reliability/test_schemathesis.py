@@ -15,7 +15,10 @@
    ``completeUpload``, and to ``createJob``'s ``source.upload_id``. A generated upload has no
    video in it, so ``createJob`` always uses one real clip uploaded before the run (``before_call``
    swaps its id in; the rest of the body stays generated), and jobs in every state (completed,
-   failed, held, canceled) are made from it first, for the links out of ``GET /v1/jobs``. The
+   failed, held, canceled) are made from it first, for the links out of ``GET /v1/jobs``; the
+   scenarios start once the jobs are in those states (the held one keeps the one worker busy for
+   longer than any run, so the scenarios' own jobs stay queued), so that a loaded machine does not
+   send the derandomized scenarios down other paths. The
    inferred links are computed before the added ones (explicit links switch inference off).
    Every scenario starts (hypothesis ``initialize`` rules, run through the machine's own step, so
    checked and recorded like the rest) with one job from the clip, one upload session and one
@@ -26,8 +29,10 @@
    derandomized Idempotency-Keys repeat across scenarios: 409), and a run could end with no job
    created. The test asserts the chains ran from what the scenarios made: their jobs read, asked
    for output and canceled, their uploads read and asked to complete, their webhooks deleted.
-   A check failure is collected rather than raised, so hypothesis does not replay a scenario
-   against a server whose state has moved on; a replay that still draws differently
+   A check failure is collected rather than raised (schemathesis raises a ``FailureGroup``, which
+   is no ``Exception``), with the scenario's steps so far (requests without their headers, and the
+   answers' statuses), so hypothesis does not replay a scenario against a server whose state has
+   moved on and the report says how the failure was reached; a replay that still draws differently
    (``FlakyStrategyDefinition``) ends that run, and the scenarios run again, counted together.
 
    Spec gap, documented in tests/README.md and not checked: ``use_after_free`` expects a 404 after
@@ -40,10 +45,12 @@ Counts: 15 examples per operation and 25 stateful scenarios of up to 12 steps (r
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from itertools import count as count_from
 from pathlib import Path
@@ -135,6 +142,23 @@ EXTRA_LINKS = {
 }
 
 
+def _step_line(case, response) -> str:
+    """One step of a scenario as a failure report shows it: the request (path parameters, query,
+    body; never the headers, which hold the key) and the answer's status."""
+    from schemathesis.core import NotSet
+
+    parts = [case.operation.label]
+    if case.path_parameters:
+        parts.append(f"path={case.path_parameters}")
+    if case.query:
+        parts.append(f"query={case.query}")
+    if isinstance(case.body, (bytes, bytearray)):
+        parts.append(f"body=<{len(case.body)} bytes>")
+    elif not isinstance(case.body, NotSet):
+        parts.append(f"body={json.dumps(case.body, default=repr)[:300]}")
+    return " ".join(parts) + f" -> {response.status_code}"
+
+
 def _upload_clip(srv, clip) -> str:
     import httpx
 
@@ -154,21 +178,32 @@ def _upload_clip(srv, clip) -> str:
             f"/v1/uploads/{up['id']}/complete", headers={"Idempotency-Key": "st-clip-c"}
         ).raise_for_status()
         # jobs in every state for the inferred links from `GET /v1/jobs` to follow: completed,
-        # failed, queued or encoding (held), and canceled
+        # failed, encoding (held for longer than any run: with the one worker busy, every job the
+        # scenarios make stays queued), and canceled
         metadata = [
             {},
             {},
             {"sophon_local_fail": True},
-            {"sophon_local_delay": 60},
-            {"sophon_local_delay": 60},
+            {"sophon_local_delay": 600},
+            {"sophon_local_delay": 600},
         ]
+        ids = []
         for n, meta in enumerate(metadata):
             body = {"source": {"type": "upload", "upload_id": up["id"]}, "profile": "sophon-espresso"}
             job = c.post(
                 "/v1/jobs", headers={"Idempotency-Key": f"st-job-{n}"}, json={**body, "metadata": meta}
             )
             job.raise_for_status()
-        c.delete(f"/v1/jobs/{job.json()['id']}").raise_for_status()
+            ids.append(job.json()["id"])
+        c.delete(f"/v1/jobs/{ids[-1]}").raise_for_status()
+        # the scenarios start only once these states are reached, so every run (a loaded machine
+        # included) starts from the same server state: the draws are derandomized, and a job
+        # still encoding where it was completed in another run sent scenarios down other paths
+        want = ["completed", "completed", "failed", "encoding", "canceled"]
+        deadline = time.monotonic() + 180
+        while (got := [c.get(f"/v1/jobs/{i}").json()["status"] for i in ids]) != want:
+            assert time.monotonic() < deadline, f"the seeded jobs are {got}, not {want}"
+            time.sleep(0.2)
     return up["id"]
 
 
@@ -180,6 +215,7 @@ def test_stateful_scenarios_chain_real_responses_and_conform(make_server, clip):
     from hypothesis import HealthCheck, Phase, settings
     from hypothesis.errors import FlakyStrategyDefinition
     from hypothesis.stateful import Bundle, initialize
+    from schemathesis.core.failures import FailureGroup
     from schemathesis.engine.errors import is_inconsistent_replay
     from schemathesis.generation.stateful.state_machine import StepInput
 
@@ -208,12 +244,18 @@ def test_stateful_scenarios_chain_real_responses_and_conform(make_server, clip):
     seeded: Counter[str] = Counter()  # the scenarios' own creates that succeeded
 
     class Scenarios(schema.as_state_machine()):
+        def setup(self):
+            # what this scenario sent, for the report of a failure in it
+            scenarios.append(len(scenarios) + 1)
+            self.scenario = scenarios[-1]
+            self.steps: list[str] = []
+
         @initialize(target=Bundle("catch_all"))
         def create_a_job_from_the_clip(self):
             # every scenario starts with a job from the real clip, so the links from
             # `POST /v1/jobs -> 201` always have one to follow (generated creates seldom succeed:
             # see the module docstring)
-            scenarios.append(n := next(serial))
+            n = next(serial)
             case = create_job.Case(
                 headers={**auth, "Idempotency-Key": f"st-scenario-job-{n}"},
                 body={"source": {"type": "upload", "upload_id": upload_id}, "profile": "sophon-auto"},
@@ -268,6 +310,7 @@ def test_stateful_scenarios_chain_real_responses_and_conform(make_server, clip):
             label = case.operation.label
             key = (label, response.status_code)
             seen[key] = seen.get(key, 0) + 1
+            self.steps.append(_step_line(case, response))
             if label in CREATES and response.status_code == 201:
                 created.add(response.json()["id"])
             elif label == "POST /v1/jobs":
@@ -280,8 +323,14 @@ def test_stateful_scenarios_chain_real_responses_and_conform(make_server, clip):
             # live server's state makes the replay draw differently (FlakyStrategyDefinition)
             try:
                 super().validate_response(response, case, additional_checks=additional_checks, **kwargs)
-            except Exception as exc:
-                failures.append(f"{case.operation.label} -> {response.status_code}:\n{exc}")
+            except (Exception, FailureGroup) as exc:  # (a FailureGroup is no Exception, only a
+                # BaseExceptionGroup: `except Exception` let every check failure through to hypothesis)
+                failures.append(
+                    f"{case.operation.label} -> {response.status_code}, step {len(self.steps)} of scenario"
+                    f" {self.scenario} (of {len(scenarios)} started; replays so far: {flaky}):\n{exc}\n"
+                    f"response body: {response.text[:600]}\nthe scenario's steps:\n  "
+                    + "\n  ".join(self.steps)
+                )
 
     flaky: list[str] = []
     for _ in range(4):
@@ -308,9 +357,13 @@ def test_stateful_scenarios_chain_real_responses_and_conform(make_server, clip):
             flaky.append(f"{type(exc).__name__} after {len(scenarios)} scenarios")
             if min(seeded[label] for label in CREATES) >= count(25, 100):
                 break
-    assert failures == [], "\n\n".join(failures[:5])
     statuses = sorted(seen.items())
-    why = f"{statuses}\nPOST /v1/jobs refused: {refused.most_common(8)}\nreplays: {flaky}"
+    why = (
+        f"{statuses}\nPOST /v1/jobs refused: {refused.most_common(8)}\nreplays: {flaky}\n{len(scenarios)}"
+        " scenarios; the draws are derandomized (hypothesis' fixed seed for this test), so what differs"
+        " between two runs is the server's answers"
+    )
+    assert failures == [], "\n\n".join(failures[:5]) + "\n\n" + why
     # every scenario made its job, upload and webhook, and the chains really ran from what they
     # made: jobs read, asked for output, canceled (200 while queued or held, 409 once finished);
     # uploads read and asked to complete; webhooks deleted
