@@ -53,6 +53,11 @@ NEXT_STEPS: dict[str, str] = {
 
 #: a download origin (not the base URL's host) whose name did not resolve
 OTHER_HOST_NAME = "check your network connection and DNS, then run the download again for a fresh link"
+#: a download origin (not the base URL's host) whose TLS certificate did not verify
+OTHER_HOST_TLS = (
+    "that is the download host, not the base URL's: if this network inspects TLS, point SSL_CERT_FILE "
+    "at its CA certificate; otherwise report it"
+)
 
 
 # -- where the settings came from (for next steps that name it) ------------------------------------
@@ -414,6 +419,8 @@ def _hint_words(exc: BaseException) -> str | None:
     step = getattr(exc, "next_step", None)
     if isinstance(exc, e.NameResolutionError) and exc.url is None:
         return OTHER_HOST_NAME
+    if isinstance(exc, e.TLSError) and exc.url is None:
+        return OTHER_HOST_TLS
     if step is not None:
         words = NEXT_STEPS.get(getattr(step, "value", str(step)))
         if words and "{" in words:

@@ -517,11 +517,13 @@ class SophonClient:
             if isinstance(cause, ssl.SSLError):
                 detail = str(cause.reason or "").replace("_", " ").lower()
                 break
-        base_host = urlsplit(self.base_url).hostname
+        base = urlsplit(self.base_url)
+        default = 443 if base.scheme == "https" else 80
+        same = host == base.hostname and (port or default) == (base.port or default)
         return TLSError(
             safe_field(where, self._secret_values, 260),
             failure=failure,
-            url=display_url(self.base_url) if host == base_host else None,
+            url=display_url(self.base_url) if same else None,  # None: another host (a download's)
             detail=one_line(redact(detail, self._secret_values), 120),
             attempts=attempts,
         )

@@ -19,7 +19,7 @@ import pytest
 from sophon_cli.client.errors import NextStep, TLSError, TransportError
 from sophon_cli.client.http import SophonClient
 from sophon_cli.client.retry import TLSFailure
-from tests.client.hostile import HostileServer, QuietHandler, send_json
+from tests.client.hostile import HostileServer, QuietHandler, job_doc, send_json
 from tests.helpers.env import cli_env
 
 KEY = "transport-test-key-0123456789"
@@ -193,3 +193,23 @@ def test_a_server_that_drops_every_connection_is_retried_then_says_so(tmp_path):
     line = error_line(res)
     assert f"the SOPHON server at http://127.0.0.1:{port} closed the connection without answering" in line
     assert "after 2 attempts" in line and "try again later" in line and "points at the SOPHON API" in line
+
+
+def test_a_download_host_whose_certificate_does_not_verify_is_not_blamed_on_the_base_url(
+    tls_server, tmp_path
+):
+    tls_url, _ = tls_server
+
+    def output(h):
+        h.redirect(302, f"{tls_url}/v1/downloads/tok")
+
+    job = job_doc("job_1", size=10, sha256=None)
+    routes = {"/v1/jobs/job_1": lambda h: send_json(h, 200, job), "/v1/jobs/job_1/output": output}
+    with HostileServer(routes) as api:
+        env = cli_env(server=api.url, home=tmp_path, extra={"SOPHON_MAX_RETRIES": "1"})
+        res = sophon(["download", "job_1", "-o", tmp_path / "out"], env)
+    assert res.returncode == 8, res.stderr
+    line = error_line(res)
+    assert f"the TLS certificate of {tls_url.removeprefix('https://')} did not verify" in line
+    assert "the download host, not the base URL's" in line and "SSL_CERT_FILE" in line
+    assert "check the host name in the base URL" not in line
