@@ -31,7 +31,8 @@ ERROR_BODY_LIMIT = 1 << 20  # an error document is small; never read more than t
 
 
 class DirectResponse:
-    """An open response: ``response`` carries the status and headers; :meth:`readinto` the body."""
+    """An open response: ``response`` carries the status and headers; :meth:`read1` and
+    :meth:`readinto1` the body."""
 
     def __init__(
         self, conn: http.client.HTTPConnection, raw: http.client.HTTPResponse, request: httpx.Request
@@ -51,6 +52,25 @@ class DirectResponse:
             return self._raw.read1(limit)
         except (OSError, http.client.HTTPException) as exc:
             raise transport_error(exc, self.request, reading=True) from exc
+
+    def readinto1(self, buf: memoryview) -> int:
+        """:meth:`read1` into ``buf``: one socket read straight into it (no bytes object, no copy)
+        once the few body bytes that came with the head are used up; 0 at the end."""
+        raw = self._raw
+        fp = raw.fp  # the response's buffered reader: its readinto1 reads the socket into buf
+        if fp is None:
+            return 0
+        if raw.length is not None and len(buf) > raw.length:
+            buf = buf[: raw.length]
+        if not len(buf):
+            return 0
+        try:
+            n = fp.readinto1(buf)
+        except (OSError, http.client.HTTPException) as exc:
+            raise transport_error(exc, self.request, reading=True) from exc
+        if raw.length is not None:
+            raw.length -= n  # as read1 counts, so that read1/read see the same rest of the body
+        return n
 
     def read_error_body(self) -> httpx.Response:
         """The response with its (bounded) body read, for error parsing."""

@@ -26,7 +26,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -333,13 +333,8 @@ class Downloads:
                         name_dir = None
                         if w.already_present:
                             return url
-                    blocks: Iterable[bytes] = (
-                        iter(partial(direct.read1, STREAM_BLOCK), b"")  # up to 1 MiB per socket read
-                        if direct is not None
-                        else resp.iter_bytes()
-                    )
                     self._write_stream(
-                        blocks, w, w.expected_size or total, on_progress, c.stall_seconds, c.min_rate
+                        direct, resp, w, w.expected_size or total, on_progress, c.stall_seconds, c.min_rate
                     )
                 c.trace(resp.request, resp, started, attempt)
                 want = w.expected_size
@@ -449,7 +444,8 @@ class Downloads:
 
     @staticmethod
     def _write_stream(
-        blocks: Iterable[bytes],
+        direct: DirectResponse | None,
+        resp: httpx.Response,
         w: SafeWriter,
         total: int | None,
         on_progress: ProgressCallback | None,
@@ -459,77 +455,46 @@ class Downloads:
         """Write the body as received (a drop loses nothing already written). Too few bytes over
         a window of ``stall_seconds`` (:func:`_too_slow`) is a stall (retried with Range).
 
-        A large body is written behind (:class:`_WriteBehind`): this thread only receives, so the
-        socket keeps draining while the blocks are hashed and written."""
+        A large body is written behind (:class:`~sophon_cli.client.files.WriteBehind`): this
+        thread receives (on the direct path straight into the writer's aligned buffers) and
+        hashes, a helper thread writes, so the socket keeps draining during the disk writes."""
         done = w.offset
         if on_progress is not None:
             on_progress(done, total)
-        big = w.expected_size is not None and w.expected_size - done >= WRITE_BEHIND_MIN
-        sink: SafeWriter | _WriteBehind = _WriteBehind(w) if big else w
         window_start = time.monotonic()
         window_bytes = 0
-        try:
+
+        def got(n: int) -> None:
+            nonlocal done, window_start, window_bytes
+            done += n
+            window_bytes += n
+            now = time.monotonic()
+            if now - window_start >= stall_seconds:
+                if _too_slow(window_bytes, now - window_start, min_rate):
+                    raise _Stalled()
+                window_start, window_bytes = now, 0
+            if on_progress is not None:
+                on_progress(done, total)
+
+        big = w.expected_size is not None and w.expected_size - done >= WRITE_BEHIND_MIN
+        if big and direct is not None:
+            with w.write_behind() as sink:  # everything received is written before it returns
+                while n := direct.readinto1(sink.buffer()):  # one socket read into the buffer
+                    sink.received(n)
+                    got(n)
+            return
+        blocks: Iterable[bytes] = (
+            iter(partial(direct.read1, STREAM_BLOCK), b"")  # up to 1 MiB per socket read
+            if direct is not None
+            else resp.iter_bytes()
+        )
+        with w.write_behind() if big else nullcontext(w) as out:
             for block in blocks:
-                sink.write(block)
-                done += len(block)
-                window_bytes += len(block)
-                now = time.monotonic()
-                if now - window_start >= stall_seconds:
-                    if _too_slow(window_bytes, now - window_start, min_rate):
-                        raise _Stalled()
-                    window_start, window_bytes = now, 0
-                if on_progress is not None:
-                    on_progress(done, total)
-        finally:
-            if isinstance(sink, _WriteBehind):
-                sink.close()  # everything received is written (or its error raised) before return
+                out.write(block)
+                got(len(block))
 
 
-WRITE_BEHIND_MIN = 64 << 20  # bodies at least this large are hashed and written on a helper thread
-WRITE_BEHIND_DEPTH = 4  # blocks (up to 1 MiB each) received but not yet written: bounded memory
-
-
-class _WriteBehind:
-    """Hands received blocks to a helper thread that writes them into the safe writer (hash and
-    disk), so that the receiving thread goes straight back to the socket. Measured on 2 cores with
-    the server on the same machine: hashing in the receiving thread left the server waiting for
-    its socket to drain, and cost more wall time than the hash's own CPU. Errors of the writer
-    (a body larger than expected, a full disk) come back at the next :meth:`write` or at
-    :meth:`close`; :meth:`close` always waits until every block handed over is written."""
-
-    def __init__(self, w: SafeWriter) -> None:
-        import queue
-
-        self._w = w
-        self._queue: queue.Queue[bytes | None] = queue.Queue(WRITE_BEHIND_DEPTH)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="sophon-write-behind", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            block = self._queue.get()
-            if block is None:
-                return
-            if self._error is None:
-                try:
-                    self._w.write(block)
-                except BaseException as exc:  # kept for the receiving thread; blocks after it are dropped
-                    self._error = exc
-
-    def write(self, block: bytes) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(block)
-
-    def close(self) -> None:
-        """Wait until every block handed over is written; raise the writer's error, if any."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
+WRITE_BEHIND_MIN = 64 << 20  # bodies at least this large are written behind (files.WriteBehind)
 
 
 class _Stalled(Exception):

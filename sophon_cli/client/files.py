@@ -6,7 +6,8 @@
 * :func:`write_private_file` — atomically replace a small file with mode 0600 (in a 0700 directory
   when asked), never through a symlink.
 * :class:`SafeWriter` — the one writer of every file the tool creates for the user (downloads,
-  encode outputs, fallback copies); :func:`copy_file` is it applied to a local copy.
+  encode outputs, fallback copies); :func:`copy_file` is it applied to a local copy;
+  :class:`WriteBehind` writes a large body into it from a helper thread.
 
 The safe writer's rules:
 
@@ -171,8 +172,14 @@ class _Uncached:
             return None
         return cls(fd)
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def write(self, data: bytes | bytearray | memoryview, *, aligned: bool = False) -> None:
+        """Append ``data``. ``aligned``: ``data`` lies at a page-aligned address (an mmap'd buffer of
+        the caller's), so a whole number of blocks is written from it directly, without the copy
+        into the stage."""
         view = memoryview(data).cast("B")
+        if aligned and not self.staged and view and not len(view) % _ALIGN:
+            self._write_direct(view)
+            return
         while view:
             k = min(len(view), _STAGE - self.staged)
             self._view[self.staged : self.staged + k] = view[:k]
@@ -181,18 +188,22 @@ class _Uncached:
             if self.staged == _STAGE:
                 self._write_out(_STAGE)
 
-    def _write_out(self, n: int) -> None:
-        """Write the first ``n`` (aligned) staged bytes; keep the rest at the start of the buffer."""
-        done = 0
+    def _write_direct(self, view: memoryview) -> None:
+        """Write all of ``view`` (aligned address and length) at the file's aligned offset."""
+        done, n = 0, len(view)
         try:
             while done < n:
-                done += os.write(self.fd, self._view[done:n])
+                done += os.write(self.fd, view[done:])
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
             self._buffered()  # refused after all (an odd device): the page cache from here on
             while done < n:
-                done += os.write(self.fd, self._view[done:n])
+                done += os.write(self.fd, view[done:])
+
+    def _write_out(self, n: int) -> None:
+        """Write the first ``n`` (aligned) staged bytes; keep the rest at the start of the buffer."""
+        self._write_direct(self._view[:n])
         rest = self.staged - n
         if rest:
             self._view[:rest] = self._view[n : self.staged]
@@ -376,6 +387,7 @@ class SafeWriter:
         self._replace = False
         self._committed = False
         self._target_pending = not target_known
+        self._broken: BaseException | None = None  # set when a WriteBehind's write failed
 
     # -- properties -----------------------------------------------------------------------------
 
@@ -596,25 +608,45 @@ class SafeWriter:
         self._hasher = hashlib.sha256()
         self._written = self._writeback_from = 0
         self.resumed_from = 0
+        self._broken = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data``. More than ``expected_size`` in total raises SizeExceededError; nothing of
         the body is kept then (the ``.part`` is emptied)."""
-        from sophon_cli.client.errors import SizeExceededError
-
         assert self._fd is not None, "use SafeWriter as a context manager"
         n = len(data)
-        if self._expected_size is not None and self._written + n > self._expected_size:
-            received = self._written + n
+        self._check_room(self._written, n)
+        self._start_uncached()
+        self._append(data)
+        self._hasher.update(data)
+
+    def write_behind(self) -> WriteBehind:
+        """A :class:`WriteBehind` into this writer, for a large body (use it as a context manager;
+        no other writing meanwhile)."""
+        return WriteBehind(self)
+
+    def _check_room(self, written: int, n: int) -> None:
+        """The size rule: ``n`` more bytes after ``written`` must fit in ``expected_size``, else the
+        ``.part`` is emptied and SizeExceededError raised."""
+        from sophon_cli.client.errors import SizeExceededError
+
+        if self._expected_size is not None and written + n > self._expected_size:
             self.restart()
-            raise SizeExceededError(str(self.target), self._expected_size, received=received)
+            raise SizeExceededError(str(self.target), self._expected_size, received=written + n)
+
+    def _start_uncached(self) -> None:
         if not self._uncached_tried:
             self._uncached_tried = True
+            assert self._fd is not None
             if self._expected_size is not None and self._expected_size >= UNCACHED_MIN_SIZE:
                 self._uncached = _Uncached.start(self._fd, self._written)
+
+    def _append(self, data: bytes | bytearray | memoryview, *, aligned: bool = False) -> None:
+        """Put ``data`` into the ``.part`` (not hashed here: the caller hashes exactly these bytes)."""
+        assert self._fd is not None
         try:
             if self._uncached is not None:
-                self._uncached.write(data)
+                self._uncached.write(data, aligned=aligned)
             else:
                 view = memoryview(data)
                 while view:
@@ -622,8 +654,7 @@ class SafeWriter:
                     view = view[k:]
         except OSError as exc:
             raise _write_error(self.target, exc) from None
-        self._hasher.update(data)
-        self._written += n
+        self._written += len(data)
         if self._uncached is None and self._written - self._writeback_from >= WRITEBACK_STEP:
             # hand what was written to the disk now, while receiving: the fsync in commit() then
             # waits for the last step only (0.1-0.5 s per GiB less on the machines measured)
@@ -642,6 +673,8 @@ class SafeWriter:
         if self.already_present:
             assert self.result is not None
             return self.result
+        if self._broken is not None:
+            raise self._broken  # a write behind failed: the hash no longer matches the .part
         self._flush_staged()
         size = self._written
         sha = self._hasher.hexdigest()
@@ -767,6 +800,176 @@ class SafeWriter:
             os.close(fd)  # releases the lock
 
 
+WRITE_BEHIND_BLOCK = 4 << 20  # one buffer: a whole number of O_DIRECT blocks, one write(2) each
+WRITE_BEHIND_DEPTH = 3  # buffers (12 MiB in all): one receiving, one being hashed, one being written
+
+
+class WriteBehind:
+    """A large body into a :class:`SafeWriter` in three overlapping steps: the caller's thread
+    receives straight into a few page-aligned buffers; a helper thread (``sophon-hash-behind``)
+    hashes each full buffer; another (``sophon-write-behind``) writes it, then the buffer is
+    received into again.
+
+    Receiving, hashing and writing each have a thread, so the socket keeps draining while the
+    sha256 and the disk writes run; with ``O_DIRECT`` (:class:`_Uncached`) a full buffer goes to
+    the disk in one ``write`` from where it was received, with no copy. The hash is of exactly
+    the bytes written: the buffers pass in order through the hasher, then the writer, and nothing
+    changes a buffer until the writer has written it. Memory stays at ``WRITE_BEHIND_DEPTH``
+    buffers.
+
+    Use :meth:`buffer` / :meth:`received` (receive into the buffer, then say how much came) or
+    :meth:`write` (bytes from elsewhere, copied in). :meth:`close` (also on leaving the ``with``
+    block) hands over the partly filled buffer too and waits for both helpers: whatever was
+    received is in the ``.part`` before it returns, so an interrupted download resumes from all
+    of it. The size rule is :meth:`SafeWriter.write`'s; a write's error comes back at the next
+    buffer or at :meth:`close`, and a writer whose write behind failed refuses to commit."""
+
+    def __init__(
+        self, w: SafeWriter, *, block: int = WRITE_BEHIND_BLOCK, depth: int = WRITE_BEHIND_DEPTH
+    ) -> None:
+        import mmap
+        import queue
+        import threading
+
+        assert w._fd is not None, "use SafeWriter as a context manager"
+        assert block % _ALIGN == 0 and depth >= 2
+        self._w = w
+        w._start_uncached()
+        self._buffers = [mmap.mmap(-1, block) for _ in range(depth)]  # page-aligned
+        self._free: queue.Queue[Any] = queue.Queue()
+        for buf in self._buffers:
+            self._free.put(buf)
+        self._to_hash: queue.Queue[Any] = queue.Queue()  # (buffer, length) in order; None: the end
+        self._to_write: queue.Queue[Any] = queue.Queue()
+        self._buf: Any = None
+        self._view: memoryview | None = None
+        self._filled = 0
+        self._handed = w.offset  # bytes received so far (the size rule counts them)
+        self._error: BaseException | None = None
+        self._threads = [
+            threading.Thread(target=self._hash_run, name="sophon-hash-behind", daemon=True),
+            threading.Thread(target=self._write_run, name="sophon-write-behind", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def __enter__(self) -> WriteBehind:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def buffer(self) -> memoryview:
+        """Where the next bytes go: the free rest of the current buffer (never empty)."""
+        if self._view is None:
+            if self._error is not None:
+                raise self._error
+            self._buf = self._free.get()
+            if self._error is not None:
+                self._free.put(self._buf)
+                self._buf = None
+                raise self._error
+            self._view = memoryview(self._buf)
+            self._filled = 0
+        return self._view[self._filled :]
+
+    def received(self, n: int) -> None:
+        """``n`` bytes were put at the start of the last :meth:`buffer`."""
+        assert self._view is not None and 0 <= n <= len(self._view) - self._filled
+        self._filled += n
+        if self._filled == len(self._view):
+            self._hand_over()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data`` (copied into the buffers)."""
+        view = memoryview(data).cast("B")
+        while view:
+            dst = self.buffer()
+            k = min(len(dst), len(view))
+            dst[:k] = view[:k]
+            del dst
+            self.received(k)
+            view = view[k:]
+
+    def _hand_over(self) -> None:
+        view, buf, n = self._view, self._buf, self._filled
+        self._view = self._buf = None
+        assert view is not None
+        view.release()
+        w = self._w
+        if n and w.expected_size is not None and self._handed + n > w.expected_size:
+            self._free.put(buf)
+            self._settle()  # what was handed over is written; then the size rule empties the .part
+            w._check_room(self._handed, n)
+        if not n:
+            self._free.put(buf)
+            return
+        self._handed += n
+        self._to_hash.put((buf, n))
+
+    def _settle(self) -> None:
+        """Wait until every buffer handed over is hashed and written."""
+        self._to_hash.join()
+        self._to_write.join()
+
+    def _hash_run(self) -> None:
+        w = self._w
+        while True:
+            item = self._to_hash.get()
+            try:
+                if item is not None:
+                    buf, n = item
+                    with memoryview(buf) as whole, whole[:n] as view:
+                        w._hasher.update(view)
+                self._to_write.put(item)
+            finally:
+                self._to_hash.task_done()
+            if item is None:
+                return
+
+    def _write_run(self) -> None:
+        w = self._w
+        while True:
+            item = self._to_write.get()
+            try:
+                if item is None:
+                    return
+                buf, n = item
+                if self._error is None:
+                    try:
+                        with memoryview(buf) as whole, whole[:n] as view:
+                            w._append(view, aligned=True)
+                    except BaseException as exc:  # kept for the receiving thread; later buffers are dropped
+                        self._error = exc
+                self._free.put(buf)
+            finally:
+                self._to_write.task_done()
+
+    def close(self) -> None:
+        """Hand over the partly filled buffer, wait for both helpers, free the buffers; raise a
+        write's error, if any."""
+        try:
+            if self._view is not None and self._error is None:
+                self._hand_over()
+        finally:
+            if self._view is not None:
+                self._view.release()
+                self._view = None
+            if self._threads[0].is_alive():
+                self._to_hash.put(None)  # the hasher passes it on to the writer
+            for t in self._threads:
+                t.join()
+            for buf in self._buffers:
+                try:
+                    buf.close()
+                except BufferError:  # pragma: no cover - a view still alive: freed with it
+                    pass
+        error, self._error = self._error, None
+        if error is not None:
+            self._w._broken = error
+            raise error
+
+
 def copy_file(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -790,6 +993,7 @@ __all__ = [
     "PART_SUFFIX",
     "READ_BLOCK",
     "SafeWriter",
+    "WriteBehind",
     "WriteResult",
     "copy_file",
     "name_too_long",

@@ -1,5 +1,5 @@
 """Large downloads (at least WRITE_BEHIND_MIN): received in one thread, hashed and written into
-the safe writer by a helper thread (downloads._WriteBehind), against a small real HTTP server on
+the safe writer by helper threads (files.WriteBehind), against a small real HTTP server on
 127.0.0.1. The guarantees are those of every download: exact bytes, verified, a drop resumed
 with Range without losing what was received, never more than the expected size on disk."""
 
