@@ -62,7 +62,7 @@ class AppContext:
                     base_url=LOCAL if self.options.local else self.options.base_url,
                     profile=self.options.profile,
                 )
-            from sophon_cli.cli.hints import note_settings  # a next step may say where a setting came from
+            from sophon_cli.cli.origins import note_settings  # a next step may say where a setting came from
 
             note_settings(
                 self._settings,

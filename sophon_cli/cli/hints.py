@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from sophon_cli.cli import origins
+
 #: what an interrupted command prints (one wording everywhere)
 RESUME = "run the same command again to resume"
 INTERRUPTED = f"interrupted; {RESUME}"
@@ -60,76 +62,14 @@ OTHER_HOST_TLS = (
 )
 
 
-# -- where the settings came from (for next steps that name it) ------------------------------------
-
-_SETTINGS: tuple[object, dict[str, object]] | None = None
-
-
-def note_settings(settings: object, *, flags: dict[str, object]) -> None:
-    """Remember the command's effective settings and its command-line values, so that a next step
-    can say where a setting came from (``SOPHON_BASE_URL``, the profile in the config file, ...).
-    Nothing is read until an error needs it."""
-    global _SETTINGS
-    _SETTINGS = (settings, dict(flags))
-
-
-def setting_origin(name: str):
-    """The :class:`~sophon_cli.setting_sources.SettingValue` of setting ``name`` of this command,
-    None when no settings were noted (or they cannot be described)."""
-    if _SETTINGS is None:
-        return None
-    from sophon_cli.setting_sources import describe
-    from sophon_cli.settings import config_path
-
-    settings, flags = _SETTINGS
-    try:
-        values = describe(settings, flags=flags, config_file=config_path())
-    except Exception:  # describing is best effort: the next step still has its words
-        return None
-    return next((v for v in values if v.name == name), None)
-
-
-def _profile() -> str:
-    return str(getattr(_SETTINGS[0], "profile", "default")) if _SETTINGS is not None else "default"
-
-
 # -- the API key: missing or rejected, said with where it came from (never the key) --------------
 
 
 def _set_key_command() -> str:
-    profile = _profile()
+    profile = origins.profile()
     return (
         "`sophon config set-key`" if profile == "default" else f"`sophon config set-key --profile {profile}`"
     )
-
-
-def _key_origin() -> tuple[str, str]:
-    """(kind, words) of where this command's API key came from: kind is ``env``, ``file``,
-    ``local``, ``none`` or ``unknown`` (no settings noted)."""
-    from sophon_cli.setting_sources import Source
-
-    if _SETTINGS is None:
-        return "unknown", ""
-    if getattr(_SETTINGS[0], "is_local", False):
-        return "local", "the local server's key file"
-    origin = setting_origin("api_key")
-    if origin is None:
-        return "unknown", ""
-    if origin.source == Source.ENV:
-        return "env", origin.origin
-    if origin.source == Source.FILE:
-        from sophon_cli.settings import config_path
-
-        return "file", f"profile {_profile()!r} in {config_path()}"
-    return "none", ""
-
-
-def _server_words() -> str:
-    """``the server at URL`` (the base URL, its userinfo masked), or ``the server``."""
-    settings = _SETTINGS[0] if _SETTINGS is not None else None
-    if settings is None or getattr(settings, "is_local", False):
-        return "the server"
-    return f"the server at {getattr(settings, 'redacted_base_url', '') or 'its base URL'}"
 
 
 def key_message(exc: BaseException) -> tuple[str, str] | None:
@@ -137,7 +77,7 @@ def key_message(exc: BaseException) -> tuple[str, str] | None:
     key came from (or that none is set) and how to set it. None for other errors."""
     from sophon_cli.client import errors as e
 
-    kind, where = _key_origin()
+    kind, where = origins.key_origin()
     if isinstance(exc, (e.NoKeyError, e.KeyMissingError)):
         if kind == "env":  # set, but empty: it hides any key stored in the profile
             return (
@@ -148,7 +88,7 @@ def key_message(exc: BaseException) -> tuple[str, str] | None:
 
         told = " (the server answered 401)" if isinstance(exc, e.KeyMissingError) else ""
         return (
-            f"no API key is set for profile {_profile()!r}: SOPHON_API_KEY is not set and "
+            f"no API key is set for profile {origins.profile()!r}: SOPHON_API_KEY is not set and "
             f"{config_path()} has none for it{told}",
             f"store one with {_set_key_command()} (or set SOPHON_API_KEY), or use --local for the local "
             "server",
@@ -157,13 +97,13 @@ def key_message(exc: BaseException) -> tuple[str, str] | None:
         status = f"{exc.status} {exc.code}".strip()
         if kind == "env":
             return (
-                f"{_server_words()} rejected the API key from {where} ({status})",
+                f"{origins.server_words()} rejected the API key from {where} ({status})",
                 f"set {where} to a valid key for this server, or unset it to use the key stored with "
                 f"{_set_key_command()}",
             )
         if kind == "file":
             return (
-                f"{_server_words()} rejected the API key of {where} ({status})",
+                f"{origins.server_words()} rejected the API key of {where} ({status})",
                 f"store a valid key for this server with {_set_key_command()}",
             )
         if kind == "local":
@@ -172,7 +112,7 @@ def key_message(exc: BaseException) -> tuple[str, str] | None:
                 "stop it with `sophon server stop` and run the command again",
             )
         return (
-            f"{_server_words()} rejected the API key ({status})",
+            f"{origins.server_words()} rejected the API key ({status})",
             NEXT_STEPS["set_key"],
         )
     return None
@@ -185,7 +125,7 @@ def _step_fields(exc: BaseException) -> dict[str, str]:
 
     proxy = getattr(exc, "proxy", None)
     fields = {
-        "base_url_origin": base_url_origin(),
+        "base_url_origin": origins.base_url_origin(),
         "port": "",
         "timeout": "?",
         "proxy_variable": getattr(proxy, "variable", "the proxy setting"),
@@ -197,35 +137,10 @@ def _step_fields(exc: BaseException) -> dict[str, str]:
         port = None
     if port is not None and port != 8765:
         fields["port"] = f" --port {port}"
-    timeout = getattr(_SETTINGS[0], "timeout", None) if _SETTINGS is not None else None
-    if isinstance(timeout, (int, float)):
+    timeout = origins.timeout()
+    if timeout is not None:
         fields["timeout"] = f"{timeout:g}"
     return fields
-
-
-def _default_base_url() -> bool:
-    from sophon_cli.setting_sources import Source
-
-    origin = setting_origin("base_url")
-    return origin is not None and origin.source == Source.DEFAULT
-
-
-def base_url_origin() -> str:
-    """Where the base URL came from, as words for a next step."""
-    from sophon_cli.setting_sources import Source
-
-    origin = setting_origin("base_url")
-    if origin is None:
-        return "--base-url, SOPHON_BASE_URL or the profile's base_url; `sophon config show` says which"
-    if origin.source == Source.FLAG:
-        return f"given with {origin.origin}"
-    if origin.source == Source.ENV:
-        return f"set by {origin.origin}"
-    if origin.source == Source.FILE:
-        from sophon_cli.settings import config_path
-
-        return f"base_url of profile {_profile()!r} in {config_path()}"
-    return "the default; choose another with --base-url or SOPHON_BASE_URL"
 
 
 #: `sophon server` refusals and `server stop` outcomes -> words (``{url}``, ``{data_dir}``: the
@@ -300,7 +215,7 @@ def api_hint(status: int, code: str, path: str, *, request_id: bool = True) -> s
     if status == 403:
         if "/downloads/" in path:
             return "the download link expired or is invalid; run the download again for a fresh link"
-        kind, where = _key_origin()
+        kind, where = origins.key_origin()
         source = f" from {where}" if kind in ("env", "file") else ""
         return f"the API key{source} is not allowed to do this; use a key with the needed permission"
     if status == 413:
@@ -424,7 +339,7 @@ def _hint_words(exc: BaseException) -> str | None:
     if step is not None:
         words = NEXT_STEPS.get(getattr(step, "value", str(step)))
         if words and "{" in words:
-            if step == e.NextStep.CHECK_HOST_NAME and _default_base_url():
+            if step == e.NextStep.CHECK_HOST_NAME and origins.default_base_url():
                 words = NEXT_STEPS["check_dns"]  # the service's own name: the network is the suspect
             return words.format_map(_step_fields(exc))
         if words:
@@ -437,7 +352,7 @@ def _hint_words(exc: BaseException) -> str | None:
             return UPLOAD_NOT_COMPLETED.format(status=gone.group(1))
     if isinstance(exc, e.APIError) and not exc.enveloped and exc.status not in (401, 413, 429):
         words = NOT_THE_API["server" if exc.status >= 500 else "client"]
-        return words.format(origin=base_url_origin())
+        return words.format(origin=origins.base_url_origin())
     if isinstance(exc, e.APIError) and exc.hint is None:
         return api_hint(exc.status, exc.code, exc.path, request_id=bool(exc.request_id))
     hint = getattr(exc, "hint", None)
