@@ -24,6 +24,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import Response
 
+from . import jsonbody
 from .errors import ApiError, Code, invalid
 
 
@@ -53,7 +54,7 @@ def idempotent(handler):
         key = _characters(key)
         if len(key) > 128:
             raise invalid("Idempotency-Key must be 1 to 128 characters")
-        body = await request.body()
+        body = await jsonbody.read(request)
         route = f"POST {request.url.path}"
         h = body_hash(body)
         # the stored key is scoped by the caller (a hash of its API key; see Frame._authorized)

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .. import jsonbody
 from ..core import Core
 from ..errors import invalid
 from ..util import dumps
@@ -38,7 +39,7 @@ def _no_constant(name: str):
 
 
 async def json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    raw = await jsonbody.read(request)
     try:
         # NaN, Infinity and -Infinity are not JSON: refused, so they can never be echoed back
         data = json.loads(raw or b"null", parse_constant=_no_constant)
