@@ -30,6 +30,60 @@ class _ResetFilter(logging.Filter):
         return "without completing response" not in record.getMessage()
 
 
+class _BodyWait:
+    """The idle bound of one request body (:meth:`Frame.bounded_receive`)."""
+
+    __slots__ = ("idle", "loop", "body_done", "waiting", "since", "timer", "fired")
+
+    def __init__(self, idle: float) -> None:
+        self.idle = idle
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.body_done = False
+        self.waiting: asyncio.Task | None = None  # the task waiting in receive
+        self.since = 0.0  # when that receive began (loop time)
+        self.timer: asyncio.TimerHandle | None = None
+        self.fired = False  # the timer canceled the waiting receive
+
+    def begin(self) -> float:
+        """A ``receive`` begins (returns when, in loop time)."""
+        loop = self.loop
+        if loop is None:
+            loop = self.loop = asyncio.get_running_loop()
+        self.waiting = asyncio.current_task()
+        self.since = loop.time()
+        if self.timer is None:
+            self.timer = loop.call_at(self.since + self.idle, self._check)
+        return self.since
+
+    def _check(self) -> None:
+        self.timer = None
+        if self.waiting is None or self.body_done:
+            return  # set again by the next receive
+        due = self.since + self.idle
+        if self.loop.time() < due:  # type: ignore[union-attr]
+            self.timer = self.loop.call_at(due, self._check)  # type: ignore[union-attr]
+            return
+        self.fired = True
+        self.waiting.cancel()
+
+    def stalled(self) -> bool:
+        """Whether the CancelledError out of ``receive`` is this bound's, rather than a cancel
+        from elsewhere (a server shutting down): then it is taken back from the task."""
+        if not self.fired:
+            return False
+        self.fired = False
+        self.end()
+        task = self.waiting
+        return task is None or task.uncancel() == 0
+
+    def end(self) -> None:
+        """The body is complete (or abandoned): no more bound."""
+        self.body_done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
 class Frame:
     def __init__(self, app, core: Core) -> None:
         self.app = app
@@ -81,22 +135,32 @@ class Frame:
         ``config.body_idle_seconds``, or arrives below the minimum rate (:mod:`.bodyrate`): a client
         that sends the headers and then stalls, trickles or vanishes without closing cannot hold a
         request (and the part lock of an upload) forever.
-        Once the body is complete, ``receive`` (which then only waits for a disconnect) is not bounded."""
+        Once the body is complete, ``receive`` (which then only waits for a disconnect) is not bounded.
+
+        One timer per request, not one per message (``asyncio.wait_for`` made a task and a timer
+        for every chunk of an upload): each ``receive`` notes when it began, and the timer, when it
+        fires, cancels the ``receive`` waiting if that one is overdue, or is set again for when it
+        would be (:class:`_BodyWait`)."""
         idle = self.core.config.body_idle_seconds
         rate = BodyRate(self.core.config.body_min_rate, self.core.config.body_rate_window)
-        body_done = [False]
+        state = _BodyWait(idle)
 
         async def bounded():
-            if body_done[0]:
+            if state.body_done:
                 return await receive()
-            t0 = time.monotonic()
+            t0 = state.begin()
             try:
-                message = await asyncio.wait_for(receive(), idle)
-            except asyncio.TimeoutError:
-                raise BodyStalled(idle) from None
+                message = await receive()
+            except asyncio.CancelledError:
+                if state.stalled():
+                    raise BodyStalled(idle) from None
+                raise
+            finally:
+                state.waiting = None
             if message["type"] != "http.request" or not message.get("more_body", False):
-                body_done[0] = True
-            rate.arrived(len(message.get("body", b"")), time.monotonic() - t0, body_done[0])  # bodyrate.py
+                state.end()
+            waited = state.loop.time() - t0
+            rate.arrived(len(message.get("body", b"")), waited, state.body_done)  # bodyrate.py
             return message
 
         return bounded

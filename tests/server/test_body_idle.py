@@ -9,6 +9,7 @@ import hashlib
 import json
 import socket
 import threading
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -114,3 +115,25 @@ def test_the_idle_bound_has_a_default_an_env_override_and_refuses_nonsense(tmp_p
         monkeypatch.setenv(BODY_IDLE_ENV, bad)
         with pytest.raises(ValueError, match=BODY_IDLE_ENV):
             ServerConfig(data_dir=tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_a_body_slower_in_all_than_the_bound_but_never_idle_that_long_is_received(make_server):
+    """The bound is on each wait for the body, not on the body as a whole (one timer per request,
+    set again for the wait in progress when it fires)."""
+    srv = make_server(chunk_size=CS, body_idle_seconds=IDLE, body_min_rate=0)
+    api = Api(srv)
+    try:
+        data = bytes(range(256)) * (CS // 256)
+        uid = api.create_upload("v.bin", len(data))["id"]
+        slow = SlowPut(srv, uid, 0, CS)
+        slow.sock.settimeout(60)
+        pieces = 6  # a piece every IDLE / 3: the whole body takes twice the bound
+        step = CS // pieces
+        for i in range(pieces):
+            time.sleep(IDLE / 3)
+            slow.send(data[i * step : CS if i == pieces - 1 else (i + 1) * step])
+        assert slow.status() == 200
+        assert api.get(f"/v1/uploads/{uid}").json()["received_chunks"] == [0]
+    finally:
+        api.close()
