@@ -44,6 +44,9 @@ def classify(exc: BaseException) -> tuple[int, str]:
         if request_id:
             msg = f"{msg} (request id {request_id})"
         return code, one_line(msg)
+    own = own_dir_error(exc)
+    if own is not None:
+        return own
     if isinstance(exc, OSError):
         import errno
 
@@ -60,6 +63,65 @@ def classify(exc: BaseException) -> tuple[int, str]:
     return ExitCode.ERROR, one_line(
         f"unexpected {type(exc).__name__}: {exc}; run again with SOPHON_DEBUG=1 for details and report it"
     )
+
+
+def _own_dirs() -> list:
+    """sophon's own directories: SOPHON_HOME (which holds them all), else the config, state and
+    data dirs (the local server's data dir is ``server`` in the data dir)."""
+    from sophon_cli.local import default_data_dir
+    from sophon_cli.settings import config_dir, sophon_home, state_dir
+
+    home = sophon_home()
+    if home is not None:
+        return [home.absolute()]
+    return [d.absolute() for d in (config_dir(), state_dir(), default_data_dir().parent)]
+
+
+def own_dir_error(exc: BaseException) -> tuple[int, str] | None:
+    """A file error on a path in one of sophon's own directories (raised by anything: the config,
+    the cache, the recent jobs, the local server's data dir) as one line that names that
+    directory, the reason and the next step: fix it, or point SOPHON_HOME elsewhere. Exit 2 (the
+    setup is bad local input), 1 for a full disk. None for any other error."""
+    import errno
+    from pathlib import Path
+
+    from sophon_cli.cli.hints import OWN_DIR_STEPS
+    from sophon_cli.state import StateError
+
+    # the file error itself, or the one under the cache's own error (errors that word their own
+    # file, such as the webhook secrets store's, keep their words)
+    cause = exc if isinstance(exc, OSError) else exc.__cause__ if isinstance(exc, StateError) else None
+    filename = getattr(cause, "filename", None)
+    if not isinstance(cause, OSError) or not isinstance(filename, (str, bytes, os.PathLike)):
+        return None
+    if cause.errno == errno.ENAMETOOLONG:
+        return None
+    path = Path(os.fsdecode(filename)).absolute()
+    try:
+        root = next(d for d in _own_dirs() if d == path or d in path.parents)
+    except StopIteration:
+        return None
+    except Exception:  # the directories themselves cannot be worked out: say it as before
+        return None
+    # what is in the way: the file where a directory should be; else the deepest part that exists
+    obstacle = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    where = next((p for p in (path, *path.parents) if p.exists()), path)
+    if cause.errno in (errno.ENOTDIR, errno.EEXIST) and obstacle is not None:
+        step = "not_a_directory"
+    elif cause.errno == errno.EROFS:
+        step = "read_only"
+    elif cause.errno in (errno.EACCES, errno.EPERM):
+        step = "permissions"
+    elif cause.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        step = "full"
+    else:
+        step = "other"
+    what = "SOPHON_HOME" if os.environ.get("SOPHON_HOME") else "its directory"
+    reason = cause.strerror or str(cause)
+    at = "" if where == root else f" at {where}"
+    words = OWN_DIR_STEPS[step].format(where=where, obstacle=obstacle)
+    code = ExitCode.ERROR if step == "full" else ExitCode.USAGE
+    return code, one_line(f"sophon cannot use {what} {root}: {reason}{at}; {words}")
 
 
 def os_error_hint(exc: OSError) -> str:

@@ -165,6 +165,17 @@ SERVER_STEPS: dict[str, str] = {
     "of the keys this server was given ({given}), then e.g. `sophon job list`",
 }
 
+#: a directory of sophon's own (SOPHON_HOME, or the config, state or data dir) it cannot use, by cause
+OWN_DIR_STEPS: dict[str, str] = {
+    "permissions": "fix the permissions of {where} (you must be able to write there), or set SOPHON_HOME "
+    "to a directory you can write",
+    "read_only": "it is on a read-only file system: set SOPHON_HOME to a directory you can write",
+    "not_a_directory": "{obstacle} is a file, not a directory: move it away, or set SOPHON_HOME to a "
+    "directory you can write",
+    "full": "free some disk space there, or set SOPHON_HOME to a directory on another disk",
+    "other": "check that it is a directory you can write, or set SOPHON_HOME to one",
+}
+
 #: API error code -> words
 API_CODES: dict[str, str] = {
     "output_not_ready": "wait for the job to finish (`sophon job wait <id>`), then download",

@@ -149,3 +149,71 @@ def test_an_empty_jq_expression_or_field_list_is_a_usage_error_naming_the_option
     option = "--json=" if "--json=" in args else "--jq"
     line = assert_one_line_error(cli(*args), 2, option)
     assert "Possible options" not in line
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path):
+    """A directory nobody may create files in: mode 0500, or immutable (chattr +i) as root."""
+    import os
+    import shutil
+
+    d = tmp_path / "locked"
+    d.mkdir()
+    if os.geteuid() != 0:
+        d.chmod(0o500)
+        yield d
+        d.chmod(0o700)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(d)], capture_output=True).returncode != 0:
+        pytest.skip("root ignores modes, and chattr +i is not available here")
+    try:
+        yield d
+    finally:
+        subprocess.run([chattr, "-i", str(d)], check=True)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["config", "set", "timeout", "5"],
+        ["cache", "list"],
+        ["job", "list"],  # reading the config file
+        ["--local", "job", "list"],
+    ],
+)
+def test_a_sophon_home_that_cannot_be_used_names_it_the_reason_and_the_next_step(tmp_path, args):
+    """With SOPHON_HOME a file it was exit 1 "Not a directory: …/config.toml; check the path: does
+    the file or its directory exist?" (or "File exists: …; check the path, its permissions and
+    free disk space"): neither said it was SOPHON_HOME, nor what to do."""
+    home = tmp_path / "home-is-a-file"
+    home.write_text("")
+    res = _run(tmp_path, *args, SOPHON_HOME=home, SOPHON_API_KEY="k" * 20)
+    assert_one_line_error(
+        res,
+        2,
+        f"sophon cannot use SOPHON_HOME {home}",
+        f"{home} is a file, not a directory",
+        "set SOPHON_HOME",
+    )
+    below = _run(tmp_path, *args, SOPHON_HOME=home / "sophon", SOPHON_API_KEY="k" * 20)
+    assert_one_line_error(below, 2, f"SOPHON_HOME {home / 'sophon'}", f"{home} is a file")
+
+
+@pytest.mark.parametrize("args", [["config", "set", "timeout", "5"], ["cache", "list"]])
+def test_a_sophon_home_in_a_directory_without_write_permission_says_which(unwritable_dir, tmp_path, args):
+    home = unwritable_dir / "home"
+    res = _run(tmp_path, *args, SOPHON_HOME=home)
+    line = assert_one_line_error(res, 2, f"sophon cannot use SOPHON_HOME {home}", f"at {unwritable_dir}")
+    assert f"fix the permissions of {unwritable_dir}" in line and "set SOPHON_HOME" in line, line
+    assert ("Permission denied" in line) or ("Operation not permitted" in line), line
+
+
+def test_without_sophon_home_the_user_state_dir_is_named_the_same_way(tmp_path):
+    state = tmp_path / "xdg-state-is-a-file"
+    state.write_text("")
+    res = _run(tmp_path, "cache", "list", SOPHON_HOME=None, XDG_STATE_HOME=state)
+    line = assert_one_line_error(
+        res, 2, f"sophon cannot use its directory {state / 'sophon'}", "set SOPHON_HOME"
+    )
+    assert f"{state} is a file, not a directory" in line, line
