@@ -27,10 +27,7 @@ from sophon_cli import __version__
 from sophon_cli.client.direct import SendableBody
 from sophon_cli.client.errors import (
     InputError,
-    NameResolutionError,
     NextStep,
-    ProxyInUse,
-    TLSError,
     TransportError,
     decode_json,
     error_from_response,
@@ -38,7 +35,7 @@ from sophon_cli.client.errors import (
     malformed_from_transport,
 )
 from sophon_cli.client.retry import RetryObserver, RetryPolicy, RetryState
-from sophon_cli.client.text import display_url, one_line, redact, register_secret, safe_field
+from sophon_cli.client.text import display_url, redact, register_secret, safe_field
 from sophon_cli.client.trace import HttpEvent, HttpObserver, redact_headers, shown_path
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,39 +57,6 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 #: streamed bodies (downloads): fail when fewer than MIN_RATE bytes/s arrived over STALL_SECONDS
 STALL_SECONDS = 30.0
 MIN_RATE = 1024.0
-
-
-def _causes(exc: BaseException | None) -> Iterable[BaseException]:
-    """``exc`` and the exceptions it was raised from (httpx and http.client wrap the socket's)."""
-    from sophon_cli.client.retry import exception_chain
-
-    return exception_chain(exc)
-
-
-def httpx_connect_error() -> type[BaseException]:
-    import httpx
-
-    return httpx.ConnectError
-
-
-def _dropped(exc: BaseException) -> bool:
-    """A connection that was made and then closed or reset by the other end (not a timeout)."""
-    import httpx
-
-    return isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError))
-
-
-def _dropped_reason(exc: BaseException) -> str:
-    """How it was dropped, in a few words: the socket's own ("connection reset by peer"), or
-    httpx's when no OSError is behind it ("server disconnected without sending a response")."""
-    for cause in _causes(exc):
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror.lower()
-    return one_line(str(exc), 80).rstrip(".").lower()
-
-
-def _refused(exc: BaseException) -> bool:
-    return any(isinstance(c, ConnectionRefusedError) for c in _causes(exc))
 
 
 class _DeadlineExceeded(Exception):
@@ -424,138 +388,16 @@ class SophonClient:
             return client
 
     def transport_error(self, exc: BaseException, attempts: int) -> TransportError:
-        from sophon_cli.client.retry import name_failure, tls_failure
+        """The TransportError for a network failure that outlasted the retries (see
+        :mod:`sophon_cli.client.netfail`: what it was, which host, the next step)."""
+        from sophon_cli.client import netfail
 
-        failure = name_failure(exc)
-        if failure is not None:
-            return self._name_error(exc, failure, attempts)
-        tls = tls_failure(exc)
-        if tls is not None:
-            return self._tls_error(exc, tls, attempts)
-        kind = type(exc).__name__
-        detail = one_line(redact(str(exc), self._secret_values), 120)
-        reason = f"{kind}: {detail}" if detail else kind
-        tries = f" after {attempts} attempts" if attempts > 1 else ""
-        step = NextStep.CHECK_CONNECTION
-        hint = "check your network and the base URL (or use the local server)"
-        proxy = self._proxy_for(exc) if isinstance(exc, httpx_connect_error()) else None
-        if proxy is not None:  # the connection that failed was the one to the proxy
-            return TransportError(
-                f"cannot reach the proxy {proxy.url} (set by {proxy.variable}) for "
-                f"{display_url(self.base_url)}{tries} ({reason})",
-                url=display_url(self.base_url),
-                hint="check the proxy setting",
-                next_step=NextStep.CHECK_PROXY,
-                attempts=attempts,
-                proxy=proxy,
-            )
-        if _dropped(exc):  # connected, then the server closed or reset the connection
-            why = _dropped_reason(exc) or reason
-            return TransportError(
-                f"the SOPHON server at {display_url(self.base_url)} closed the connection without "
-                f"answering{tries} ({why})",
-                url=display_url(self.base_url),
-                hint="try again later; if it keeps happening, check that the base URL is the API's",
-                next_step=NextStep.CONNECTION_DROPPED,
-                attempts=attempts,
-            )
-        if _refused(exc) and is_loopback(self.base_url):  # this machine, and nothing listens there
-            step, hint = NextStep.START_SERVER, "start the server at that address"
-            reason = "connection refused: nothing is listening there"
-        return TransportError(
-            f"cannot reach the SOPHON server at {display_url(self.base_url)}{tries} ({reason})",
-            url=display_url(self.base_url),
-            hint=hint,
-            next_step=step,
-            attempts=attempts,
-        )
-
-    def _proxy_for(self, exc: BaseException) -> ProxyInUse | None:
-        """The environment's proxy that the failed request went to (as httpx reads HTTP_PROXY,
-        HTTPS_PROXY, ALL_PROXY and NO_PROXY), or None: no proxy, a custom transport, or the local
-        server (never proxied)."""
-        from urllib.request import getproxies, proxy_bypass_environment
-
-        try:
-            url = exc.request.url  # type: ignore[attr-defined]
-        except (AttributeError, RuntimeError):
-            return None
-        if self._custom_transport is not None or is_loopback(str(url)):
-            return None
-        client = self._http if url.host == self._http.base_url.host else None
-        if client is not None and not client.trust_env:
-            return None
-        proxies = getproxies()
-        for name in (url.scheme, "all"):
-            proxy = proxies.get(name)
-            if proxy:
-                if proxy_bypass_environment(url.host, proxies):
-                    return None
-                return ProxyInUse(display_url(proxy), f"{name.upper()}_PROXY")
-        return None
-
-    def _tls_error(self, exc: BaseException, failure: Any, attempts: int) -> TLSError:
-        """The error for a TLS failure: the host (and port) of the request, and why, in the ssl
-        module's words."""
-        import ssl
-        from urllib.parse import urlsplit
-
-        from sophon_cli.client.retry import TLSFailure
-
-        try:
-            url = exc.request.url  # type: ignore[attr-defined]
-            host, port = url.host, url.port
-        except (AttributeError, RuntimeError):  # no request attached
-            parts = urlsplit(self.base_url)
-            host, port = parts.hostname or "", parts.port
-        where = f"{host}:{port}" if port else host
-        detail = ""
-        for cause in _causes(exc):
-            if isinstance(cause, ssl.SSLCertVerificationError) and failure == TLSFailure.CERTIFICATE:
-                detail = str(cause.verify_message or "")
-                break
-            if isinstance(cause, ssl.SSLError):
-                detail = str(cause.reason or "").replace("_", " ").lower()
-                break
-        base = urlsplit(self.base_url)
-        default = 443 if base.scheme == "https" else 80
-        same = host == base.hostname and (port or default) == (base.port or default)
-        return TLSError(
-            safe_field(where, self._secret_values, 260),
-            failure=failure,
-            url=display_url(self.base_url) if same else None,  # None: another host (a download's)
-            detail=one_line(redact(detail, self._secret_values), 120),
-            attempts=attempts,
-        )
-
-    def _name_error(self, exc: BaseException, failure: Any, attempts: int) -> NameResolutionError:
-        """The error for a host name that did not resolve: the host of the request that failed
-        (the base URL's, or a download's), and the resolver's own words."""
-        import socket
-        from urllib.parse import urlsplit
-
-        host = ""
-        try:
-            host = exc.request.url.host  # type: ignore[attr-defined]
-        except (AttributeError, RuntimeError):  # no request attached
-            pass
-        url = display_url(self.base_url)
-        if not host or host == urlsplit(self.base_url).hostname:
-            host = urlsplit(self.base_url).hostname or host
-        else:
-            url = ""  # another host than the base URL's (a download origin): name only the host
-        cause = next((c for c in _causes(exc) if isinstance(c, socket.gaierror)), None)
-        detail = cause.strerror if isinstance(cause, socket.gaierror) and cause.strerror else ""
-        proxy = self._proxy_for(exc)
-        if proxy is not None:  # the proxy's name did not resolve (the server's is the proxy's job)
-            host, url = proxy.host or host, display_url(self.base_url)
-        return NameResolutionError(
-            safe_field(host, self._secret_values, 253),
-            failure=failure,
-            url=url or None,
-            detail=one_line(detail, 80),
-            attempts=attempts,
-            proxy=proxy,
+        return netfail.classify(
+            exc,
+            attempts,
+            base_url=self.base_url,
+            secrets=self._secret_values,
+            proxied=self._custom_transport is None and self._http.trust_env,
         )
 
     def stall_error(self, what: str, attempts: int) -> TransportError:
