@@ -5,12 +5,18 @@ uvicorn appends every chunk httptools parses to a ``bytearray`` and gives the ap
 server's CPU with ``on_body``'s concatenation, plus the fresh memory for both). Here the chunks
 are kept as they are (``bytes``, immutable, so holding them is safe) and a message is the chunk
 itself, or the chunks joined when more than one arrived before the app asked for the next one.
+Reading pauses only when more than :data:`BODY_HIGH_WATER` of a body waits for the app.
 Everything else (flow control, disconnects, keep-alive, pipelining) is uvicorn's own code.
 """
 
 from __future__ import annotations
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+# Reading pauses when this much of a body waits for the app (uvicorn's own limit is 64 KiB, less
+# than one 256 KiB socket read: it paused and resumed reading, two epoll_ctl calls and the selector's
+# Python around them, for every chunk of an upload).
+BODY_HIGH_WATER = 1 << 20
 
 
 class BodyChunks:
@@ -49,4 +55,9 @@ class ChunkedBodyProtocol(HttpToolsProtocol):
             cycle.body = BodyChunks()
             if held:
                 cycle.body += held
-        super().on_body(body)
+        if (self.parser.should_upgrade() and self._should_upgrade()) or cycle.response_complete:
+            return
+        cycle.body += body
+        if len(cycle.body) > BODY_HIGH_WATER:
+            self.flow.pause_reading()
+        cycle.message_event.set()
