@@ -279,10 +279,15 @@ class RetryState:
         if not self.policy.should_retry(status, envelope_retryable):
             return None
         kind = failure_kind(error)
+        max_attempts = self.max_attempts
         if kind is not None:
             self.failures[kind] = self.failures.get(kind, 0) + 1
-            if self.failures[kind] > FAILURE_RETRIES[kind]:
+            left = FAILURE_RETRIES[kind] - self.failures[kind] + 1  # retries left for this kind
+            if left <= 0:
                 return None
+            max_attempts = min(max_attempts, self.attempts + left)  # "retrying (1/2)", not (1/6)
+            if kind == NameFailure.TEMPORARY:
+                reason = "the DNS resolver did not answer"
         if self.attempts >= self.max_attempts:
             return None
         delay = self.policy.delay(self.attempts - 1, retry_after)
@@ -291,7 +296,7 @@ class RetryState:
         if self.observers:
             event = RetryEvent(
                 attempt=self.attempts,
-                max_attempts=self.max_attempts,
+                max_attempts=max_attempts,
                 delay=delay,
                 reason=reason or (f"HTTP {status}" if status is not None else "network error"),
                 method=self.method,

@@ -88,12 +88,21 @@ def test_a_temporary_resolver_failure_is_retried_once():
         raise _wrapped(socket.EAI_AGAIN)
 
     sleeps: list[float] = []
+    events = []
     with SophonClient(
-        "http://api.example.test", KEY, transport=httpx.MockTransport(handler), sleep=sleeps.append
+        "http://api.example.test",
+        KEY,
+        transport=httpx.MockTransport(handler),
+        sleep=sleeps.append,
+        on_retry=events.append,
     ) as c:
         with pytest.raises(NameResolutionError) as info:
             c.jobs.get("job_1")
     assert len(calls) == 2 and len(sleeps) == 1
+    # the one retry is announced as one of one, with the resolver named as the reason
+    assert [(e.attempt, e.max_attempts, e.reason) for e in events] == [
+        (1, 2, "the DNS resolver did not answer")
+    ]
     err = info.value
     assert err.failure is NameFailure.TEMPORARY and err.attempts == 2
     assert err.next_step is NextStep.CHECK_DNS and "did not answer" in str(err)
