@@ -99,3 +99,19 @@ def test_doctor_says_the_key_was_rejected_without_the_servers_header_talk(server
         res.stdout
     )
     assert "Bearer" not in res.stdout and "header" not in res.stdout and WRONG not in res.stdout
+
+
+def test_a_local_server_key_that_changed_under_it_says_to_restart_it(tmp_path):
+    env = cli_env(home=tmp_path)  # no key, no base URL: --local brings its own
+    try:
+        assert run(["--local", "job", "list"], env).returncode == 0
+        (tmp_path / "server" / "api_key").write_text(WRONG)  # the running server keeps the old key
+        res = run(["--local", "job", "list"], env)
+        assert res.returncode == 4
+        line = one_line(res)
+        assert "the local server rejected the key from the local server's key file (401" in line
+        assert "stop it with `sophon server stop` and run the command again" in line
+        assert run(["server", "stop"], env).returncode == 0
+        assert run(["--local", "job", "list"], env).returncode == 0  # the step it names works
+    finally:
+        run(["server", "stop"], env)
