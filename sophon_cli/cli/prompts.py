@@ -33,7 +33,12 @@ def confirm(question: str, *, yes: bool = False) -> None:
         return
     sys.stderr.write(f"{question} [y/N] ")
     sys.stderr.flush()
-    answer = sys.stdin.readline()
+    try:
+        answer = sys.stdin.readline()
+    except KeyboardInterrupt:  # said "run the same command again to resume": nothing had begun
+        from sophon_cli.cli.shared import Interrupted
+
+        raise Interrupted("interrupted; nothing was done") from None
     if not answer.endswith("\n"):  # EOF (Ctrl-D): end the prompt's line
         sys.stderr.write("\n")
     if answer.strip().lower() not in ("y", "yes"):

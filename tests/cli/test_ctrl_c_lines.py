@@ -55,3 +55,14 @@ def test_webhooks_listen_stops_on_a_fresh_line(tmp_path):
     assert screen.returncode == 0, screen.text
     i = _assert_own_line(screen, "stopped")
     assert screen.lines[i] == "stopped" and screen.lines[i - 1] == "^C", screen.text
+
+
+def test_ctrl_c_at_a_question_says_nothing_was_done_on_a_fresh_line(tmp_path):
+    """It said "^C" then "interrupted; run the same command again to resume" after "… [y/N]":
+    there is nothing to resume, nothing was removed."""
+    home = tmp_path / "home"
+    screen = run_in_terminal(["cache", "clear"], cli_env(None, home), interrupt_after="[y/N]")
+    assert screen.returncode == 130, screen.text
+    assert screen.lines[-2].endswith("[y/N] ^C") and screen.lines[-1] == "interrupted; nothing was done", (
+        screen.text
+    )
