@@ -34,7 +34,8 @@ NEXT_STEPS: dict[str, str] = {
     "wait_again": "wait again with `sophon job wait <id>` or raise --timeout",
     "resume": RESUME,
     "set_key": "check SOPHON_API_KEY or run `sophon config set-key`",
-    "check_connection": "check your network and SOPHON_BASE_URL (or use --local for the local server)",
+    "check_connection": "check your network and the base URL ({base_url_origin}), or use --local for the local "
+    "server",
     "check_host_name": "check the host name in the base URL ({base_url_origin}), or use --local for the "
     "local server",
     "check_dns": "check your network connection and DNS, then the host name in the base URL "

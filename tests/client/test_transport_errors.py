@@ -213,3 +213,18 @@ def test_a_download_host_whose_certificate_does_not_verify_is_not_blamed_on_the_
     assert f"the TLS certificate of {tls_url.removeprefix('https://')} did not verify" in line
     assert "the download host, not the base URL's" in line and "SSL_CERT_FILE" in line
     assert "check the host name in the base URL" not in line
+
+
+def test_an_unreachable_remote_server_names_where_the_base_url_came_from(monkeypatch, tmp_path):
+    from sophon_cli.cli import origins
+    from sophon_cli.cli.hints import hint_for
+    from sophon_cli.settings import load_settings
+
+    monkeypatch.setenv("SOPHON_HOME", str(tmp_path))
+    monkeypatch.setenv("SOPHON_BASE_URL", "https://api.sophon.test")
+    monkeypatch.setattr(origins, "_SETTINGS", None)  # restored after the test
+    origins.note_settings(load_settings(), flags={})
+    err = TransportError("cannot reach", url="https://api.sophon.test", next_step=NextStep.CHECK_CONNECTION)
+    assert hint_for(err) == (
+        "check your network and the base URL (set by SOPHON_BASE_URL), or use --local for the local server"
+    )
