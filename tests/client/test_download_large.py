@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 
 import pytest
 
@@ -133,3 +134,53 @@ def test_a_large_body_longer_than_the_job_says_is_cut_at_the_expected_size(tmp_p
     assert not (tmp_path / "o.mp4").exists()
     assert all(p.stat().st_size <= len(DATA) for p in tmp_path.iterdir())
     assert not any(t.name == "sophon-write-behind" for t in threading.enumerate())
+
+
+class Trickle(Serving):
+    """A 200 with the whole Content-Length that sends ``burst`` bytes, then one byte every 0.05 s
+    until the client goes away (or 200 bytes were trickled)."""
+
+    def __init__(self, data: bytes, burst: int) -> None:
+        self.sent = 0
+        origin = self
+
+        class Handler(QuietHandler):
+            def do_GET(self):
+                if self.path.endswith("/output"):
+                    self.redirect(302, "/dl/tok")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(data[:burst])
+                    origin.sent = burst
+                    for i in range(burst, burst + 200):
+                        time.sleep(0.05)
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        origin.sent = i + 1
+                except OSError:
+                    pass
+                self.close_connection = True
+
+        self.serve(Handler)
+
+
+def test_a_large_download_that_stalls_keeps_every_byte_received_in_the_part(tmp_path):
+    from sophon_cli.client.errors import TransportError
+
+    burst = 10 * (1 << 20) + 1234  # two and a half write-behind buffers: a partial one at the stall
+    origin = Trickle(DATA, burst)
+    try:
+        with SophonClient(origin.url, KEY, sleep=lambda s: None, max_retries=0, stall_seconds=0.5) as c:
+            with pytest.raises(TransportError) as info:
+                c.downloads.download("job_1", tmp_path / "o.mp4", job=job())
+    finally:
+        origin.close()
+    assert "stalled" in str(info.value)
+    assert not (tmp_path / "o.mp4").exists()
+    (part,) = [p for p in tmp_path.iterdir() if p.name.endswith(".sophon-part")]
+    kept = part.read_bytes()
+    assert burst <= len(kept) <= origin.sent and kept == DATA[: len(kept)]  # all of it, in order
+    assert not any(t.name.startswith("sophon-") and "behind" in t.name for t in threading.enumerate())
