@@ -32,7 +32,7 @@ _sophon() {
         '/compare') words='--subsample --threads --model --duration-tolerance --help'; leaf=1; args=(file file); rep=0; vopts+=' --subsample --threads --model --duration-tolerance' ;;
         '/health') words='--help'; leaf=1 ;;
         '/doctor') words='--help'; leaf=1 ;;
-        '/completions') words='--man --help'; leaf=1; args=(none); rep=0 ;;
+        '/completions') words='--man --help'; leaf=1; args=(w:bash,zsh,fish); rep=0 ;;
         '/version') words='--help'; leaf=1 ;;
         '/uploads') words='get cancel --help'; leaf=0 ;;
         '/uploads/get') words='--help'; leaf=1; args=(none); rep=0 ;;
@@ -54,7 +54,7 @@ _sophon() {
         '/server/stop') words='--data-dir --timeout --help'; leaf=1; vopts+=' --data-dir --timeout' ;;
         '/config') words='show set set-key path --help'; leaf=0 ;;
         '/config/show') words='--help'; leaf=1 ;;
-        '/config/set') words='--profile --help'; leaf=1; args=(none none); rep=0; vopts+=' --profile' ;;
+        '/config/set') words='--profile --help'; leaf=1; args=(w:base_url,timeout,max_retries,retry_budget,stall_seconds,min_rate none); rep=0; vopts+=' --profile' ;;
         '/config/set-key') words='--profile --help'; leaf=1; vopts+=' --profile' ;;
         '/config/path') words='--help'; leaf=1 ;;
         '/cache') words='list prune clear --help'; leaf=0 ;;
@@ -76,6 +76,7 @@ _sophon() {
         [[ -z "$kind" && $rep == 1 ]] && kind="${args[${#args[@]} - 1]}"
         case "$kind" in
             job) COMPREPLY=($(compgen -W "$(__sophon_recent_jobs)" -- "$cur")) ;;
+            w:*) w="${kind#w:}"; COMPREPLY=($(compgen -W "${w//,/ }" -- "$cur")) ;;
             file) ;;  # file names (complete -o default)
             *) compopt +o default 2>/dev/null ;;  # nothing fits here: no file names either
         esac

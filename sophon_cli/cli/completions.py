@@ -30,7 +30,7 @@ class Node:
     choices: dict[str, list[str]] = field(default_factory=dict)  # option -> allowed values
     children: list[Node] = field(default_factory=list)
     #: what each positional argument completes, in order: "job" (recent job ids), "file" (file
-    #: names) or "none"; ``repeat``: the last one takes any number of words
+    #: names), "w:a,b,c" (those words) or "none"; ``repeat``: the last one takes any number of words
     args: list[str] = field(default_factory=list)
     repeat: bool = False
     #: the command's options whose next word is their value (the global ones: _GLOBAL_VALUE_OPTIONS)
@@ -47,6 +47,14 @@ class Node:
 
 #: global options with a value that may be written after the command too (their value is no argument)
 _GLOBAL_VALUE_OPTIONS = ("--base-url", "--profile", "--jq")
+
+
+def _argument_words() -> dict[tuple[str, ...], dict[int, list[str]]]:
+    """Arguments that take one of a few known words: command path -> {position: words}."""
+    from sophon_cli.cli.main import SHELL_SCRIPTS
+    from sophon_cli.settings import SETTABLE_KEYS
+
+    return {("completions",): {0: list(SHELL_SCRIPTS)}, ("config", "set"): {0: list(SETTABLE_KEYS)}}
 
 
 def _arg_kind(metavar: str | None) -> str:
@@ -68,6 +76,8 @@ def build_tree(app=None) -> Node:
     if app is None:
         from sophon_cli.cli.main import app
     root_cmd = polish(typer.main.get_command(app))
+
+    words = _argument_words()
 
     def walk(cmd, path: tuple[str, ...]) -> Node:
         node = Node(path=path, help=_first_line(cmd.help or getattr(cmd, "short_help", None) or ""))
@@ -91,6 +101,8 @@ def build_tree(app=None) -> Node:
             elif kind == "argument":
                 node.args.append(_arg_kind(getattr(param, "metavar", None)))
                 node.repeat = param.nargs == -1
+        for i, known in words.get(path, {}).items():
+            node.args[i] = "w:" + ",".join(known)
         node.options.append("--help")
         node.option_help["--help"] = "Show help and exit."
         if hasattr(cmd, "list_commands"):
@@ -182,6 +194,7 @@ def bash(tree: Node) -> str:
         '        [[ -z "$kind" && $rep == 1 ]] && kind="${args[${#args[@]} - 1]}"',
         '        case "$kind" in',
         '            job) COMPREPLY=($(compgen -W "$(__sophon_recent_jobs)" -- "$cur")) ;;',
+        '            w:*) w="${kind#w:}"; COMPREPLY=($(compgen -W "${w//,/ }" -- "$cur")) ;;',
         "            file) ;;  # file names (complete -o default)",
         "            *) compopt +o default 2>/dev/null ;;  # nothing fits here: no file names either",
         "        esac",
@@ -248,6 +261,8 @@ def zsh(tree: Node) -> str:
         "        _files  # an option's value, or a file argument",
         "    elif [[ $kind == job ]]; then",
         '        compadd -- ${(f)"$(__sophon_recent_jobs)"}',
+        "    elif [[ $kind == w:* ]]; then",
+        "        compadd -- ${(s:,:)${kind#w:}}",
         "    fi  # else nothing fits here",
         "}",
         '_sophon "$@"',
@@ -355,6 +370,8 @@ def _fish_arguments(n: Node) -> list[str]:
         cond = f"-n '__sophon_at {n.key}; and test {nargs} {test} {i}'"
         if kind == "job":
             lines.append(f"complete -c sophon -f {cond} -a '(__sophon_recent_jobs)' -d 'recent job'")
+        elif kind.startswith("w:"):
+            lines.append(f"complete -c sophon -f {cond} -a '{kind[2:].replace(',', ' ')}'")
         elif kind == "none":
             lines.append(f"complete -c sophon -f {cond}")
     if not n.repeat:

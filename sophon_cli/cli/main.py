@@ -215,6 +215,10 @@ def root(
     ctx.call_on_close(app_ctx.close)
 
 
+#: the shells `sophon completions SHELL` has a script for, and its file name in completions/
+SHELL_SCRIPTS = {"bash": "sophon.bash", "zsh": "_sophon", "fish": "sophon.fish"}
+
+
 def completions_command(
     shell: Annotated[
         str | None, typer.Argument(help="bash, zsh or fish.", metavar="SHELL", show_default=False)
@@ -236,7 +240,7 @@ def completions_command(
         return
     from sophon_cli.cli.completions import render_all
 
-    names = {"bash": "sophon.bash", "zsh": "_sophon", "fish": "sophon.fish"}
+    names = SHELL_SCRIPTS
     if shell not in names:
         raise InputError(
             f"unknown shell {shell!r}" if shell else "name a shell", hint="use bash, zsh or fish (or --man)"

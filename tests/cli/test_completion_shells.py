@@ -69,6 +69,14 @@ def test_fish_completes_subcommands_and_options():
     assert [line.split("\t")[0] for line in third] == ["--profile"]
 
 
+def test_bash_completes_the_known_words_of_an_argument():
+    assert _bash_complete("sophon", "completions", "") == ["bash", "zsh", "fish"]
+    assert _bash_complete("sophon", "completions", "z") == ["zsh"]
+    assert _bash_complete("sophon", "config", "set", "ti") == ["timeout"]
+    assert _bash_complete("sophon", "config", "set", "--profile", "ci", "max") == ["max_retries"]
+    assert _bash_complete("sophon", "config", "set", "timeout", "") == []
+
+
 def test_bash_completes_documented_option_values():
     assert sorted(_bash_complete("sophon", "encode", "--fallback", "")) == ["copy", "fail", "skip"]
     assert _bash_complete("sophon", "job", "create", "--container", "m") == ["mp4", "mkv"]
@@ -85,6 +93,12 @@ _PLACES = [
     (["job", "get", "--interval", ""], "files"),
     (["uploads", "get", ""], "nothing"),  # an upload id: none kept, and no file is one
     (["upload", ""], "files"),
+    (["completions", ""], ["bash", "zsh", "fish"]),  # the known words of an argument (were files)
+    (
+        ["config", "set", ""],
+        ["base_url", "timeout", "max_retries", "retry_budget", "stall_seconds", "min_rate"],
+    ),
+    (["config", "set", "timeout", ""], "nothing"),
 ]
 _IDS = ["job_a1", "job_a2", "job_b"]
 
@@ -116,7 +130,10 @@ def test_zsh_offers_job_ids_only_where_a_job_id_goes(tmp_path):
             capture_output=True, text=True, env={"SOPHON_HOME": str(home), "PATH": "/nonexistent"},
             cwd=home, check=True,
         ).stdout.strip()  # fmt: skip
-        expected = {"ids": "ids " + " ".join(_IDS), "files": "files", "nothing": ""}[offered]
+        if isinstance(offered, list):
+            expected = "ids " + " ".join(offered)  # compadd offers them
+        else:
+            expected = {"ids": "ids " + " ".join(_IDS), "files": "files", "nothing": ""}[offered]
         assert out == expected, (words, out)
 
 
@@ -135,5 +152,8 @@ def test_fish_offers_job_ids_only_where_a_job_id_goes(tmp_path):
     ).stdout  # fmt: skip
     for (words, offered), part in zip(_PLACES, out.split("---"), strict=False):
         got = sorted(line.split("\t")[0] for line in part.strip().splitlines())
-        expected = {"ids": _IDS, "files": ["a-file.mp4", "recent-jobs"], "nothing": []}[offered]
+        if isinstance(offered, list):
+            expected = sorted(offered)
+        else:
+            expected = {"ids": _IDS, "files": ["a-file.mp4", "recent-jobs"], "nothing": []}[offered]
         assert got == expected, (words, got)
