@@ -342,6 +342,49 @@ _NOT_A_NUMBER = re.compile(
 )
 
 
+_OUT_OF_RANGE = re.compile(
+    r"Invalid value for '(?P<opt>-[\w-]+)'(?: / '-\w')?: Input should be "
+    r"(?P<rel>greater than or equal to|less than or equal to|greater than|less than) (?P<bound>\S+)"
+)
+_RANGE_WORDS = {
+    "greater than or equal to": "at least",
+    "less than or equal to": "at most",
+    "greater than": "more than",
+    "less than": "less than",
+}
+
+
+def _given_value(names: set[str], given: list[str]) -> str | None:
+    """The value the user gave to the option called one of ``names`` (the last one given)."""
+    value = None
+    for i, arg in enumerate(given):
+        if arg in names and i + 1 < len(given):
+            value = given[i + 1]
+        elif "=" in arg and arg.split("=", 1)[0] in names:
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def _option_names(found: re.Match) -> set[str]:
+    names = {found.group("opt")}
+    if " / '-" in found.group(0):
+        names.add(found.group(0).split(" / '", 1)[1].split("'", 1)[0])
+    return names
+
+
+def _range_message(msg: str, given: list[str]) -> str:
+    """typer words a value out of an option's range as pydantic does ("Invalid value for '--workers':
+    Input should be greater than or equal to 1"), without the value: said as the commands' own
+    checks say it ("--workers must be at least 1 (got 0)")."""
+    found = _OUT_OF_RANGE.search(msg)
+    if found is None:
+        return msg
+    value = _given_value(_option_names(found), given)
+    got = f" (got {value})" if value is not None else ""
+    words = f"{found.group('opt')} must be {_RANGE_WORDS[found.group('rel')]} {found.group('bound')}{got}"
+    return msg.replace(found.group(0), words, 1)
+
+
 def _number_message(msg: str, given: list[str]) -> str:
     """typer words a bad number as pydantic does ("Input should be a valid integer, unable to parse
     string as an integer"), without the value: say which value and what was expected."""
@@ -349,15 +392,7 @@ def _number_message(msg: str, given: list[str]) -> str:
     if found is None:
         return msg
     opt, kind = found.group("opt"), found.group("kind")
-    names = {opt}
-    if " / '-" in found.group(0):
-        names.add(found.group(0).split(" / '", 1)[1].split("'", 1)[0])
-    value = None
-    for i, arg in enumerate(given):
-        if arg in names and i + 1 < len(given):
-            value = given[i + 1]
-        elif "=" in arg and arg.split("=", 1)[0] in names:
-            value = arg.split("=", 1)[1]
+    value = _given_value(_option_names(found), given)
     what = "a whole number" if kind == "integer" else "a number"
     shown = f"{value!r}" if value is not None else "the value"
     return msg.replace(found.group(0), f"{opt} takes {what}, not {shown}", 1)
@@ -391,7 +426,7 @@ def _usage_message(exc, click_exc, given: list[str] | None = None) -> str:
         _suggest_global_flags(exc, ctx)
     # typer words some checks as pydantic does ("Value error, 'x' is not one of ..."): drop the label
     msg = one_line(exc.format_message()).rstrip(".").replace(": Value error, ", ": ")
-    msg = _number_message(msg, given or [])
+    msg = _range_message(_number_message(msg, given or []), given or [])
     if isinstance(exc, click_exc.UsageError):
         if msg.endswith("?"):  # "... Did you mean 'job'?"
             return f"{msg} See '{path} --help'"

@@ -36,6 +36,22 @@ def test_a_bad_number_names_the_option_and_the_value(tmp_path, args, needle):
     assert "Input should be" not in line
 
 
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["server", "--workers", "0"], "--workers must be at least 1 (got 0)"),
+        (["compare", "--subsample=0", "a.mp4", "b.mp4"], "--subsample must be at least 1 (got 0)"),
+        (["encode", "--min-vmaf", "101", "a.mp4"], "--min-vmaf must be at most 100 (got 101)"),
+        (["server", "stop", "--timeout", "0"], "--timeout must be at least 0.1 (got 0)"),
+    ],
+)
+def test_a_value_out_of_range_names_the_option_the_bound_and_the_value(tmp_path, args, needle):
+    """typer said "Invalid value for '--workers': Input should be greater than or equal to 1",
+    without the value, where the commands' own checks say "--limit must be at least 1 (got -5)"."""
+    line = assert_one_line_error(_run(tmp_path, *args), 2, needle, "--help")
+    assert "Input should be" not in line
+
+
 def test_help_command_is_the_same_as_help_flag(tmp_path):
     """`sophon help` answered "No such command 'help'. Did you mean 'health'?"."""
     for words in ([], ["job"], ["job", "list"]):
