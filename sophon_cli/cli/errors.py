@@ -20,7 +20,7 @@ def debug_enabled() -> bool:
 
 def classify(exc: BaseException) -> tuple[int, str]:
     """Map an exception to its exit code and a one-line message (without the ``error:`` prefix)."""
-    from sophon_cli.cli.hints import INTERRUPTED, hint_for, message_for
+    from sophon_cli.cli.hints import INTERRUPTED, hint_for, message_for, not_the_api
     from sophon_cli.client import errors as e
 
     if isinstance(exc, KeyboardInterrupt):
@@ -36,6 +36,8 @@ def classify(exc: BaseException) -> tuple[int, str]:
             (e.WaitTimeoutError, ExitCode.TIMEOUT),
         )
         code = next((c for cls, c in exit_codes if isinstance(exc, cls)), ExitCode.ERROR)
+        if isinstance(exc, e.NotFoundError) and not_the_api(exc):
+            code = ExitCode.ERROR  # a 404 page that is not the API's: nothing says the id is unknown
         msg = message_for(exc)
         hint = hint_for(exc)
         if hint:

@@ -218,6 +218,22 @@ TOO_LARGE = (
 )
 
 
+def not_the_api(exc: BaseException) -> bool:
+    """An API request answered with a body that is not the API's error envelope (an HTML page, an
+    empty body): a proxy, a gateway or a wrong base URL answered, not the API. Download origins
+    (signed links) are not the API and may answer in their own format; 401, 413 and 429 mean the
+    same whoever sends them."""
+    from sophon_cli.client import errors as e
+
+    return (
+        isinstance(exc, e.APIError)
+        and not isinstance(exc, e.MalformedResponseError)
+        and not exc.enveloped
+        and exc.status not in (401, 413, 429)
+        and "/downloads/" not in exc.path
+    )
+
+
 def api_hint(status: int, code: str, path: str, *, request_id: bool = True) -> str:
     """The next step for an API error response (``request_id``: whether the error carries one)."""
     if code in API_CODES:
@@ -362,7 +378,7 @@ def _hint_words(exc: BaseException) -> str | None:
         gone = _UPLOAD_NOT_COMPLETED.search(exc.message)
         if gone:  # the upload, not the video, is the problem
             return UPLOAD_NOT_COMPLETED.format(status=gone.group(1))
-    if isinstance(exc, e.APIError) and not exc.enveloped and exc.status not in (401, 413, 429):
+    if not_the_api(exc):
         words = NOT_THE_API["server" if exc.status >= 500 else "client"]
         return words.format(origin=origins.base_url_origin())
     if isinstance(exc, e.APIError) and exc.hint is None:

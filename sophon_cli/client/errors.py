@@ -498,10 +498,10 @@ def _body_kind(response: httpx.Response) -> str:
     if not response.content:
         return "an empty body"
     ctype = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == "text/html" or response.content.lstrip()[:1] == b"<":
+    if ctype == "text/html" or (not ctype and response.content.lstrip()[:1] == b"<"):
         return "an HTML page"
-    if ctype and ctype.isascii() and len(ctype) <= 60:
-        return f"a {ctype} body"
+    if ctype and len(ctype) <= 60 and all(c.isalnum() or c in "/.+-" for c in ctype):
+        return f"{'an' if ctype[0] in 'aeiou' else 'a'} {ctype} body"
     return "a body"
 
 

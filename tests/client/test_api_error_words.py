@@ -74,7 +74,7 @@ def test_a_gateway_page_instead_of_an_api_error(tmp_path):
 def test_a_base_url_that_is_not_the_api_is_not_told_to_check_the_id(tmp_path):
     with HostileServer({"*": send_page(404, b"<!doctype html><title>Not Found</title>")}) as srv:
         res = sophon(["job", "get", "job_1"], cli_env(server=srv.url, home=tmp_path))
-    assert res.returncode == 3
+    assert res.returncode == 1  # not 3: nothing says that the job does not exist
     line = error_line(res)
     assert "with an HTML page instead of an API error (404)" in line
     assert "check that the base URL (set by SOPHON_BASE_URL) points at the SOPHON API" in line
@@ -126,3 +126,20 @@ def test_409_of_an_unfinished_job_says_to_wait_for_it(cli, client, clip, tmp_pat
     assert res.returncode == 1
     line = error_line(res)
     assert "(409 output_not_ready)" in line and f"`sophon job wait {job.id}`" in line
+
+
+def test_a_download_origin_answering_its_own_404_page_is_still_a_missing_output(tmp_path):
+    from tests.client.hostile import job_doc
+
+    job = job_doc("job_1", size=10, sha256=None)
+    routes = {
+        "/v1/jobs/job_1": lambda h: send_json(h, 200, job),
+        "/v1/jobs/job_1/output": lambda h: h.redirect(302, "/v1/downloads/tok"),
+        "/v1/downloads/tok": send_page(404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml"),
+    }
+    with HostileServer(routes) as srv:
+        res = sophon(["download", "job_1", "-o", tmp_path / "out"], cli_env(server=srv.url, home=tmp_path))
+    assert res.returncode == 3
+    line = error_line(res)
+    assert "with an application/xml body" in line  # what it was, not "an HTML page"
+    assert "the output file is gone; run the download again" in line and "base URL" not in line
