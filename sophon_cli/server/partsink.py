@@ -58,14 +58,13 @@ def write_at(fd: int, block: bytes, offset: int) -> None:
 
 class UploadWorker:
     """One upload's thread: writes (and hashes) the blocks its part sinks queue, and runs the
-    digest's calls, in the order queued. Started on first use; ends once closed and no sink is
-    open. Used from the event loop."""
+    digest's calls, in the order queued. Started when there is work, ended when no sink is open and
+    no call is waiting (an upload session left open holds no thread). Used from the event loop."""
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._sinks = 0
-        self._closed = False
+        self._users = 0  # open sinks and waiting calls
 
     def _put(self, item: Any) -> None:
         if self._thread is None:  # (a new queue: the thread that is ending may still be on the old)
@@ -82,24 +81,20 @@ class UploadWorker:
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` on the thread, after everything queued before."""
         done = asyncio.get_running_loop().create_future()
-        self._put((fn, args, done))
-        return await done
+        self._users += 1
+        try:
+            self._put((fn, args, done))
+            return await done
+        finally:
+            self._release()
 
     def sink(self, fd: int, offset: int, budget: RetainBudget) -> PartSink:
-        self._sinks += 1
+        self._users += 1
         return PartSink(self, fd, offset, budget)
 
-    def _sink_done(self) -> None:
-        self._sinks -= 1
-        self._exit_if_idle()
-
-    def close(self) -> None:
-        """No more calls; the thread ends once the open sinks are done."""
-        self._closed = True
-        self._exit_if_idle()
-
-    def _exit_if_idle(self) -> None:
-        if self._closed and not self._sinks and self._thread is not None:
+    def _release(self) -> None:
+        self._users -= 1
+        if not self._users and self._thread is not None:  # (it ends after what is queued)
             self._queue.put(_EXIT)
             self._thread = None
 
@@ -224,7 +219,7 @@ class PartSink:
     def _finish(self) -> None:
         if not self._done.done():
             self._done.set_result(None)
-        self._worker._sink_done()
+        self._worker._release()
 
 
 def _settle(done: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

@@ -219,7 +219,6 @@ class UploadDigest:
         if self._reading is not None:
             await asyncio.shield(self._reading)
         self._release()
-        self.worker.close()
         if not self.valid:
             return await run_in_threadpool(sha256_file, self.path)
         h = self._h.copy()
@@ -229,7 +228,6 @@ class UploadDigest:
     def close(self) -> None:
         self.closed = True
         self._release()
-        self.worker.close()
 
     def _release(self) -> None:
         for blocks in self._ready.values():

@@ -61,7 +61,6 @@ def test_blocks_are_written_at_their_offset_in_order_and_hashed(tmp_path):
             await sink.close()
         finally:
             os.close(fd)
-            worker.close()
 
     run(go())
     body = b"".join(blocks)
@@ -93,7 +92,6 @@ def test_a_canceled_writer_still_waits_for_the_thread_to_be_done_with_its_part(t
             await call
         finally:
             os.close(fd)
-            worker.close()
 
     run(go())
     assert budget.queued == 0
@@ -125,7 +123,6 @@ def test_a_part_stopped_while_its_blocks_wait_for_the_thread_drops_them(tmp_path
             await stopping
         finally:
             os.close(fd)
-            worker.close()
 
     run(go())
     assert path.read_bytes() == bytes(4 * MIB)  # nothing written
@@ -153,7 +150,6 @@ def test_a_write_error_fails_the_part_and_what_follows_is_dropped():
             return err.value
         finally:
             os.close(fd)
-            worker.close()
 
     err = run(go())
     assert err.status == 503 and err.code.value == "capacity_exceeded"
@@ -246,9 +242,30 @@ def test_writers_waiting_for_room_never_wait_on_bytes_still_in_a_batch(tmp_path)
                 await sink.close()
         finally:
             os.close(fd)
-            worker.close()
 
     run(go())
     data = path.read_bytes()
     assert [data[i * MIB : i * MIB + piece] for i in range(4)] == [bytes([65 + i]) * piece for i in range(4)]
     assert budget.queued == 0 and not budget.batching
+
+
+def test_an_upload_left_open_holds_no_thread(make_server):
+    """The upload's thread ends when no part is being written: sessions left open (never
+    completed, never canceled) do not each keep a thread."""
+    from .helpers import Api, wait_for
+
+    def writers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "sophon-upload-writer" and t.is_alive()]
+
+    srv = make_server(chunk_size=64 << 10)
+    api = Api(srv)
+    try:
+        data = os.urandom(3 * (64 << 10))
+        for _ in range(3):
+            uid = api.create_upload("v.bin", len(data))["id"]
+            for n in (1, 0):  # part 0 hashes what part 1 kept: a call on the thread too
+                r = api.put(f"/v1/uploads/{uid}/parts/{n}", content=data[n << 16 : (n + 1) << 16])
+                assert r.status_code == 200, r.text
+        wait_for(lambda: not writers(), "the upload threads to end")
+    finally:
+        api.close()
