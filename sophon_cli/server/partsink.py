@@ -113,9 +113,9 @@ class UploadWorker:
             try:
                 result = fn(*args)
             except BaseException as exc:  # noqa: BLE001 - raised in the caller
-                loop.call_soon_threadsafe(_settle, done, None, exc)
+                _tell(loop, _settle, done, None, exc)
             else:
-                loop.call_soon_threadsafe(_settle, done, result, None)
+                _tell(loop, _settle, done, result, None)
 
 
 class PartSink:
@@ -194,7 +194,7 @@ class PartSink:
         batch = item[1]
         if batch is _END:
             self._finished.set()
-            loop.call_soon_threadsafe(self._finish)
+            _tell(loop, self._finish)
             return
         written = hashed = 0
         try:
@@ -220,6 +220,15 @@ class PartSink:
         if not self._done.done():
             self._done.set_result(None)
         self._worker._release()
+
+
+def _tell(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """Run ``callback`` on the loop (from the thread); nothing once the loop is closed (a server
+    stopped with a part in flight: nobody waits any more)."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        pass
 
 
 def _settle(done: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

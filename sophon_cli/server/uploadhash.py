@@ -119,7 +119,10 @@ class RetainBudget:
                 return  # (woken in batches: a wake-up across cores is not cheap)
             waiters, self._waiters = self._waiters, []
         for waiter in waiters:
-            waiter.get_loop().call_soon_threadsafe(_wake, waiter)
+            try:
+                waiter.get_loop().call_soon_threadsafe(_wake, waiter)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

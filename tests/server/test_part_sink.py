@@ -269,3 +269,37 @@ def test_an_upload_left_open_holds_no_thread(make_server):
         wait_for(lambda: not writers(), "the upload threads to end")
     finally:
         api.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_server_stopped_with_a_part_in_flight_stops_and_the_part_can_be_sent_again(make_server, tmp_path):
+    from .helpers import Api, SlowPut, wait_for
+
+    errors: list[threading.ExceptHookArgs] = []
+    hook, threading.excepthook = threading.excepthook, errors.append
+    try:
+        d = tmp_path / "data"
+        srv = make_server(d, chunk_size=4 * MIB)
+        api = Api(srv)
+        data = os.urandom(4 * MIB)
+        uid = api.create_upload("v.bin", len(data))["id"]
+        api.close()
+        slow = SlowPut(srv, uid, 0, len(data))
+        slow.send(data[: 3 * MIB])  # three batches on the upload's thread, the rest never comes
+        wait_for(lambda: srv.core.in_flight >= 1, "the part to arrive")
+        srv.stop()  # uvicorn cancels the request: the writer waits for the thread, then lets go
+        slow.sock.close()
+        again = make_server(d, chunk_size=4 * MIB, api_keys=srv.api_keys)
+        api = Api(again)
+        try:
+            assert api.get(f"/v1/uploads/{uid}").json()["received_chunks"] == []
+            r = api.put(f"/v1/uploads/{uid}/parts/0", content=data)
+            assert r.status_code == 200, r.text
+            staged = again.core.store.get_upload(uid)["path"]
+            with open(staged, "rb") as fh:
+                assert fh.read() == data
+        finally:
+            api.close()
+    finally:
+        threading.excepthook = hook
+    assert errors == []  # no thread died on a closed loop
