@@ -23,7 +23,12 @@ from tests.conftest import REPO_ROOT, TEST_KEY
 
 pyte = pytest.importorskip("pyte")
 
-LABELS = ("uploading", "queued", "encoding", "downloading", "uploaded", "encoded", "job created", "hashing")
+# every label a live file line can show; "fallback" only for the moment between an encode failing and the
+# original being kept (a loaded machine draws a frame then)
+LABELS = (
+    "uploading", "queued", "encoding", "downloading", "uploaded", "encoded", "job created", "hashing",
+    "downloaded", "fallback",
+)  # fmt: skip
 ETA = r"eta \d:\d\d:\d\d"
 
 
