@@ -48,4 +48,8 @@ async def json_body(request: Request) -> dict[str, Any]:
         raise invalid(f"the request body is not valid JSON{detail}") from None
     if not isinstance(data, dict):
         raise invalid("the request body must be a JSON object")
+    try:  # every string of a body is Unicode text: "\\ud800" (a lone surrogate) is not, anywhere in it
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid("the request body contains text that is not valid Unicode (a lone surrogate)") from None
     return data

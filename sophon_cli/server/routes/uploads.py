@@ -60,8 +60,8 @@ async def create_upload(request: Request) -> Response:
     core = core_of(request)
     data = await json_body(request)
     name, size, mime = data.get("file_name"), data.get("file_size"), data.get("mime_type")
-    if not isinstance(name, str) or not name.strip():
-        raise invalid("file_name must be a non-empty string")
+    if not isinstance(name, str) or not name:  # the contract: minLength 1, no pattern (" " is a name)
+        raise invalid("file_name must be a string of at least one character")
     size = as_int(size)
     if size is None or size < 1:
         raise invalid("file_size must be an integer >= 1")
