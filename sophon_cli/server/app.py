@@ -102,6 +102,6 @@ def build_app(core: Core):
     )
     app.state.core = core
     app.state.upload_digests = {}  # upload id -> UploadDigest (see uploadhash.py)
-    app.state.retain_budget = RetainBudget()  # received bytes kept until hashed, all uploads
+    app.state.retain_budget = RetainBudget()  # all uploads: bytes kept until hashed, queued until written
     app.state.part_writers = uploads.PartWriters()  # one writer per (upload, part) at a time
     return Frame(app, core)
