@@ -52,6 +52,7 @@ NEXT_STEPS: dict[str, str] = {
     "({base_url_origin}) points at the SOPHON API",
     "check_proxy": "check {proxy_variable} (the proxy this environment sends requests through), or add the "
     "server's host to NO_PROXY",
+    "fresh_link": "get a fresh link: run `sophon download <id>` again (`sophon job get <id>` shows the job)",
 }
 
 #: a download origin (not the base URL's host) whose name did not resolve
@@ -308,6 +309,9 @@ def message_for(exc: BaseException) -> str:
         return key[0]
     from sophon_cli.client import errors as e
 
+    if isinstance(exc, e.LinkRefusedError):  # the server's words are about its API, not this link
+        code = "" if exc.code == f"http_{exc.status}" else f" {exc.code}"
+        return f"the download link was refused ({exc.status}{code}): expired or invalid token"
     if isinstance(exc, e.APIError) and not isinstance(exc, e.MalformedResponseError):
         code = "" if exc.code == f"http_{exc.status}" else f" {exc.code}"  # no envelope: no code
         tries = f", after {exc.attempts} attempts" if exc.attempts > 1 else ""
@@ -330,7 +334,7 @@ def _job_ids(exc: BaseException) -> list[str]:
     """The job ids an error is about: a wait's pending jobs, the job it carries, the job in the
     request path; [] when it names none."""
     ids = [str(i) for i in getattr(exc, "job_ids", None) or []]
-    job_id = getattr(getattr(exc, "job", None), "id", None)
+    job_id = getattr(getattr(exc, "job", None), "id", None) or getattr(exc, "job_id", None)
     if not ids and job_id:
         ids = [str(job_id)]
     path = getattr(exc, "path", None)  # an API error's request path (other errors: a local Path)

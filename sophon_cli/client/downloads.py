@@ -38,6 +38,7 @@ from sophon_cli.client.errors import (
     ConflictError,
     IntegrityError,
     JobFailedError,
+    LinkRefusedError,
     SizeExceededError,
     SophonError,
     TargetExistsError,
@@ -312,7 +313,10 @@ class Downloads:
                             resp = direct.read_error_body()
                         else:
                             resp.read()
-                        raise error_from_response(resp, secrets=c._secret_values)
+                        err = error_from_response(resp, secrets=c._secret_values, link=True)
+                        if isinstance(err, LinkRefusedError):
+                            err.job_id = str(job_id)
+                        raise err
                     total: int | None = None
                     if status == 206:
                         rng = parse_content_range(resp.headers.get("content-range"))

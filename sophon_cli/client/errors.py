@@ -23,7 +23,9 @@
         ├── AuthError                401, 403                                            -> exit 4
         │   ├── KeyMissingError      401 to a request that carried no API key
         │   ├── KeyRejectedError     401: the server did not accept the API key sent
-        │   └── ForbiddenError       403: the request is not allowed (key or link)
+        │   ├── ForbiddenError       403: the request is not allowed (the key's permission)
+        │   └── LinkRefusedError     401/403 to a signed download link: its token expired or is
+        │                            not valid (the key plays no part; .job_id)
         ├── NotFoundError            404                                                 -> exit 3
         ├── ConflictError            409                                                 -> exit 1
         ├── RateLimitError           429                                                 -> exit 1
@@ -68,6 +70,7 @@ class NextStep(str, enum.Enum):
     RAISE_TIMEOUT = "raise_timeout"  # no answer in time: check the network or allow more time
     CHECK_PROXY = "check_proxy"  # the environment's proxy could not be reached: check that setting
     CONNECTION_DROPPED = "connection_dropped"  # the server closed connections unanswered: later, or the URL
+    FRESH_LINK = "fresh_link"  # a signed download link was refused: get a fresh one (download again)
 
 
 class SophonError(Exception):
@@ -376,7 +379,20 @@ class KeyRejectedError(AuthError):
 
 class ForbiddenError(AuthError):
     """403: the server knows the credentials and refuses this request (a key without the needed
-    permission, or a signed download link that expired or is not valid)."""
+    permission). A refused signed download link is a :class:`LinkRefusedError` instead."""
+
+
+class LinkRefusedError(AuthError):
+    """401 or 403 to the GET of a signed download link (not the API): the link's token expired or
+    is not valid. The API key plays no part (the link is fetched without it); the next step is a
+    fresh link, which asking the API for the job's output again gives. ``job_id``: the job whose
+    output the link was for (None when not known)."""
+
+    next_step = NextStep.FRESH_LINK
+    hint = (
+        "the download link's token expired or is not valid: download the job's output again for a fresh link"
+    )
+    job_id: str | None = None
 
 
 class NotFoundError(APIError):
@@ -417,9 +433,14 @@ class MalformedResponseError(ServerError):
         return self.message
 
 
-def error_class_for_status(status: int, *, authenticated: bool | None = None) -> type[APIError]:
+def error_class_for_status(
+    status: int, *, authenticated: bool | None = None, link: bool = False
+) -> type[APIError]:
     """The APIError class for ``status``. ``authenticated``: whether the request carried the API
-    key (None: unknown, e.g. a signed download URL), which tells the two kinds of 401 apart."""
+    key (None: unknown), which tells the two kinds of 401 apart; ``link``: the request was the GET
+    of a signed download link, whose 401 and 403 are about its token, never the key."""
+    if link and status in (401, 403):
+        return LinkRefusedError
     if status == 401:
         if authenticated is None:
             return AuthError
@@ -443,11 +464,15 @@ def error_class_for_status(status: int, *, authenticated: bool | None = None) ->
 
 
 def error_from_response(
-    response: httpx.Response, *, secrets: tuple[str, ...] = (), authenticated: bool | None = None
+    response: httpx.Response,
+    *,
+    secrets: tuple[str, ...] = (),
+    authenticated: bool | None = None,
+    link: bool = False,
 ) -> APIError:
     """Build the typed APIError for an error response (envelope or not). Every server-supplied
     field is redacted (``secrets``, download tokens) and stripped of control characters.
-    ``authenticated``: whether the request carried the API key (see :func:`error_class_for_status`)."""
+    ``authenticated``, ``link``: what the request was (see :func:`error_class_for_status`)."""
     from sophon_cli.client.retry import parse_retry_after, should_retry_status
     from sophon_cli.client.text import redact, safe_field
 
@@ -478,7 +503,7 @@ def error_from_response(
         if not isinstance(body, dict):
             message = f"{message} with {_body_kind(response)} instead of an API error"
     path = response.request.url.path if response.request is not None else ""
-    cls = error_class_for_status(status, authenticated=authenticated)
+    cls = error_class_for_status(status, authenticated=authenticated, link=link)
     err = cls(
         status,
         safe_field(code, secrets, 100),
