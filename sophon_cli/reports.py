@@ -46,6 +46,8 @@ __all__ = [
     "FileRow",
     "ReportFormat",
     "RunInfo",
+    "TargetError",
+    "TargetProblem",
     "Totals",
     "append_summary",
     "check_target",
@@ -465,11 +467,64 @@ def format_for(path: str | os.PathLike[str]) -> ReportFormat:
     suffix = Path(path).suffix.lower()
     fmt = _EXTENSIONS.get(suffix)
     if fmt is None:
-        raise InputError(
-            f"cannot tell the report format of {os.fspath(path)!r}",
-            hint="name it *.json, *.csv or *.xml (JUnit)",
-        )
+        raise TargetError(path, TargetProblem.UNKNOWN_FORMAT, None)
     return fmt
+
+
+class TargetProblem(str, enum.Enum):
+    """What is wrong with a path a report (or summary) was to be written to."""
+
+    UNKNOWN_FORMAT = "unknown_format"  # its extension names no report format
+    SYMLINK = "symlink"  # it is a symbolic link (never written through)
+    DIRECTORY = "directory"  # it is a directory, not a file name
+    NOT_OURS = "not_ours"  # it holds a file that is not an earlier report of the kind: left alone
+    CANNOT_OPEN = "cannot_open"  # it could not be opened for appending (``detail`` says why)
+
+
+class TargetError(InputError):
+    """A report or summary cannot be written to ``path``: ``problem`` says why, ``fmt`` is the
+    format that was to be written there (None when the path named none), ``detail`` the system's
+    words when it has some. The message and hint are plain words; a front end that took the path
+    from an option names that option itself."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        problem: TargetProblem,
+        fmt: ReportFormat | None,
+        *,
+        detail: str = "",
+    ) -> None:
+        self.path = os.fspath(path)
+        self.problem = problem
+        self.fmt = fmt
+        self.detail = detail
+        what = self.kind
+        message, hint = {
+            TargetProblem.UNKNOWN_FORMAT: (
+                f"cannot tell the report format of {self.path!r}",
+                "name it *.json, *.csv or *.xml (JUnit)",
+            ),
+            TargetProblem.SYMLINK: (
+                f"{self.path} is a symlink; {what}s are never written through one",
+                "pick another path",
+            ),
+            TargetProblem.DIRECTORY: (f"{self.path} is a directory", f"give a file name for the {what}"),
+            TargetProblem.NOT_OURS: (
+                f"{self.path} exists and is not an earlier sophon {what}; it was left alone",
+                "pick another path, or move that file away",
+            ),
+            TargetProblem.CANNOT_OPEN: (
+                f"cannot append the {what} to {self.path}: {detail}",
+                "check the path (symlinks are not followed)",
+            ),
+        }[problem]
+        super().__init__(message, hint=hint)
+
+    @property
+    def kind(self) -> str:
+        """What was to be written: "summary" (Markdown) or "report"."""
+        return "summary" if self.fmt is ReportFormat.MARKDOWN else "report"
 
 
 # -- files -----------------------------------------------------------------------------------------
@@ -495,20 +550,15 @@ def _is_ours(path: Path, fmt: ReportFormat) -> bool:
 
 
 def check_target(path: str | os.PathLike[str], fmt: ReportFormat) -> Path:
-    """Raise InputError unless ``path`` may receive a report: not a symlink, not a directory, and
+    """Raise TargetError unless ``path`` may receive a report: not a symlink, not a directory, and
     either absent or an earlier report of the same format. Returns the absolute path."""
     target = Path(os.path.abspath(path))
     if target.is_symlink():
-        raise InputError(
-            f"{os.fspath(path)} is a symlink; reports are never written through one", hint="pick another path"
-        )
+        raise TargetError(path, TargetProblem.SYMLINK, fmt)
     if target.is_dir():
-        raise InputError(f"{os.fspath(path)} is a directory", hint="give a file name for the report")
+        raise TargetError(path, TargetProblem.DIRECTORY, fmt)
     if target.exists() and not _is_ours(target, fmt):
-        raise InputError(
-            f"{os.fspath(path)} exists and is not an earlier sophon report; it was left alone",
-            hint="pick another path, or move that file away",
-        )
+        raise TargetError(path, TargetProblem.NOT_OURS, fmt)
     return target
 
 
@@ -539,17 +589,13 @@ def write_report(path: str | os.PathLike[str], text: str, fmt: ReportFormat) -> 
 def append_summary(path: str | os.PathLike[str], text: str) -> None:
     """Append ``text`` to a summary file (e.g. GitHub's ``GITHUB_STEP_SUMMARY``), never through a symlink."""
     if os.path.islink(path):
-        raise InputError(
-            f"{os.fspath(path)} is a symlink; the summary is never written through one",
-            hint="point it at a regular file",
-        )
+        raise TargetError(path, TargetProblem.SYMLINK, ReportFormat.MARKDOWN)
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(path, flags, 0o644)
     except OSError as exc:
-        raise InputError(
-            f"cannot append the summary to {os.fspath(path)}: {exc.strerror or exc}",
-            hint="check the path (symlinks are not followed)",
+        raise TargetError(
+            path, TargetProblem.CANNOT_OPEN, ReportFormat.MARKDOWN, detail=str(exc.strerror or exc)
         ) from None
     with os.fdopen(fd, "a", encoding="utf-8") as fh:
         fh.write(text if text.endswith("\n") else text + "\n")

@@ -14,9 +14,11 @@ exit code of a reader that stops early, 0 (7 if a file had already failed), and 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -506,26 +508,46 @@ class _ReportTargets:
 
         fmt = None
         if report is not None:
-            fmt = reports.format_for(report)
-            reports.check_target(report, fmt)
+            with _from_option("--report"):
+                fmt = reports.format_for(report)
+                reports.check_target(report, fmt)
         if summary is not None:
-            reports.check_target(summary, reports.ReportFormat.MARKDOWN)
+            with _from_option("--summary"):
+                reports.check_target(summary, reports.ReportFormat.MARKDOWN)
         return cls(report, fmt, summary, os.environ.get("GITHUB_STEP_SUMMARY") or None)
 
     def write(self, results: list[Any], info: Any) -> None:
         from sophon_cli import reports
 
         if self.report is not None:
-            reports.write_report(
-                self.report, reports.render(self.report_format, results, info), self.report_format
-            )
+            with _from_option("--report"):
+                reports.write_report(
+                    self.report, reports.render(self.report_format, results, info), self.report_format
+                )
         if self.summary is None and self.step is None:
             return
         markdown = reports.render_markdown(results, info)
         if self.summary is not None:
-            reports.write_report(self.summary, markdown, reports.ReportFormat.MARKDOWN)
+            with _from_option("--summary"):
+                reports.write_report(self.summary, markdown, reports.ReportFormat.MARKDOWN)
         if self.step is not None:
-            reports.append_summary(self.step, markdown)
+            with _from_option("GITHUB_STEP_SUMMARY"):
+                reports.append_summary(self.step, markdown)
+
+
+@contextlib.contextmanager
+def _from_option(source: str) -> Iterator[None]:
+    """A report path the library cannot write to is said naming ``source``, the option (or
+    variable) the path came from."""
+    from sophon_cli import reports
+    from sophon_cli.cli.hints import report_target_words
+    from sophon_cli.client.errors import InputError
+
+    try:
+        yield
+    except reports.TargetError as exc:
+        message, step = report_target_words(exc, source)
+        raise InputError(message, hint=step) from None
 
 
 def _exit_on_next_ctrl_c(line: str) -> None:

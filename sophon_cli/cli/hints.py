@@ -178,6 +178,48 @@ OWN_DIR_STEPS: dict[str, str] = {
     "other": "check that it is a directory you can write, or set SOPHON_HOME to one",
 }
 
+#: a path given to --report/--summary (or by GITHUB_STEP_SUMMARY) that cannot take what was to be
+#: written there: ``reports.TargetProblem`` value -> (message, next step). ``{source}`` is the option
+#: (or variable) the path came from, ``{path}`` the path, ``{kind}`` "report" or "summary",
+#: ``{example}`` a file name inside a directory, ``{detail}`` the system's words
+REPORT_TARGET: dict[str, tuple[str, str]] = {
+    "unknown_format": (
+        "{source} {path}: cannot tell the report format",
+        "name it *.json, *.csv or *.xml (JUnit)",
+    ),
+    "symlink": ("{source} {path} is a symlink; a {kind} is never written through one", "pick another path"),
+    "directory": ("{source} {path} is a directory", "give it a file name (e.g. {example})"),
+    "not_ours": (
+        "{source} {path} exists and is not an earlier sophon {kind}; it was left alone",
+        "pick another path, or move that file away",
+    ),
+    "cannot_open": (
+        "{source} {path}: cannot append the {kind}: {detail}",
+        "check the path (symlinks are not followed)",
+    ),
+}
+
+
+def report_target_words(exc: BaseException, source: str) -> tuple[str, str]:
+    """(message, next step) for a ``reports.TargetError`` whose path came from ``source`` (the
+    option, e.g. ``--summary``, or the variable that set it)."""
+    import os
+
+    problem = getattr(exc, "problem", None)
+    path = str(getattr(exc, "path", ""))
+    kind = getattr(exc, "kind", "report")
+    example = os.path.join(path, "summary.md" if kind == "summary" else "report.json")
+    message, step = REPORT_TARGET[getattr(problem, "value", "not_ours")]
+    fields = {
+        "source": source,
+        "path": path,
+        "kind": kind,
+        "example": example,
+        "detail": getattr(exc, "detail", ""),
+    }
+    return message.format_map(fields), step.format_map(fields)
+
+
 #: API error code -> words
 API_CODES: dict[str, str] = {
     "output_not_ready": "wait for the job to finish (`sophon job wait <id>`), then download",
