@@ -18,17 +18,29 @@ UPLOAD_TTL = 24 * 3600.0  # seconds an upload session (and its completed source)
 RETENTION = 7 * 24 * 3600.0  # seconds a job's output stays downloadable after completion
 BODY_IDLE_ENV = "SOPHON_SERVER_BODY_IDLE_SECONDS"
 BODY_IDLE = 60.0  # seconds a request body may go without a byte before the request is abandoned
+HEADER_TIMEOUT_ENV = "SOPHON_SERVER_HEADER_TIMEOUT_SECONDS"
+HEADER_TIMEOUT = 60.0  # seconds from a request's first byte (or a connection's idle start) to its headers
+
+
+def _seconds_from_env(name: str, default: float) -> float:
+    """``$name`` as a number of seconds if set, else ``default``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds > 0, not {raw!r}") from None
 
 
 def _body_idle_default() -> float:
     """``$SOPHON_SERVER_BODY_IDLE_SECONDS`` if set, else :data:`BODY_IDLE`."""
-    raw = os.environ.get(BODY_IDLE_ENV, "").strip()
-    if not raw:
-        return BODY_IDLE
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{BODY_IDLE_ENV} must be a number of seconds > 0, not {raw!r}") from None
+    return _seconds_from_env(BODY_IDLE_ENV, BODY_IDLE)
+
+
+def _header_timeout_default() -> float:
+    """``$SOPHON_SERVER_HEADER_TIMEOUT_SECONDS`` if set, else :data:`HEADER_TIMEOUT`."""
+    return _seconds_from_env(HEADER_TIMEOUT_ENV, HEADER_TIMEOUT)
 
 
 @dataclass
@@ -52,6 +64,7 @@ class ServerConfig:
     body_idle_seconds: float = field(default_factory=_body_idle_default)
     body_min_rate: float = field(default_factory=bodyrate.min_rate_default)  # bytes/s (bodyrate.py)
     body_rate_window: float = field(default_factory=bodyrate.window_default)  # seconds
+    header_timeout_seconds: float = field(default_factory=_header_timeout_default)  # headertime.py
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
@@ -67,6 +80,9 @@ class ServerConfig:
         self.body_idle_seconds = float(self.body_idle_seconds)
         if not (0 < self.body_idle_seconds < float("inf")):  # (also refuses nan)
             raise ValueError(f"body_idle_seconds ({BODY_IDLE_ENV}) must be a number of seconds > 0")
+        self.header_timeout_seconds = float(self.header_timeout_seconds)
+        if not (0 < self.header_timeout_seconds < float("inf")):
+            raise ValueError(f"header_timeout_seconds ({HEADER_TIMEOUT_ENV}) must be a number of seconds > 0")
         self.body_min_rate, self.body_rate_window = bodyrate.check_settings(
             self.body_min_rate, self.body_rate_window
         )

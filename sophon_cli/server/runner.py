@@ -17,12 +17,18 @@ from .config import ServerConfig
 
 
 def _uvicorn_server(core, host: str, port: int):
+    import functools
+
     import uvicorn
 
     from .app import build_app
 
-    try:  # httptools, body chunks uncopied (httpbody) and sendfile for downloads (zerocopy)
-        from .zerocopy import ZeroCopyProtocol as http  # needs httptools (the server extra)
+    http: Any
+    try:  # httptools, body chunks uncopied (httpbody), headers bounded in time (headertime) and
+        # sendfile for downloads (zerocopy)
+        from .zerocopy import ZeroCopyProtocol  # needs httptools (the server extra)
+
+        http = functools.partial(ZeroCopyProtocol, header_timeout=core.config.header_timeout_seconds)
     except ImportError:
         http = "auto"
     app = build_app(core)

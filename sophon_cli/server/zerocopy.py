@@ -8,7 +8,7 @@ the 2-core machine measured, that was 0.7-0.9 CPU-s per GiB sent, on the cores t
 receiving it also needs.
 
 :class:`ZeroCopyProtocol` is the server's httptools protocol (uvicorn's ``HttpToolsProtocol``
-with :mod:`.httpbody`'s request bodies) with the extension advertised in every request's
+with :mod:`.httpbody`'s request bodies and :mod:`.headertime`'s header deadline) with the extension advertised in every request's
 ``scope["extensions"]``. A ``{"type": "http.response.zerocopy", "file": <binary
 file object>, "offset": int, "count": int, "more_body": bool}`` message after the response start
 sends ``count`` bytes of the file from ``offset`` with the event loop's ``sendfile`` (the kernel's
@@ -31,6 +31,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
+from .headertime import HeaderDeadlineProtocol
 from .httpbody import ChunkedBodyProtocol
 
 EXTENSION = "http.response.zerocopy"
@@ -85,9 +86,10 @@ class _Cycle(RequestResponseCycle):
             await super().send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-class ZeroCopyProtocol(ChunkedBodyProtocol):
+class ZeroCopyProtocol(ChunkedBodyProtocol, HeaderDeadlineProtocol):
     """The server's httptools protocol (:class:`~.httpbody.ChunkedBodyProtocol`: uvicorn's, with
-    request bodies handed over uncopied), plus the zero-copy send extension (see the module doc)."""
+    request bodies handed over uncopied; :class:`~.headertime.HeaderDeadlineProtocol`: request
+    headers bounded in time), plus the zero-copy send extension (see the module doc)."""
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

@@ -59,3 +59,12 @@ def test_the_request_body_idle_bound_is_stated_with_its_setting_and_default():
     assert "**A request body is bounded in time.**" in text
     assert f"`{BODY_IDLE_ENV}` (default {BODY_IDLE:g} s)" in text
     assert "400 `validation_error`" in text and "its connection is closed" in text
+
+
+def test_the_request_header_bound_is_stated_with_its_setting_and_default():
+    from sophon_cli.server.config import HEADER_TIMEOUT, HEADER_TIMEOUT_ENV
+
+    text = " ".join(SECTION.split())
+    assert "**Request headers are bounded in time.**" in text
+    assert f"`{HEADER_TIMEOUT_ENV}` (default {HEADER_TIMEOUT:g} s)" in text
+    assert "`408 Request Timeout`" in text

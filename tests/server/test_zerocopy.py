@@ -164,4 +164,6 @@ def test_output_download_is_in_the_request_log_when_its_last_byte_arrives(make_s
 
 def test_the_server_runs_the_zero_copy_protocol(make_server):
     srv = make_server()
-    assert srv._instance.server.config.http_protocol_class is ZeroCopyProtocol
+    made = srv._instance.server.config.http_protocol_class  # the class, given its header bound
+    assert made.func is ZeroCopyProtocol
+    assert made.keywords == {"header_timeout": srv.config.header_timeout_seconds}
