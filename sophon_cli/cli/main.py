@@ -14,6 +14,7 @@ import importlib
 import os
 import re
 import sys
+import types
 from typing import Annotated
 
 import typer
@@ -478,6 +479,16 @@ def _quiet_broken_pipe() -> int:
     return ExitCode.OK
 
 
+_NO_PLUGINS = ("__all__", "1", "true")  # the values pydantic reads as "no plugins at all"
+
+
+def _no_pydantic_plugins() -> types.ModuleType:
+    """What pydantic's ``plugin._loader`` is when plugins are off: ``get_plugins()`` returns none."""
+    module = types.ModuleType("pydantic.plugin._loader")
+    module.get_plugins = tuple  # type: ignore[attr-defined]  # () -- pydantic's answer for these values
+    return module
+
+
 def main(argv: list[str] | None = None) -> None:
     from typer._click import exceptions as click_exc  # typer vendors click; its minor version is pinned
 
@@ -496,7 +507,10 @@ def main(argv: list[str] | None = None) -> None:
     # reply model) by reading the entry points of every installed distribution: 5-10 ms before the
     # first request, more in a big environment. sophon uses no pydantic plugin (typer switches them
     # off for its own validators the same way); a value the user set is left alone.
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    if os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__") in _NO_PLUGINS:
+        # With every plugin off, pydantic's loader returns none, but importing it still imports
+        # importlib.metadata (email, zipfile, csv, ...: ~11 ms before the first request).
+        sys.modules.setdefault("pydantic.plugin._loader", _no_pydantic_plugins())
     given = list(sys.argv[1:] if argv is None else argv)
     if given[:1] == ["help"]:  # `sophon help job list` = `sophon job list --help` (as gh and git have it)
         given = [*given[1:], "--help"]

@@ -87,18 +87,23 @@ def test_no_config_file_means_no_toml_parser_is_loaded(tmp_path):
 def test_a_command_never_scans_installed_distributions_for_pydantic_plugins(tmp_path):
     """pydantic reads every installed distribution's entry points the first time it builds a
     validator, looking for plugins sophon never uses: a command that loads the settings and a reply
-    model skips that scan (and leaves a value the user set alone)."""
+    model skips that scan and the import of importlib.metadata it needs (and leaves a value the
+    user set alone: then pydantic's own loader runs)."""
     code = (
         "import os, sys\n"
         f"os.environ.update(SOPHON_HOME={str(tmp_path)!r})\n"
         "os.environ.pop('PYDANTIC_DISABLE_PLUGINS', None)\n"
         + _run_main(["config", "show"])
         + "from sophon_cli.client.models import Job\n"
+        "assert Job.model_validate({'id': 'job_1', 'status': 'queued'}).id == 'job_1'\n"
         "import pydantic.plugin._loader as loader\n"
-        "print('SCANNED' if loader._plugins is not None else 'NOT-SCANNED', os.environ['PYDANTIC_DISABLE_PLUGINS'])\n"
+        "print('SCANNED' if getattr(loader, '_plugins', None) is not None else 'NOT-SCANNED',\n"
+        "      'METADATA' if 'importlib.metadata' in sys.modules else 'NO-METADATA',\n"
+        "      os.environ['PYDANTIC_DISABLE_PLUGINS'])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split()[-2:] == ["NOT-SCANNED", "__all__"]
+    # nor imports importlib.metadata (email, zipfile, csv, ...) for a scan that cannot find anything
+    assert out.stdout.split()[-3:] == ["NOT-SCANNED", "NO-METADATA", "__all__"]
     kept = code.replace(
         "os.environ.pop('PYDANTIC_DISABLE_PLUGINS', None)",
         "os.environ['PYDANTIC_DISABLE_PLUGINS'] = 'logfire'",
