@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from sophon_cli.cli.context import get_ctx
 from sophon_cli.exitcodes import ExitCode
 from sophon_cli.server.config import RETENTION, UPLOAD_TTL  # stdlib only: no server dependencies
+
+if TYPE_CHECKING:
+    from sophon_cli.server.runner import Listening, ServerEvent
 
 app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
 
@@ -173,7 +176,7 @@ def server_command(
         retention=retention,
     )
     try:
-        code = serve(config, announce=_Announcer(config))
+        code = serve(config, on_event=_Announcer(config))
     except DataDirInUse as exc:
         raise _refused(exc, config.data_dir) from None
     except BindError as exc:
@@ -182,39 +185,37 @@ def server_command(
 
 
 class _Announcer:
-    """What ``serve()`` says, on stderr; after its start-up lines (the last one says where the key
-    is) one more: how to use the server from another shell. The line saying it stopped comes on
-    a fresh line after a Ctrl-C (it read "^Csophon local server stopped")."""
+    """What ``serve()`` tells (its events' lines), on stderr; after :class:`Listening` one more
+    line: how to use the server from another shell. :class:`Stopped` comes on a fresh line unless
+    the server stopped for being idle (after a Ctrl-C it read "^Csophon local server stopped")."""
 
     def __init__(self, config) -> None:  # type: ignore[no-untyped-def]
         self.config = config
-        self.last = ""
 
-    def __call__(self, text: str) -> None:
+    def __call__(self, event: ServerEvent) -> None:
         from sophon_cli.cli.output import interrupt_line
+        from sophon_cli.server.runner import Listening, Stopped, StopReason
 
-        if text.startswith("sophon local server stopped") and not self.last.startswith("idle for"):
-            interrupt_line(text)  # after a Ctrl-C (or a SIGTERM: then a blank line before it)
-        else:
-            typer.echo(text, err=True)
-        self.last = text
-        if text.startswith(("API key: ", "API keys: ")):  # the start-up lines are said
-            typer.echo(self.connect_step(), err=True)
+        fresh_line = isinstance(event, Stopped) and event.reason is not StopReason.IDLE
+        for text in event.lines():
+            if fresh_line:
+                interrupt_line(text)  # after a Ctrl-C (or a SIGTERM: then a blank line before it)
+            else:
+                typer.echo(text, err=True)
+        if isinstance(event, Listening):
+            typer.echo(self.connect_step(event), err=True)
 
-    def connect_step(self) -> str:
+    def connect_step(self, listening: Listening) -> str:
         """The next step: ``--local`` where it finds this server and its key (the default data dir
         and its key file), else the URL and where the key is (the file, or the keys given)."""
         import os
         import shlex
 
         from sophon_cli.cli.hints import SERVER_STEPS
-        from sophon_cli.server.config import KEYS_ENV, resolve_api_keys
-        from sophon_cli.server.instance import read_state, url_for
+        from sophon_cli.server.config import KEYS_ENV
 
         config = self.config
-        state = read_state(config.data_dir)
-        url = state.url if state is not None and state.url else url_for(config.host, config.port)
-        _, key_file = resolve_api_keys(config.data_dir, config.api_keys)
+        url, key_file = listening.url, listening.key_file
         if key_file is None:
             given = "--api-key" if config.api_keys else KEYS_ENV
             return SERVER_STEPS["connect_given_keys"].format(url=url, given=given)

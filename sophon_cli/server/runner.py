@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +169,57 @@ class LocalServer:
         self.stop()
 
 
+@dataclass(frozen=True)
+class Listening:
+    """The foreground server accepts requests on ``url`` (``server.json`` is written)."""
+
+    url: str
+    data_dir: Path
+    key_file: Path | None  # where the data dir's API key is stored; None when keys were given
+    key_count: int
+
+    def lines(self) -> tuple[str, ...]:
+        if self.key_file is not None:
+            keys = f"API key: stored in {self.key_file} (not printed)"
+        else:
+            keys = f"API keys: {self.key_count} configured (not printed)"
+        return (f"sophon local server listening on {self.url}", f"data dir: {self.data_dir}", keys)
+
+
+@dataclass(frozen=True)
+class IdleShutdown:
+    """No request for ``idle_timeout`` seconds: the server is shutting down."""
+
+    idle_timeout: float
+
+    def lines(self) -> tuple[str, ...]:
+        return (f"idle for {self.idle_timeout:g}s; shutting down",)
+
+
+class StopReason(Enum):
+    SIGNAL = "signal"  # SIGINT (Ctrl-C) or SIGTERM
+    IDLE = "idle"  # after an IdleShutdown
+    ENDED = "ended"  # the server ended by itself (e.g. it could not start serving)
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """The server has stopped and cleaned up (``server.json`` removed, jobs given back)."""
+
+    reason: StopReason
+
+    def lines(self) -> tuple[str, ...]:
+        return ("sophon local server stopped",)
+
+
+ServerEvent = Listening | IdleShutdown | Stopped
+
+
+def _print_event(event: ServerEvent) -> None:
+    for line in event.lines():
+        print(line, file=sys.stderr, flush=True)
+
+
 class _Shutdown(Exception):
     pass
 
@@ -175,31 +228,31 @@ def _raise_shutdown(signum, frame) -> None:
     raise _Shutdown()
 
 
-def serve(config: ServerConfig, *, announce: Callable[[str], None] | None = None) -> int:
+def serve(config: ServerConfig, *, on_event: Callable[[ServerEvent], None] | None = None) -> int:
     """Run the server in the foreground until SIGINT/SIGTERM (or ``config.idle_timeout``).
 
     Writes ``server.json`` (url, pid; 0600) in the data dir once listening, removes it on exit.
-    Raises :class:`~.instance.DataDirInUse` or :class:`~.instance.BindError` before starting.
+    Tells ``on_event`` (by default: their ``lines()`` on stderr) :class:`Listening` once it is,
+    :class:`IdleShutdown` if it stops for being idle, and :class:`Stopped` last, from the thread
+    where it happens. Raises :class:`~.instance.DataDirInUse` or :class:`~.instance.BindError`
+    before starting.
     """
-    say = announce or (lambda text: print(text, file=sys.stderr, flush=True))
+    tell = on_event or _print_event
     inst = _Instance(config)
     core, server = inst.core, inst.server
     stop = threading.Event()
+    idle = threading.Event()
 
     def watch() -> None:
         while not server.started:
             if stop.wait(0.01):
                 return
         instance.write_state(config.data_dir, inst.url)
-        say(f"sophon local server listening on {inst.url}")
-        say(f"data dir: {config.data_dir}")
-        if core.key_file is not None:
-            say(f"API key: stored in {core.key_file} (not printed)")
-        else:
-            say(f"API keys: {len(core.api_keys)} configured (not printed)")
+        tell(Listening(inst.url, config.data_dir, core.key_file, len(core.api_keys)))
         while config.idle_timeout and not stop.wait(1.0):
             if core.idle_for() >= config.idle_timeout:
-                say(f"idle for {config.idle_timeout:g}s; shutting down")
+                idle.set()
+                tell(IdleShutdown(config.idle_timeout))
                 server.should_exit = True
                 return
 
@@ -212,15 +265,16 @@ def serve(config: ServerConfig, *, announce: Callable[[str], None] | None = None
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, _raise_shutdown)
+    reason = StopReason.ENDED
     try:
         inst.run()
     except _Shutdown:
-        pass
+        reason = StopReason.SIGNAL
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         stop.set()
         instance.clear_state(config.data_dir)
         inst.close()
-        say("sophon local server stopped")
+        tell(Stopped(StopReason.IDLE if idle.is_set() else reason))
     return 0 if server.started else 1
