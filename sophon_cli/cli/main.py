@@ -456,6 +456,30 @@ def _json_word_message(given: list[str], exc) -> str | None:
     return one_line(f"unknown JSON field {word!r} after --json; {hint}")
 
 
+def _jq_took_the_command(args: list[str]) -> str | None:
+    """``sophon --jq job list``: the command's name was taken as the jq expression and what is left
+    ("list") fails as a command. When the word after ``--jq`` is a command name, no command follows,
+    and that word with the words after it makes a command (a group's next word is one of its
+    commands), say that --jq needs an expression, with the command written the way that works."""
+    import shlex
+
+    if command_name(args) is not None or "--jq" not in args[:-1]:
+        return None
+    i = args.index("--jq")
+    word, rest = args[i + 1], args[i + 2 :]
+    attr = next((a for n, _m, a, _h in COMMANDS if n == word), None)
+    if attr is None:
+        return None
+    sub = next((a for a in rest if not a.startswith("-")), None)
+    if attr == "app":
+        group = typer.main.get_command(build_app(word)).commands[word]  # type: ignore[attr-defined]
+        if sub not in group.commands:
+            return None
+    expression = "'.[].id'" if sub == "list" else "'.'"
+    command = shlex.join(["sophon", word, *rest])
+    return f"--jq takes a jq expression, not the command: put it after the command, e.g. {command} --jq {expression}"
+
+
 def _standard_streams() -> str | None:
     """A closed stdout (``>&-``) is reported once (a closed stdin is left to the commands that
     read it); a closed stderr becomes /dev/null. Returns the error line when stdout is closed."""
@@ -535,7 +559,11 @@ def main(argv: list[str] | None = None) -> None:
         code = ExitCode.OK
     except click_exc.ClickException as exc:
         code = exc.exit_code
-        msg = _json_word_message(given, exc) or _usage_message(exc, click_exc, given)
+        msg = (
+            _jq_took_the_command(args)
+            or _json_word_message(given, exc)
+            or _usage_message(exc, click_exc, given)
+        )
         sys.stderr.write(f"error: {msg}\n")
     except Interrupted as exc:
         interrupt_line(str(exc))
