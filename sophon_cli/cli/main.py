@@ -480,6 +480,18 @@ def _jq_took_the_command(args: list[str]) -> str | None:
     return f"--jq takes a jq expression, not the command: put it after the command, e.g. {command} --jq {expression}"
 
 
+def _flags_only(exc, click_exc) -> bool:
+    """``sophon --json``: valid flags and no command. The help, as ``sophon`` alone prints it
+    (gh does the same for flags without a command), not "Missing command"."""
+    ctx = getattr(exc, "ctx", None)
+    return (
+        isinstance(exc, click_exc.UsageError)
+        and ctx is not None
+        and not ctx.args
+        and exc.format_message().startswith("Missing command")
+    )
+
+
 def _standard_streams() -> str | None:
     """A closed stdout (``>&-``) is reported once (a closed stdin is left to the commands that
     read it); a closed stderr becomes /dev/null. Returns the error line when stdout is closed."""
@@ -559,12 +571,13 @@ def main(argv: list[str] | None = None) -> None:
         code = ExitCode.OK
     except click_exc.ClickException as exc:
         code = exc.exit_code
-        msg = (
-            _jq_took_the_command(args)
-            or _json_word_message(given, exc)
-            or _usage_message(exc, click_exc, given)
-        )
-        sys.stderr.write(f"error: {msg}\n")
+        jq = _jq_took_the_command(args)
+        if jq is None and _flags_only(exc, click_exc):  # `sophon --json`: the help, as `sophon` alone
+            typer.echo(exc.ctx.get_help())
+            code = ExitCode.OK
+        else:
+            msg = jq or _json_word_message(given, exc) or _usage_message(exc, click_exc, given)
+            sys.stderr.write(f"error: {msg}\n")
     except Interrupted as exc:
         interrupt_line(str(exc))
         code = ExitCode.INTERRUPTED

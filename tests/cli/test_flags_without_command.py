@@ -2,6 +2,8 @@
 
 - ``sophon --jq job list``: the command name was taken as the jq expression, then "No such command
   'list'". Said as what it is: --jq needs an expression (after the command), exit 2.
+- ``sophon --json`` (or another global flag) and no command: the help, as ``sophon`` alone prints
+  it (stdout, exit 0), as gh does for valid flags and no command; it was "Missing command", exit 2.
 """
 
 from __future__ import annotations
@@ -44,3 +46,15 @@ def test_a_real_expression_before_the_command_still_works_as_before(tmp_path):
     # `--jq job` followed by a word that is no subcommand of job: not taken for the mistake
     line = assert_one_line_error(_run(tmp_path, "--jq", "job", "frobnicate"), 2, "No such command")
     assert "--jq takes" not in line
+
+
+@pytest.mark.parametrize(
+    "args", [["--json"], ["-q"], ["--no-progress", "--json"], ["--json", "job"], ["job", "--json"]]
+)
+def test_global_flags_and_no_command_print_the_help_like_the_command_alone(tmp_path, args):
+    words = [a for a in args if not a.startswith("-")]
+    res = _run(tmp_path, *args)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""
+    assert res.stdout == _run(tmp_path, *words, "--help").stdout
+    assert res.stdout.startswith(f"Usage: sophon {' '.join(words)}".rstrip() + " ")
