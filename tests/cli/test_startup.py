@@ -110,3 +110,23 @@ def test_a_command_never_scans_installed_distributions_for_pydantic_plugins(tmp_
     )
     out = subprocess.run([sys.executable, "-c", kept], capture_output=True, text=True, check=True)
     assert out.stdout.split()[-1] == "logfire"
+
+
+def test_an_upload_builds_no_jobs_or_webhooks_model(server, clip, tmp_path):
+    """`sophon upload` parses only upload replies: the jobs and webhooks models (client/job_models.py)
+    are not built on its way to the first part, and stay importable from client.models."""
+    from tests.helpers.env import cli_env
+
+    code = (
+        "import sys\n"
+        + _run_main(["upload", "--new", "--no-progress", str(clip)])
+        + "import sophon_cli.client.models as models\n"
+        "print(sorted(n for n in ('Job', 'JobList', 'Webhook', 'WebhookEvent') if n in vars(models)),\n"
+        "      'sophon_cli.client.job_models' in sys.modules)\n"
+        "from sophon_cli.client.models import Job, WebhookList\n"
+        "print(Job.model_validate({'id': 'job_1', 'status': 'queued'}).id, WebhookList().webhooks)\n"
+    )
+    env = cli_env(server, tmp_path / "home")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-2:] == ["[] False", "job_1 []"]
