@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import secrets
 import socket
 import time
@@ -170,3 +171,25 @@ def staged_bytes(srv, uid: str, start: int, length: int) -> bytes:
     with open(path, "rb") as fh:
         fh.seek(start)
         return fh.read(length)
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict, bytes]:
+    """Status, JSON body and lower-cased head of the answer on a raw ``sock``, read until the server
+    closes it (a reset after the answer ends the read: bytes the client sent after it were not read;
+    a server that never answers or never closes fails the read with the socket's timeout). A
+    chunked body is taken from its first chunk."""
+    reply = b""
+    while True:
+        try:
+            got = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not got:
+            break
+        reply += got
+    sock.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        size, _, rest = body.partition(b"\r\n")
+        body = rest[: int(size, 16)]
+    return int(head.split(b" ", 2)[1]), json.loads(body), head.lower()

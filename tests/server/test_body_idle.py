@@ -14,27 +14,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .helpers import Api, SlowPut, staged_bytes, wait_for
+from .helpers import Api, SlowPut, read_answer, staged_bytes, wait_for
 
 CS = 2 << 20
 SENT = 3 << 19  # the piece of part 0 the stalled client sends before it stops
 SEEN = 1 << 20  # (the server writes parts in 1 MiB buffers)
 IDLE = 2.0  # short for the test; nothing here asserts on how long anything took
 # `video`: 5 MiB of random frames in Matroska (tests/server/conftest.py)
-
-
-def _answer(sock: socket.socket) -> tuple[int, dict, bytes]:
-    """Status, JSON body and head of the answer on ``sock``, read until the server closes it (a
-    server that never answers or never closes fails the read with socket.timeout)."""
-    reply = b""
-    while True:
-        got = sock.recv(65536)
-        if not got:
-            break
-        reply += got
-    sock.close()
-    head, _, body = reply.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), json.loads(body), head.lower()
 
 
 @pytest.mark.timeout(120)
@@ -58,7 +44,7 @@ def test_a_stalled_part_put_is_cut_and_its_waiting_retry_succeeds(make_server, v
         # the retry is inside the server, waiting for the stalled writer (or already answered)
         wait_for(lambda: srv.core.in_flight >= 2 or retry, "the retry of part 0 to arrive")
 
-        status, body, head = _answer(stalled.sock)  # the stalled client never sends the rest
+        status, body, head = read_answer(stalled.sock)  # the stalled client never sends the rest
         assert status == 400, body  # a status the contract lists for uploadPart
         err = body["error"]
         assert err["code"] == "validation_error" and err["retryable"] is False
@@ -92,7 +78,7 @@ def test_a_stalled_json_body_is_cut_and_nothing_is_created(make_server):
             f"Content-Length: {len(body)}\r\n\r\n"
         )
         sock.sendall(head.encode() + body[:5])
-        status, answer, head_in = _answer(sock)
+        status, answer, head_in = read_answer(sock)
         assert b"connection: close" in head_in
         assert status == 400, answer
         assert answer["error"]["code"] == "validation_error"

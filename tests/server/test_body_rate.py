@@ -25,27 +25,11 @@ from sophon_cli.server.bodyrate import (
     BodyTooSlow,
 )
 
-from .helpers import Api, SlowPut
+from .helpers import Api, SlowPut, read_answer
 
 CS = 64 << 10  # part size of these uploads
 RATE, WINDOW = 1000.0, 2.0  # bytes/s over seconds of waiting
 IDLE = 30.0  # the idle bound never fires here: every piece comes well inside it
-
-
-def _answer(sock: socket.socket) -> tuple[int, dict, bytes]:
-    """Status, JSON body and head of the answer on ``sock``, read until the server closes it."""
-    reply = b""
-    while True:
-        try:
-            got = sock.recv(65536)
-        except ConnectionResetError:  # (bytes the client sent after the answer were not read)
-            break
-        if not got:
-            break
-        reply += got
-    sock.close()
-    head, _, body = reply.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), json.loads(body), head.lower()
 
 
 def _trickle(sock: socket.socket, pieces, pause: float) -> None:
@@ -72,7 +56,7 @@ def test_a_trickled_part_put_is_cut_and_not_recorded(make_server):
         slow.sock.settimeout(60)
         sender = threading.Thread(target=_trickle, args=(slow.sock, (b"x" for _ in range(CS)), 0.25))
         sender.start()
-        status, body, head = _answer(slow.sock)
+        status, body, head = read_answer(slow.sock)
         sender.join(30)
         assert status == 400, body
         err = body["error"]
@@ -108,7 +92,7 @@ def test_a_trickled_json_body_is_cut_and_nothing_is_created(make_server):
             target=_trickle, args=(sock, (body[i : i + 1] for i in range(len(body))), 0.25)
         )
         sender.start()
-        status, answer, head = _answer(sock)
+        status, answer, head = read_answer(sock)
         sender.join(30)
         assert status == 400 and answer["error"]["code"] == "validation_error", answer
         assert "below the minimum" in answer["error"]["message"]

@@ -13,25 +13,7 @@ import pytest
 
 from sophon_cli.server.jsonbody import LIMIT
 
-from .helpers import Api
-
-
-def _answer(sock: socket.socket) -> tuple[int, dict, bytes]:
-    reply = b""
-    while True:
-        try:
-            got = sock.recv(65536)
-        except ConnectionResetError:  # (the unread rest of the body)
-            break
-        if not got:
-            break
-        reply += got
-    sock.close()
-    head, _, body = reply.partition(b"\r\n\r\n")
-    if b"transfer-encoding: chunked" in head.lower():
-        size, _, rest = body.partition(b"\r\n")
-        body = rest[: int(size, 16)]
-    return int(head.split(b" ", 2)[1]), json.loads(body), head.lower()
+from .helpers import Api, read_answer
 
 
 def _send(srv, path: str, body: bytes, *, chunked: bool) -> tuple[int, dict, bytes]:
@@ -54,7 +36,7 @@ def _send(srv, path: str, body: bytes, *, chunked: bool) -> tuple[int, dict, byt
             sock.sendall(body)
     except OSError:
         pass  # the server answered and closed before taking it all
-    return _answer(sock)
+    return read_answer(sock)
 
 
 @pytest.fixture
