@@ -520,8 +520,20 @@ _NO_PLUGINS = ("__all__", "1", "true")  # the values pydantic reads as "no plugi
 
 def _no_pydantic_plugins() -> types.ModuleType:
     """What pydantic's ``plugin._loader`` is when plugins are off: ``get_plugins()`` returns none."""
-    module = types.ModuleType("pydantic.plugin._loader")
+    name = "pydantic.plugin._loader"
+    module = types.ModuleType(name)
     module.get_plugins = tuple  # type: ignore[attr-defined]  # () -- pydantic's answer for these values
+
+    def real(attr: str) -> object:
+        # anything else a later pydantic asks of its loader comes from the real one, loaded then
+        # (not a module's own attributes that tools probe for, such as __file__)
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        if sys.modules.get(name) is module:
+            del sys.modules[name]
+        return getattr(importlib.import_module(name), attr)
+
+    module.__getattr__ = real  # type: ignore[attr-defined]  # PEP 562: names not defined here
     return module
 
 

@@ -97,7 +97,7 @@ def test_a_command_never_scans_installed_distributions_for_pydantic_plugins(tmp_
         + "from sophon_cli.client.models import Job\n"
         "assert Job.model_validate({'id': 'job_1', 'status': 'queued'}).id == 'job_1'\n"
         "import pydantic.plugin._loader as loader\n"
-        "print('SCANNED' if getattr(loader, '_plugins', None) is not None else 'NOT-SCANNED',\n"
+        "print('SCANNED' if vars(loader).get('_plugins') is not None else 'NOT-SCANNED',\n"
         "      'METADATA' if 'importlib.metadata' in sys.modules else 'NO-METADATA',\n"
         "      os.environ['PYDANTIC_DISABLE_PLUGINS'])\n"
     )
@@ -130,3 +130,19 @@ def test_an_upload_builds_no_jobs_or_webhooks_model(server, clip, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-2:] == ["[] False", "job_1 []"]
+
+
+def test_the_plugin_loader_stand_in_hands_any_other_name_to_pydantics_own_loader(tmp_path):
+    """The stand-in answers only ``get_plugins``; a name a later pydantic might also want from its
+    loader comes from the real module (loaded then), so an upgrade can never break start-up."""
+    code = (
+        "import os, sys\n"
+        f"os.environ.update(SOPHON_HOME={str(tmp_path)!r})\n"
+        "os.environ.pop('PYDANTIC_DISABLE_PLUGINS', None)\n"
+        + _run_main(["config", "show"])
+        + "from pydantic.plugin._loader import get_plugins, PYDANTIC_ENTRY_POINT_GROUP\n"
+        "import pydantic.plugin._loader as now\n"
+        "print(tuple(get_plugins()), PYDANTIC_ENTRY_POINT_GROUP, hasattr(now, 'entry_points'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-3:] == ["()", "pydantic", "True"]
