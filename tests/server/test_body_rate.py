@@ -33,14 +33,15 @@ IDLE = 30.0  # the idle bound never fires here: every piece comes well inside it
 
 
 def _trickle(sock: socket.socket, pieces, pause: float) -> None:
-    """Send ``pieces`` one at a time, ``pause`` seconds apart, until the server answers (or closes)."""
+    """Send ``pieces`` one at a time, ``pause`` seconds apart, until the server answers (or closes),
+    or the test's reader, having read the answer, closes the socket."""
     for piece in pieces:
-        readable, _, _ = select.select([sock], [], [], pause)
-        if readable:
-            return
         try:
+            readable, _, _ = select.select([sock], [], [], pause)
+            if readable:
+                return
             sock.sendall(piece)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: closed by the reader meanwhile (fd -1)
             return
 
 
