@@ -7,6 +7,8 @@ A spec is a comma-separated list of rules ``PATTERN=FAULT[:PROB][:OPTION=VALUE..
     *=429:0.05:retry-after=1                  answer 429 rate_limited with ``Retry-After: 1``
     *=429:1:retry-after=date:1                ... with ``Retry-After`` as an HTTP date 1 s ahead
     *=500:0.1                                 answer 500 internal_error
+    GET /v1/jobs=401                          answer 401 unauthorized (every status carries the
+                                              contract's code for it: see ``frame.FAULT_CODES``)
     *=latency:200ms[:PROB]                    sleep before handling (ms or s suffix)
 
 PATTERN is ``*`` (every route), a path glob (``/v1/jobs*``) or ``METHOD path-glob``; ``*`` in a
@@ -23,13 +25,6 @@ import threading
 from dataclasses import dataclass, field
 
 HEALTH = ("/healthz", "/readyz", "/metrics")
-STATUS_CODES = {
-    429: "rate_limited",
-    500: "internal_error",
-    502: "internal_error",
-    503: "capacity_exceeded",
-    504: "internal_error",
-}
 
 
 class FaultSpecError(ValueError):

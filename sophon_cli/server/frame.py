@@ -17,12 +17,23 @@ from typing import Any
 
 from .bodyrate import BodyRate
 from .core import Core
-from .errors import ApiError, BodyStalled, Code, envelope
+from .errors import RETRYABLE, ApiError, BodyStalled, Code, envelope
 from .routes import is_public, route_template
 from .util import redact_path
 
 SESSION_COOKIE = "sophon_api_session"
-FAULT_CODES = {429: Code.RATE_LIMITED, 503: Code.CAPACITY_EXCEEDED}
+# The contract's ErrorBody code for each status an injected fault may answer (what production sends);
+# any other status answers internal_error.
+FAULT_CODES = {
+    400: Code.VALIDATION_ERROR,
+    401: Code.UNAUTHORIZED,
+    403: Code.FORBIDDEN,
+    404: Code.NOT_FOUND,
+    409: Code.CONFLICT,
+    422: Code.SOURCE_INVALID,
+    429: Code.RATE_LIMITED,
+    503: Code.CAPACITY_EXCEEDED,
+}
 
 
 class _ResetFilter(logging.Filter):
@@ -188,8 +199,11 @@ class Frame:
                         headers["Retry-After"] = ra
                 status = rule.status or 500
                 code = FAULT_CODES.get(status, Code.INTERNAL_ERROR)
+                if code is Code.UNAUTHORIZED:
+                    headers.setdefault("WWW-Authenticate", "Bearer")  # as the real auth check answers
+                advice = "; retry" if code in RETRYABLE else ""
                 self.core.metrics.inc("sophon_faults_injected_total", fault=str(rule.status))
-                await respond(ApiError(status, code, f"injected fault ({rule.status}); retry", headers))
+                await respond(ApiError(status, code, f"injected fault ({rule.status}){advice}", headers))
                 return
         if not is_public(path) and not self._authorized(scope):
             await respond(
