@@ -345,8 +345,9 @@ def encode_command(
             what = {
                 "overwrite": "a file this run did not write is at the output path",
                 "fresh_job": "the recorded job cannot be used",
+                "fresh_link": "the download link was refused",
             }.get(step, "failed")
-            out.notice(f"{plural(n, 'file')}: {what}; {NEXT_STEPS[step]}")
+            out.notice(f"{plural(n, 'file')}: {what}; {_ENCODE_STEPS.get(step, NEXT_STEPS[step])}")
         out.notice(
             f"{len(report.failed)} of {plural(len(results), 'file')} failed; fix the cause and run the same command again"
         )
@@ -363,6 +364,10 @@ def _resume_words(force: bool) -> str:
         return "run the same command again without --force to resume"
     return RESUME
 
+
+#: a next step worded for encode where the shared words name another command: the same encode
+#: again reuses the finished job and asks the API for its output, which gives a fresh link
+_ENCODE_STEPS = {"fresh_link": "run the same command again: it asks for a fresh link"}
 
 #: why a run stopped early when stdout's reader went away (instead of "interrupted")
 READER_GONE = "stopped: standard output was closed by its reader"

@@ -32,6 +32,7 @@ from sophon_cli.client.errors import (
     BadRequestError,
     ConflictError,
     IntegrityError,
+    LinkRefusedError,
     NextStep,
     TargetExistsError,
 )
@@ -372,6 +373,10 @@ def finish(ctx: Context, item: Item) -> FileResult:
                 )
             except TargetExistsError as exc:
                 return _in_the_way(ctx, item, exc)
+            except LinkRefusedError as exc:
+                # the link's token was refused, not the API key: this file fails, the run goes on;
+                # the entry keeps its finished job, so the same encode again asks for a fresh link
+                return fail(ctx, item, failure_reason(exc), next_step=exc.next_step)
             if getattr(dl, "skipped", False) or dl.final_artifact == "original":
                 ctx.save(item, State.JOB_DONE, final_artifact="original", announce=False)
                 return fallback(ctx, item, "nothing smaller than the source was made")
@@ -548,6 +553,9 @@ def failure_reason(exc: BaseException) -> str:
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
         return f"{exc.strerror or exc}:{where}"
     text = str(exc)
+    if isinstance(exc, LinkRefusedError):  # the server's words are about its API, not this link
+        code = "" if exc.code == f"http_{exc.status}" else f" {exc.code}"
+        return f"the download link was refused ({exc.status}{code}): expired or invalid token"
     if isinstance(exc, APIError) and isinstance(exc, BadRequestError):
         return f"the server rejected the request: {exc.message}"
     return text
